@@ -1,0 +1,1 @@
+"""The shared denoising core: per-token noise levels, schedules, updates, plans, losses and the denoiser."""

@@ -1,0 +1,54 @@
+"""The few array helpers that differ between numpy and torch.
+
+The core's math is written with operators plus functions looked up on the array's own namespace, so
+one implementation serves torch training and the torch-free onnxruntime runners. Nothing here imports
+torch at module level.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+
+def is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def namespace(x) -> ModuleType:
+    """``torch`` for tensors, ``numpy`` for everything else."""
+    if is_torch(x):
+        import torch
+
+        return torch
+    return np
+
+
+def as_array_like(values, like):
+    """``values`` as an array of the same kind, dtype and device as ``like``."""
+    if is_torch(like):
+        import torch
+
+        if isinstance(values, np.ndarray) and not values.flags.writeable:
+            values = values.copy()  # torch warns on read-only buffers (plans are frozen arrays)
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    return np.asarray(values, dtype=like.dtype)
+
+
+def randn_like(x, generator=None):
+    """Standard normal noise shaped like ``x``; ``generator`` is a torch.Generator or np.random.Generator."""
+    if is_torch(x):
+        import torch
+
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    rng = generator if generator is not None else np.random.default_rng()
+    return rng.standard_normal(x.shape).astype(x.dtype, copy=False)
+
+
+def any_true(mask) -> bool:
+    return bool(mask.any())
+
+
+def all_finite(x) -> bool:
+    return bool(namespace(x).isfinite(x).all())

@@ -1,0 +1,1 @@
+"""Gymnasium tasks, scripted experts, wrappers and demonstration datasets."""
