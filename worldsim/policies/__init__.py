@@ -1,0 +1,1 @@
+"""Diffusion policies and their real-time inference strategies."""
