@@ -1,0 +1,174 @@
+import numpy as np
+import pytest
+import torch
+
+from worldsim.core.normalizer import Normalizer
+from worldsim.core.trainer import Trainer, TrainerConfig
+from worldsim.policies.config import DiffusionPolicyConfig
+from worldsim.policies.diffusion_policy import DiffusionPolicy
+from worldsim.policies.strategies import STRATEGIES, make_strategy
+
+OBS_DIM, ACTION_DIM, HORIZON, K = 4, 3, 8, 20
+STRATEGY_KWARGS = {"ddpm": {}, "ddim": {"steps": 5}, "rti": {"k": 3}, "rolling": {"first_steps": 5}}
+
+
+def make_policy(discrete_rule="scale", seed=0, obs_type="state") -> DiffusionPolicy:
+    torch.manual_seed(seed)
+    obs_shape = (OBS_DIM,) if obs_type == "state" else (16, 16, 3)
+    config = DiffusionPolicyConfig(
+        obs_shape=obs_shape, action_dim=ACTION_DIM, obs_type=obs_type, horizon=HORIZON, n_action_steps=4,
+        num_train_steps=K, width=32, depth=2, heads=2, obs_feature_dim=32, discrete_dims=(2,),
+        discrete_rule=discrete_rule, action_low=(-1, -1, -1), action_high=(1, 1, 1),
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    obs_norm = Normalizer.fit(rng.normal(size=(100, OBS_DIM))) if obs_type == "state" else None
+    actions = np.concatenate([rng.uniform(-1, 1, (100, 2)), rng.choice([-1.0, 1.0], (100, 1))], 1)
+    policy = DiffusionPolicy(config, obs_normalizer=obs_norm, action_normalizer=Normalizer.fit(actions))
+    with torch.no_grad():  # an untrained adaLN-zero net predicts zeros; make the outputs depend on the weights
+        for p in policy.denoiser.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return policy.eval()
+
+
+def run_episode(policy, steps=12, seed=0):
+    rng = np.random.default_rng(seed)
+    policy.reset()
+    actions, calls = [], []
+    for _ in range(steps):
+        actions.append(policy.select_action(rng.normal(size=OBS_DIM).astype(np.float32)))
+        calls.append(policy.calls_last_prediction)
+    return np.stack(actions), calls
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_strategy_runs_the_control_api(name):
+    policy = make_policy()
+    policy.set_strategy(name, **STRATEGY_KWARGS[name])
+    actions, calls = run_episode(policy)
+    assert actions.shape == (12, ACTION_DIM) and actions.dtype == np.float32
+    assert np.isfinite(actions).all()
+    assert set(np.unique(actions[:, 2])) <= {-1.0, 1.0}  # the discrete gripper is exactly ±1
+    expected_first = {"ddpm": K, "ddim": 5, "rti": K, "rolling": 5}[name]
+    assert calls[0] == expected_first
+    if name == "rti":
+        assert policy.n_action_steps == 1 and calls[1:] == [3] * 11
+    if name == "rolling":
+        assert calls[1:] == [1] * 11
+    if name in ("ddpm", "ddim"):
+        assert calls[4] == expected_first and calls[1:4] == [0, 0, 0]  # 4 actions executed per chunk
+
+
+def test_strategies_share_one_model():
+    policy = make_policy()
+    weights = [p.data_ptr() for p in policy.parameters()]
+    for name in STRATEGIES:
+        policy.set_strategy(name, **STRATEGY_KWARGS[name])
+        run_episode(policy, steps=3)
+        assert [p.data_ptr() for p in policy.parameters()] == weights
+
+
+def test_rti_with_k_equal_K_and_no_warm_start_is_full_ddpm():
+    policy = make_policy()
+    obs = np.random.default_rng(1).normal(size=(2, OBS_DIM)).astype(np.float32)
+    chunks = {}
+    for name, kwargs in (("ddpm", {}), ("rti", {"k": K, "warm_start": False})):
+        policy.set_strategy(name, **kwargs)
+        policy.generator = torch.Generator().manual_seed(7)
+        chunks[name] = policy.predict_chunk(obs, executed_steps=1)
+    np.testing.assert_array_equal(chunks["ddpm"], chunks["rti"])
+
+
+def test_rti_warm_start_is_used_and_reset_clears_it():
+    policy = make_policy()
+    policy.set_strategy("rti", k=2)
+    obs = np.random.default_rng(2).normal(size=(2, OBS_DIM)).astype(np.float32)
+    policy.generator = torch.Generator().manual_seed(0)
+    policy.predict_chunk(obs)
+    assert policy.calls_last_prediction == K
+    policy.predict_chunk(obs)
+    assert policy.calls_last_prediction == 2  # warm-started
+    policy.reset()
+    policy.predict_chunk(obs)
+    assert policy.calls_last_prediction == K  # nothing leaked from the previous episode
+
+
+def test_rti_clip_rule_shrinks_the_guess():
+    policy = make_policy(discrete_rule="clip")
+    guess = torch.tensor([[[0.3, -0.2, 0.9], [0.1, 0.0, -0.4]]])
+    shrunk = policy._prepare_guess(guess)
+    torch.testing.assert_close(shrunk[..., 2], torch.tensor([[0.1, -0.1]]))
+    torch.testing.assert_close(shrunk[..., :2], guess[..., :2])
+    scale_policy = make_policy(discrete_rule="scale")
+    raw = torch.tensor([[[0.5, 0.5, 1.0]]])
+    assert scale_policy.to_model_space(raw)[0, 0, 2].item() == pytest.approx(0.1)
+
+
+def test_save_load_round_trip_gives_identical_actions(tmp_path):
+    policy = make_policy()
+    policy.save_pretrained(tmp_path, extra={"trained_with": "pytest"})
+    loaded = DiffusionPolicy.from_pretrained(tmp_path, strategy="ddim", steps=5)
+    policy.set_strategy("ddim", steps=5)
+    obs = np.random.default_rng(3).normal(size=(2, OBS_DIM)).astype(np.float32)
+    for p in (policy, loaded):
+        p.generator = torch.Generator().manual_seed(11)
+    np.testing.assert_array_equal(policy.predict_chunk(obs), loaded.predict_chunk(obs))
+    assert loaded.metadata["trained_with"] == "pytest"
+    with pytest.raises(FileNotFoundError, match="no shipped policy"):
+        DiffusionPolicy.from_pretrained(tmp_path / "missing")
+
+
+def test_bad_observations_raise_clear_errors():
+    policy = make_policy()
+    with pytest.raises(ValueError, match="observation must have shape"):
+        policy.select_action(np.zeros(OBS_DIM + 1, np.float32))
+    with pytest.raises(ValueError, match="observation history must have shape"):
+        policy.predict_chunk(np.zeros((3, OBS_DIM), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.predict_chunk(np.full((2, OBS_DIM), np.nan, np.float32))
+    with pytest.raises(ValueError, match="unknown strategy"):
+        policy.set_strategy("dpm-solver")
+    with pytest.raises(ValueError, match="discrete_dims"):
+        DiffusionPolicyConfig(obs_shape=(3,), action_dim=2, discrete_dims=(2,))
+
+
+def test_pixel_policy_predicts():
+    policy = make_policy(obs_type="pixels")
+    policy.set_strategy("ddim", steps=3)
+    chunk = policy.predict_chunk(np.random.default_rng(4).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8))
+    assert chunk.shape == (HORIZON, ACTION_DIM)
+
+
+def test_short_training_run_lowers_the_loss():
+    """A real fit of a multimodal toy task: the action chunk is a ramp whose sign the observation gives."""
+    torch.manual_seed(0)
+    policy = make_policy()
+    rng = np.random.default_rng(5)
+    obs = rng.normal(size=(512, 2, OBS_DIM)).astype(np.float32)
+    direction = np.sign(obs[:, -1, :1])[:, None, :]  # [512, 1, 1]
+    ramp = np.linspace(-0.8, 0.8, HORIZON)[None, :, None] * direction
+    actions = np.concatenate([ramp, -ramp, np.sign(ramp + 1e-3)], -1).astype(np.float32)
+    data = {"obs": torch.from_numpy(obs), "action": torch.from_numpy(actions)}
+    trainer = Trainer(
+        policy.train(), data,
+        TrainerConfig(steps=250, batch_size=64, learning_rate=2e-3, warmup_steps=20, log_every=25, progress=False),
+    )  # fmt: skip
+    history = trainer.fit()
+    assert history[-1]["loss"] < 0.4 * history[0]["loss"]
+    # At a low noise level the trained denoiser recovers the chunk the observation asks for.
+    model = trainer.ema_model
+    with torch.no_grad():
+        clean = model.to_model_space(data["action"][:32])
+        level = torch.full((32, HORIZON), 0.1)
+        noisy = model.schedule.add_noise(clean, torch.randn_like(clean), level)
+        pred = model.denoiser(noisy, level, model._encode(data["obs"][:32]))
+        x0, _ = model.schedule.split(pred, noisy, level, "epsilon")
+    assert (x0 - clean).abs().mean() < 0.5 * (noisy - clean).abs().mean()
+
+
+def test_make_strategy_validates():
+    with pytest.raises(ValueError, match="k >= 1"):
+        make_strategy("rti", k=0)
+    with pytest.raises(ValueError, match="exceeds"):
+        policy = make_policy()
+        policy.set_strategy("rti", k=K + 1, warm_start=False)
+        policy.predict_chunk(np.zeros((2, OBS_DIM), np.float32))

@@ -1,0 +1,209 @@
+"""Real-time inference strategies: interchangeable ways to sample an action chunk from one trained model.
+
+Every strategy is a plan (or the rolling denoiser) of the shared core, so none of them is a separate
+sampler. They work in the model's normalized action space on torch tensors or numpy arrays alike, which
+lets the onnxruntime runner reuse them unchanged.
+
+=========  ==================================================================  =======================
+name       what one prediction does                                             network calls
+=========  ==================================================================  =======================
+ddpm       full DDPM from noise (``steps`` = the training grid K by default)   K
+ddim       deterministic DDIM from noise in ``steps``                           steps
+rti        first call: full DDPM; then warm-start from the previous chunk       K, then k
+           shifted by the executed actions (last action repeated), denoised
+           from level k / K to 0 (RTI-DP); ``renoise`` forward-diffuses the
+           guess to that level first
+rolling    a window of ``horizon`` actions at staggered levels (Streaming       first chunk, then 1
+           Diffusion Policy): each call moves every action down one notch
+           and emits the now-clean first action
+=========  ==================================================================  =======================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from worldsim.core import plans
+from worldsim.core.array_ops import namespace, randn_like
+from worldsim.core.plans import Plan
+from worldsim.core.rolling import RollingDenoiser
+from worldsim.core.sampling import denoise
+from worldsim.core.schedules import NoiseSchedule, Parameterization
+
+
+@dataclass
+class ChunkSampler:
+    """Everything a strategy needs for one prediction; the policy builds it per call."""
+
+    denoiser: Callable
+    cond: object
+    schedule: NoiseSchedule
+    parameterization: Parameterization
+    num_train_steps: int
+    like: object
+    """An array of the chunk's shape ``[B, horizon, action_dim]``, dtype and device (for noise)."""
+    clip_x0: float | None = None
+    generator: object = None
+    prepare_guess: Callable = staticmethod(lambda guess: guess)
+    calls: int = 0
+
+    def noise(self):
+        return randn_like(self.like, self.generator)
+
+    def run(self, x, plan: Plan, eta: float):
+        self.calls += plan.num_model_calls
+        return denoise(
+            self.denoiser, x, plan, self.schedule, parameterization=self.parameterization, cond=self.cond,
+            eta=eta, clip_x0=self.clip_x0, generator=self.generator,
+        )  # fmt: skip
+
+
+def shift_chunk(chunk, executed: int):
+    """The previous solution advanced by ``executed`` actions, the last action repeated to fill the end."""
+    horizon = chunk.shape[1]
+    if not 0 <= executed:
+        raise ValueError(f"executed steps must be >= 0, got {executed}")
+    if executed == 0:
+        return chunk
+    executed = min(executed, horizon - 1)
+    xp = namespace(chunk)
+    tail = xp.concatenate([chunk[:, -1:]] * executed, 1)
+    return xp.concatenate([chunk[:, executed:], tail], 1)
+
+
+class Strategy(ABC):
+    """One way of sampling a chunk. Stateful strategies are reset with the episode."""
+
+    name: ClassVar[str]
+    n_action_steps: int | None = None
+    """Actions executed per prediction; None keeps the policy's configured value."""
+
+    def reset(self) -> None:  # noqa: B027 - stateless strategies have nothing to forget
+        """Forget the previous episode (warm starts, rolling windows)."""
+
+    @abstractmethod
+    def sample(self, sampler: ChunkSampler, executed_steps: int):
+        """A normalized chunk ``[B, horizon, action_dim]``; ``executed_steps`` actions ran since the last one."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+
+class DDPMStrategy(Strategy):
+    name = "ddpm"
+
+    def __init__(self, steps: int | None = None):
+        self.steps = steps
+
+    def sample(self, sampler: ChunkSampler, executed_steps: int):
+        plan = plans.full_sequence(sampler.like.shape[1], self.steps or sampler.num_train_steps)
+        return sampler.run(sampler.noise(), plan, eta=1.0)
+
+
+class DDIMStrategy(Strategy):
+    name = "ddim"
+
+    def __init__(self, steps: int = 10):
+        if steps < 1:
+            raise ValueError(f"ddim needs steps >= 1, got {steps}")
+        self.steps = steps
+
+    def sample(self, sampler: ChunkSampler, executed_steps: int):
+        return sampler.run(sampler.noise(), plans.full_sequence(sampler.like.shape[1], self.steps), eta=0.0)
+
+
+class RTIStrategy(Strategy):
+    """Real-Time Iteration (RTI-DP): warm-start each prediction from the previous one.
+
+    ``k``: denoising steps of a warm-started call, starting at level ``k / K`` on the training grid
+    (RTI-DP's timestep list ``[2, 1, 0]`` is ``k = 3``). ``warm_start=False`` samples every call from
+    noise with the same k-step plan (with ``k = K`` that is exactly full DDPM).
+    """
+
+    name = "rti"
+
+    def __init__(self, k: int = 3, *, renoise: bool = False, warm_start: bool = True, n_action_steps: int = 1):
+        if k < 1:
+            raise ValueError(f"rti needs k >= 1, got {k}")
+        self.k = k
+        self.renoise = renoise
+        self.warm_start = warm_start
+        self.n_action_steps = n_action_steps
+        self._previous = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def plan(self, horizon: int, num_train_steps: int, *, renoise: bool) -> Plan:
+        """Levels ``k/K, (k-1)/K, ..., 0`` for every action (after a row at 0 when re-noising)."""
+        if self.k > num_train_steps:
+            raise ValueError(f"rti k={self.k} exceeds the model's {num_train_steps} training steps")
+        levels = np.arange(self.k, -1, -1) / num_train_steps
+        if renoise:
+            levels = np.concatenate([[0.0], levels])
+        return plans.from_levels(levels, horizon)
+
+    def sample(self, sampler: ChunkSampler, executed_steps: int):
+        horizon, steps = sampler.like.shape[1], sampler.num_train_steps
+        if not self.warm_start:
+            chunk = sampler.run(sampler.noise(), self.plan(horizon, steps, renoise=False), eta=1.0)
+        elif self._previous is None:
+            chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, steps), eta=1.0)
+        else:
+            guess = sampler.prepare_guess(shift_chunk(self._previous, executed_steps))
+            chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise), eta=1.0)
+        self._previous = chunk
+        return chunk
+
+
+class RollingStrategy(Strategy):
+    """Streaming Diffusion Policy: one call per control step over a window of staggered levels.
+
+    The first prediction of an episode is a full ``first_steps``-step DDIM chunk; its remaining actions
+    are re-noised to the staggered levels to fill the window, so every later call emits one clean action.
+    The returned chunk is that action followed by the window's partly denoised lookahead.
+    """
+
+    name = "rolling"
+
+    def __init__(self, first_steps: int = 10):
+        self.first_steps = first_steps
+        self.n_action_steps = 1
+        self._rolling: RollingDenoiser | None = None
+
+    def reset(self) -> None:
+        self._rolling = None
+
+    def sample(self, sampler: ChunkSampler, executed_steps: int):
+        horizon = sampler.like.shape[1]
+        if self._rolling is None:
+            chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.first_steps), eta=0.0)
+            self._rolling = RollingDenoiser(
+                sampler.denoiser, sampler.schedule, window=horizon, parameterization=sampler.parameterization,
+                clip_x0=sampler.clip_x0, generator=sampler.generator,
+            )  # fmt: skip
+            self._rolling.warm_start(chunk[:, 1:])
+            return chunk
+        emitted = None
+        for _ in range(max(executed_steps, 1)):
+            calls_before = self._rolling.num_calls
+            emitted = self._rolling.tick(sampler.noise()[:, :1], cond=sampler.cond)
+            sampler.calls += self._rolling.num_calls - calls_before
+        return namespace(emitted).concatenate([emitted, self._rolling.tokens], 1)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (DDPMStrategy, DDIMStrategy, RTIStrategy, RollingStrategy)
+}
+
+
+def make_strategy(name: str, **kwargs) -> Strategy:
+    """A strategy by name: ``ddpm``, ``ddim``, ``rti`` or ``rolling``, with its keyword options."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](**kwargs)
