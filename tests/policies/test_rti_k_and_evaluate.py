@@ -1,0 +1,84 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from worldsim.core.schedules import CosineSchedule
+from worldsim.policies.rti_k import choose_rti_k
+from worldsim.policies.strategies import shift_chunk
+
+
+class FakePolicy:
+    """Only what choose_rti_k touches; its 'full denoising' returns chunks we control."""
+
+    def __init__(self, solve):
+        self.config = SimpleNamespace(num_train_steps=100, obs_horizon=2)
+        self.schedule = CosineSchedule(100)
+        self.strategy, self.generator = "original", None
+        self._solve = solve
+
+    def predict_normalized(self, obs, executed_steps):
+        assert self.strategy.name == "ddpm"
+        return self._solve(obs)
+
+    def _prepare_guess(self, guess):
+        return guess
+
+
+def episodes(n=3, length=20):
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=(length, 4)).astype(np.float32) for _ in range(n)]
+
+
+def test_a_consistent_solution_picks_the_smallest_k():
+    policy = FakePolicy(lambda obs: torch.full((obs.shape[0], 16, 2), 0.3))  # the same constant chunk always
+    choice = choose_rti_k(policy, episodes())
+    assert choice.k == 1 and policy.strategy == "original"  # the policy's own strategy is restored
+
+
+def test_unrelated_solutions_push_k_up_and_a_noisy_guess_lands_in_between():
+    g = torch.Generator().manual_seed(0)
+    random = FakePolicy(lambda obs: torch.randn(obs.shape[0], 16, 2, generator=g))
+    assert choose_rti_k(random, episodes()).k >= 25
+
+    def slowly_drifting(obs):
+        # The solution for a later step is the earlier one shifted plus a little noise: what RTI relies on.
+        n = obs.shape[0] // 2
+        base = torch.randn(n, 16, 2, generator=g) * 0.5
+        return torch.cat([base, shift_chunk(base, 1) + 0.05 * torch.randn(n, 16, 2, generator=g)])
+
+    choice = choose_rti_k(FakePolicy(slowly_drifting), episodes(), candidates=list(range(1, 101)))
+    assert 2 <= choice.k <= 40, choice.nll
+    assert choice.pairs == 3 * 19 and set(choice.to_dict()["nll"]) == {str(k) for k in range(1, 101)}
+
+
+def test_choose_rti_k_validates():
+    policy = FakePolicy(lambda obs: torch.zeros(obs.shape[0], 16, 2))
+    with pytest.raises(ValueError, match="candidates"):
+        choose_rti_k(policy, episodes(), candidates=[0, 3])
+    with pytest.raises(ValueError, match="longer than"):
+        choose_rti_k(policy, [np.zeros((1, 4), np.float32)])
+
+
+def test_evaluate_policy_counts_and_measures():
+    import worldsim  # noqa: F401
+    from worldsim.policies.evaluate import evaluate_policy
+
+    class Hold:
+        """A policy that holds the pusher where the episode started: never succeeds, perfectly smooth."""
+
+        calls_last_prediction = 0
+
+        def reset(self):
+            self.first = None
+
+        def select_action(self, obs):
+            if self.first is None:
+                self.first = np.asarray(obs[:2], np.float32)
+            return self.first
+
+    result = evaluate_policy(Hold(), "worldsim/PushT-v0", episodes=2, score_key="coverage", progress=False)
+    assert result["episodes"] == 2 and result["success_rate"] == 0.0
+    assert result["smoothness_mse"] == 0.0 and result["calls_per_step"] == 0.0
+    assert 0.0 <= result["mean_max_score"] < 0.95 and result["mean_steps"] == 300

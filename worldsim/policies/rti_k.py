@@ -1,0 +1,90 @@
+"""RTI-DP's offline rule for choosing the warm-start level k.
+
+RTI-DP chooses k "empirically" with an offline rule: denoise held-out observations fully to get the
+solution A0, then pick the k whose forward-diffusion marginal ``q(x_k | A0) = N(alpha_k A0, sigma_k^2 I)``
+best explains the warm-start guess G (the previous step's solution, shifted). We score each candidate by
+the mean negative log-likelihood of G under that Gaussian,
+
+    NLL(k) = ||G - alpha_k A0||^2 / (2 sigma_k^2) + D log sigma_k        (D = horizon x action_dim)
+
+which is smallest where the forward noise at k is about as large as the guess's error: a smaller k
+trusts the guess more than it deserves, a larger one throws good information away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from worldsim.policies.diffusion_policy import DiffusionPolicy
+from worldsim.policies.strategies import DDPMStrategy, shift_chunk
+
+
+@dataclass
+class RTIChoice:
+    k: int
+    nll: dict[int, float] = field(default_factory=dict)
+    pairs: int = 0
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "nll": {str(k): v for k, v in self.nll.items()}, "pairs": self.pairs}
+
+
+def _histories(observations: np.ndarray, obs_horizon: int) -> np.ndarray:
+    """Observation histories for every step, the start padded with the first observation (as in training)."""
+    steps = np.arange(len(observations))
+    index = np.clip(steps[:, None] + np.arange(-obs_horizon + 1, 1), 0, None)
+    return observations[index]
+
+
+def choose_rti_k(
+    policy: DiffusionPolicy,
+    episodes_observations: list[np.ndarray],
+    *,
+    executed_steps: int = 1,
+    candidates: list[int] | None = None,
+    max_pairs: int = 256,
+    seed: int = 0,
+) -> RTIChoice:
+    """Pick k for ``policy`` from held-out episodes (each an array of raw observations ``[T, *obs_shape]``).
+
+    Consecutive decisions ``executed_steps`` apart are paired; at most ``max_pairs`` pairs are used.
+    """
+    if executed_steps < 1:
+        raise ValueError(f"executed_steps must be >= 1, got {executed_steps}")
+    K = policy.config.num_train_steps
+    candidates = candidates or list(range(1, min(K, 30) + 1))
+    if any(not 1 <= k <= K for k in candidates):
+        raise ValueError(f"candidates must lie in [1, {K}], got {candidates}")
+    rng = np.random.default_rng(seed)
+    earlier, later = [], []
+    for observations in episodes_observations:
+        histories = _histories(np.asarray(observations), policy.config.obs_horizon)
+        for t in range(executed_steps, len(histories)):
+            earlier.append(histories[t - executed_steps])
+            later.append(histories[t])
+    if not earlier:
+        raise ValueError(f"no episode is longer than executed_steps={executed_steps}")
+    chosen = rng.permutation(len(earlier))[:max_pairs]
+    obs = torch.as_tensor(np.stack([earlier[i] for i in chosen] + [later[i] for i in chosen]))
+
+    saved_strategy, saved_generator = policy.strategy, policy.generator
+    policy.strategy, policy.generator = DDPMStrategy(), torch.Generator().manual_seed(seed)
+    try:
+        solutions = policy.predict_normalized(obs, executed_steps)
+    finally:
+        policy.strategy, policy.generator = saved_strategy, saved_generator
+    n = len(chosen)
+    guess = policy._prepare_guess(shift_chunk(solutions[:n], executed_steps)).double()
+    target = solutions[n:].double()
+    dims = target[0].numel()
+    nll = {}
+    for k in candidates:
+        level = torch.tensor(k / K, dtype=torch.float64)
+        alpha, sigma = policy.schedule.alpha(level), policy.schedule.sigma(level)
+        gap = (guess - alpha * target).pow(2).flatten(1).sum(1)
+        nll[k] = float((gap / (2 * sigma**2) + dims * torch.log(sigma)).mean())
+    best = min(nll, key=nll.get)
+    return RTIChoice(k=best, nll=nll, pairs=n)
