@@ -1,0 +1,173 @@
+"""Benchmark the shipped diffusion policies: every strategy over seeded episodes, and under latency.
+
+    python benchmarks/policy.py                      # 100 episodes per strategy and task
+    python benchmarks/policy.py --episodes 10        # a quick look
+
+Writes benchmarks/results/policy.json and policy.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, write_result  # noqa: E402
+
+import worldsim  # noqa: E402, F401
+from worldsim.envs.datasets import EXPERTS  # noqa: E402
+from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
+from worldsim.policies.evaluate import evaluate_policy  # noqa: E402
+from worldsim.policies.rti_k import choose_rti_k  # noqa: E402
+from worldsim.policies.train import EVAL_SEED, TASKS  # noqa: E402
+
+SHIPPED = {"worldsim/PushT-v0": "pusht-state", "worldsim/PickPlace-v0": "pickplace-state"}
+HELD_OUT_SEED = 200_000  # episodes for choosing k: neither training nor evaluation seeds
+
+
+def expert_success(env_id: str, episodes: int) -> float:
+    env = gym.make(env_id)
+    expert = EXPERTS[env_id](seed=0)
+    successes = 0
+    for i in range(episodes):
+        env.reset(seed=EVAL_SEED + i)
+        expert.reset()
+        while True:
+            _, _, terminated, truncated, info = env.step(expert(env))
+            if terminated or truncated:
+                successes += bool(info.get("is_success", False))
+                break
+    env.close()
+    return successes / episodes
+
+
+def held_out_observations(env_id: str, episodes: int) -> list[np.ndarray]:
+    """Observation sequences of expert episodes on held-out seeds (input to RTI-DP's k rule)."""
+    env = gym.make(env_id)
+    expert = EXPERTS[env_id](seed=1)
+    sequences = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=HELD_OUT_SEED + i)
+        expert.reset()
+        observations = [obs]
+        while True:
+            obs, _, terminated, truncated, _ = env.step(expert(env))
+            observations.append(obs)
+            if terminated or truncated:
+                break
+        sequences.append(np.stack(observations))
+    env.close()
+    return sequences
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--latency-episodes", type=int, default=50)
+    parser.add_argument("--tasks", nargs="*", default=list(SHIPPED))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = the batch-1 control setting)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results: dict = {"episodes": args.episodes, "latency_episodes": args.latency_episodes, "tasks": {}}
+    for env_id in args.tasks:
+        score_key = TASKS[env_id]["score_key"]
+        policy = DiffusionPolicy.from_pretrained(SHIPPED[env_id])
+        started = time.time()
+        choice = choose_rti_k(policy, held_out_observations(env_id, 10), executed_steps=1)
+        print(f"{env_id}: RTI-DP's offline rule chose k = {choice.k} from {choice.pairs} held-out pairs")
+        strategies = {
+            "ddpm": {"steps": policy.config.num_train_steps},
+            "ddim": {"steps": 10},
+            "rti": {"k": choice.k},
+            "rolling": {},
+        }
+        task: dict = {
+            "checkpoint": SHIPPED[env_id],
+            "expert_success_rate": expert_success(env_id, args.episodes),
+            "rti_k_choice": choice.to_dict(),
+            "strategies": {},
+            "latency_sweep": {},
+        }
+        for name, kwargs in strategies.items():
+            policy.set_strategy(name, **kwargs)
+            result = evaluate_policy(policy, env_id, episodes=args.episodes, seed=EVAL_SEED, score_key=score_key)
+            task["strategies"][name] = {"options": kwargs, **result}
+            print(f"  {name:8s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}  "
+                  f"p50 {result['latency_ms_p50']:.2f} ms  p99 {result['latency_ms_p99']:.2f} ms")  # fmt: skip
+        for name in ("ddim", "rti"):
+            policy.set_strategy(name, **strategies[name])
+            task["latency_sweep"][name] = {}
+            for ticks in (0, 1, 2, 4):
+                result = evaluate_policy(
+                    policy, env_id, episodes=args.latency_episodes, seed=EVAL_SEED, latency_ticks=ticks,
+                    score_key=score_key, progress=False,
+                )  # fmt: skip
+                task["latency_sweep"][name][str(ticks)] = result["success_rate"]
+            print(f"  latency sweep {name}: {task['latency_sweep'][name]}")
+        s = task["strategies"]
+        ddpm_calls_per_action = s["ddpm"]["calls_per_step"]
+        rti_calls_per_action = s["rti"]["calls_per_step"]
+        task["targets"] = {
+            "rti_call_reduction_vs_ddpm": {
+                "target": ">= 25x",
+                "measured": ddpm_calls_per_action / rti_calls_per_action,
+                "met": ddpm_calls_per_action / rti_calls_per_action >= 25,
+            },
+            "rti_success_minus_ddpm_points": {
+                "target": ">= -3",
+                "measured": 100 * (s["rti"]["success_rate"] - s["ddpm"]["success_rate"]),
+                "met": 100 * (s["rti"]["success_rate"] - s["ddpm"]["success_rate"]) >= -3,
+            },
+            "best_policy_success_over_expert": {
+                "target": ">= 0.8",
+                "measured": max(r["success_rate"] for r in s.values()) / max(task["expert_success_rate"], 1e-9),
+                "met": max(r["success_rate"] for r in s.values()) >= 0.8 * task["expert_success_rate"],
+            },
+        }
+        task["seconds"] = time.time() - started
+        results["tasks"][env_id] = task
+    write_result("policy", results)
+    plot(results)
+
+
+def plot(results: dict) -> None:
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(12, 3.2 * len(tasks)), squeeze=False)
+    for row, (env_id, task) in enumerate(tasks.items()):
+        names = list(task["strategies"])
+        success = [task["strategies"][n]["success_rate"] for n in names]
+        calls = [task["strategies"][n]["calls_per_step"] for n in names]
+        axes[row, 0].bar(names, success, color="#4c72b0")
+        axes[row, 0].axhline(task["expert_success_rate"], color="k", ls="--", label="expert")
+        axes[row, 0].set_ylim(0, 1.05)
+        axes[row, 0].set_title(f"{env_id}: success")
+        axes[row, 0].legend()
+        axes[row, 1].bar(names, calls, color="#55a868")
+        axes[row, 1].set_yscale("log")
+        axes[row, 1].set_title("network calls per control step")
+        for name, sweep in task["latency_sweep"].items():
+            axes[row, 2].plot([int(t) for t in sweep], list(sweep.values()), marker="o", label=name)
+        axes[row, 2].set_xlabel("inference latency (control ticks)")
+        axes[row, 2].set_ylim(0, 1.05)
+        axes[row, 2].set_title("success under latency")
+        axes[row, 2].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "policy.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
