@@ -1,0 +1,210 @@
+"""ControlLoop against served policies over loopback TCP: offsets, the watchdog, reconnection, and Push-T."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import worldsim  # noqa: F401 - registers worldsim/PushT-v0
+from tests.bridge.conftest import LOOPBACK, running
+from tests.bridge.policies import PushTExpertPolicy, TickEnv, TickPolicy, slow_tick_policy
+from worldsim.bridge import ControlLoop, ControlLoopConfig, PolicyClient, PolicyServer, ServerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def chunk_ticks(result) -> np.ndarray:
+    return np.flatnonzero(result.trace["obs_tick"] >= 0)
+
+
+def test_async_inference_merges_each_chunk_at_its_offset(policy_server, policy_client):
+    """TickPolicy plans action t+j for tick t+j: a chunk used at the wrong offset shows as action != tick."""
+    server = policy_server(slow_tick_policy)  # 15 ms per chunk: 1-2 ticks at 100 Hz
+    loop = ControlLoop(
+        TickEnv(80), policy_client(server.address), ControlLoopConfig(rate_hz=100, delay_ticks=1, record=True)
+    )
+    result = loop.run_episode(seed=0)
+    trace, ticks = result.trace, np.arange(80)
+    used = chunk_ticks(result)
+    np.testing.assert_array_equal(trace["action"][used, 0], ticks[used])
+    # Asynchronous: after the first chunk every action comes from an observation at least one tick old, and
+    # the loop kept executing while the next chunk was computed, so there were fewer requests than ticks.
+    assert np.all(trace["obs_tick"][used][1:] <= used[1:] - 1)
+    assert result.stats.requests < 80 and result.stats.chunks >= 10
+    assert result.stats.ticks == 80 and result.truncated
+
+
+def test_synchronous_inference_uses_the_current_observation(policy_server, policy_client):
+    server = policy_server(TickPolicy)
+    loop = ControlLoop(
+        TickEnv(40), policy_client(server.address), ControlLoopConfig(rate_hz=50, delay_ticks=0, record=True)
+    )
+    result = loop.run_episode()
+    used = chunk_ticks(result)
+    np.testing.assert_array_equal(result.trace["action"][used, 0], used)
+    assert np.any(result.trace["obs_tick"][used] == used)
+
+
+def run_in_process(policy: PushTExpertPolicy, seed: int) -> tuple[bool, int]:
+    env = gym.make("worldsim/PushT-v0")
+    obs, _ = env.reset(seed=seed)
+    policy.reset()
+    for tick in range(1, 10_000):
+        obs, _, terminated, truncated, info = env.step(policy.select_action(obs))
+        if terminated or truncated:
+            env.close()
+            return bool(info["is_success"]), tick
+    raise AssertionError("episode did not end")
+
+
+def test_pusht_served_reaches_the_same_success_as_in_process(policy_server, policy_client):
+    """The Push-T expert as a policy, at 50 Hz with synchronous inference, against the same policy run in-process."""
+    seeds = (0, 1)
+    reference = PushTExpertPolicy(seed=0)
+    expected = [run_in_process(reference, seed) for seed in seeds]
+    server = policy_server(PushTExpertPolicy)
+    env = gym.make("worldsim/PushT-v0")
+    loop = ControlLoop(
+        env, policy_client(server.address, timeout_s=2.0), ControlLoopConfig(rate_hz=50, delay_ticks=0, sync_wait=0.9)
+    )
+    served = [loop.run_episode(seed=seed) for seed in seeds]
+    env.close()
+    assert all(success for success, _ in expected)
+    assert [r.success for r in served] == [success for success, _ in expected]
+    for result, (_, ticks) in zip(served, expected, strict=True):
+        # Without a deadline miss the served loop applied exactly the in-process actions: same trajectory.
+        if result.stats.deadline_misses == 0:
+            assert result.ticks == ticks
+
+
+@pytest.mark.slow
+def test_pusht_served_with_async_inference_succeeds():
+    """Asynchronous chunks one tick old still solve Push-T with the expert (slower than closed loop)."""
+    with (
+        running(PolicyServer(PushTExpertPolicy, ServerConfig(address=LOOPBACK))) as server,
+        PolicyClient(server.address) as client,
+    ):
+        env = gym.make("worldsim/PushT-v0")
+        loop = ControlLoop(env, client, ControlLoopConfig(rate_hz=50, delay_ticks=1))
+        results = [loop.run_episode(seed=seed) for seed in (0, 1, 2)]
+        env.close()
+    assert all(r.success for r in results)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_process(factory: str, address: str):
+    """``python -m worldsim.bridge.serve policy`` in a subprocess, killed (SIGKILL) on exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worldsim.bridge.serve", "policy", "--factory", factory, "--address", address],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        assert line.startswith("serving policy on"), f"server did not start: {line!r}"
+        yield process
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        process.stdout.close()
+
+
+class SignallingTickEnv(TickEnv):
+    """A TickEnv that sets ``reached`` when it takes step ``at_step``, so a test can act mid-episode."""
+
+    def __init__(self, max_steps: int, at_step: int) -> None:
+        super().__init__(max_steps)
+        self.at_step = at_step
+        self.reached = threading.Event()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.steps == self.at_step:
+            self.reached.set()
+        return super().step(action)
+
+
+def test_server_killed_and_restarted_mid_loop(policy_client):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    factory = "tests.bridge.policies:TickPolicy"
+    ticks = 250
+    env = SignallingTickEnv(ticks, at_step=50)
+    outcome: dict = {}
+    with served_process(factory, address) as first:
+        client = policy_client(address, timeout_s=0.2, reconnect_interval_s=0.05)
+        loop = ControlLoop(env, client, ControlLoopConfig(rate_hz=50, delay_ticks=1, record=True))
+        runner = threading.Thread(target=lambda: outcome.update(result=loop.run_episode()))
+        runner.start()
+        assert env.reached.wait(30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        killed_at = env.steps
+    time.sleep(0.5)
+    with served_process(factory, address):
+        runner.join(30)
+    assert not runner.is_alive()
+    result = outcome["result"]
+    trace, stats = result.trace, result.stats
+    used = chunk_ticks(result)
+    fallback = np.flatnonzero(trace["obs_tick"] < 0)
+    # Chunks before the kill, then the watchdog's safe action, then chunks again from the new server.
+    assert used.min() < killed_at < fallback.min() and used.max() > fallback.max()
+    np.testing.assert_array_equal(trace["action"][used, 0], used)
+    # "hold": every safe action repeats the action applied just before the outage.
+    held = trace["action"][fallback.min() - 1]
+    np.testing.assert_array_equal(trace["action"][fallback], np.broadcast_to(held, trace["action"][fallback].shape))
+    assert stats.reconnects >= 1 and stats.fallback_ticks == len(fallback) <= stats.deadline_misses
+    assert result.ticks == ticks
+
+
+def test_zero_safe_action_when_the_server_goes_away(policy_server, policy_client):
+    server = policy_server(TickPolicy)
+    env = SignallingTickEnv(60, at_step=10)
+    loop = ControlLoop(
+        env,
+        policy_client(server.address, timeout_s=0.1),
+        ControlLoopConfig(rate_hz=100, delay_ticks=1, safe_action="zero", record=True),
+    )
+    stopper = threading.Thread(target=lambda: env.reached.wait(30) and server.stop())
+    stopper.start()
+    result = loop.run_episode()
+    stopper.join()
+    fallback = np.flatnonzero(result.trace["obs_tick"] < 0)
+    assert len(fallback) > 0 and np.all(result.trace["action"][fallback] == 0.0)
+    assert np.all(np.diff(fallback) == 1)  # once the chunk ran out it never came back
+
+
+def test_no_server_means_no_episode(policy_client):
+    client = policy_client(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.1)
+    with pytest.raises(TimeoutError):
+        ControlLoop(TickEnv(5), client, ControlLoopConfig(first_chunk_timeout_s=0.3))
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="rate_hz"):
+        ControlLoopConfig(rate_hz=0)
+    with pytest.raises(ValueError, match="safe_action"):
+        ControlLoopConfig(safe_action="stop")
+    with pytest.raises(ValueError, match="delay_ticks"):
+        ControlLoopConfig(delay_ticks=-1)

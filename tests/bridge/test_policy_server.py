@@ -1,0 +1,177 @@
+"""PolicyServer and PolicyClient over loopback TCP: metadata, per-client state, session lifetime, bad set-ups."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from tests.bridge.policies import CountingPolicy
+from worldsim.bridge import PolicyServer, ServerConfig, ServerError
+
+
+def obs(value: float) -> np.ndarray:
+    return np.full((2, 3), value, np.float32)
+
+
+def test_hello_announces_the_policy(policy_server, policy_client):
+    server = policy_server(CountingPolicy)
+    info = policy_client(server.address).connect()
+    assert (info.model_kind, info.protocol_version, info.server_id) == ("policy", 1, server.server_id)
+    assert info.observation_space == CountingPolicy.observation_space
+    assert info.action_space == CountingPolicy.action_space
+    assert {k: info.body[k] for k in ("obs_horizon", "horizon", "n_action_steps")} == {
+        "obs_horizon": 2,
+        "horizon": 4,
+        "n_action_steps": 2,
+    }
+
+
+def test_two_clients_at_once_keep_independent_state(policy_server, policy_client):
+    server = policy_server(CountingPolicy)
+    clients = [policy_client(server.address) for _ in range(2)]
+    references = [CountingPolicy() for _ in range(2)]
+    inputs = [[obs(v) for v in (1.0, -2.0, 0.5, 3.0)], [obs(v) for v in (4.0, 4.0, -1.0, 0.0)]]
+    results: list[list[np.ndarray]] = [[], []]
+
+    def drive(index: int) -> None:
+        for x in inputs[index]:
+            results[index].append(np.array(clients[index].infer(x)))
+
+    threads = [threading.Thread(target=drive, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    for index in range(2):
+        expected = [references[index].predict_chunk(x) for x in inputs[index]]
+        np.testing.assert_array_equal(np.stack(results[index]), np.stack(expected))
+    assert server.session_count == 2
+    # A reset reaches only the client that sent it.
+    clients[0].reset()
+    np.testing.assert_array_equal(clients[0].infer(obs(1.0)), CountingPolicy().predict_chunk(obs(1.0)))
+    np.testing.assert_array_equal(clients[1].infer(obs(2.0)), references[1].predict_chunk(obs(2.0)))
+
+
+def test_an_idle_client_is_forgotten_after_the_session_timeout(policy_server, policy_client):
+    server = policy_server(CountingPolicy, session_timeout_s=0.2)
+    client = policy_client(server.address)
+    client.infer(obs(1.0))
+    assert server.session_count == 1
+    deadline = time.monotonic() + 5
+    while server.session_count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.session_count == 0 and server.stats.sessions_expired == 1
+    # Coming back later starts from a fresh policy.
+    np.testing.assert_array_equal(client.infer(obs(1.0)), CountingPolicy().predict_chunk(obs(1.0)))
+
+
+def test_closing_a_client_frees_its_session(policy_server, policy_client):
+    server = policy_server(CountingPolicy)
+    client = policy_client(server.address)
+    client.infer(obs(1.0))
+    client.close()
+    deadline = time.monotonic() + 5
+    while server.session_count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.session_count == 0 and server.stats.sessions_expired == 0
+
+
+def test_a_full_server_says_busy(policy_server, policy_client):
+    server = policy_server(CountingPolicy, max_sessions=1)
+    policy_client(server.address).infer(obs(1.0))
+    with pytest.raises(ServerError, match="busy"):
+        policy_client(server.address).infer(obs(1.0))
+
+
+def test_client_checks_observation_shape_before_sending(policy_server, policy_client):
+    client = policy_client(policy_server(CountingPolicy).address)
+    client.connect()
+    with pytest.raises(ValueError, match="obs_history must be"):
+        client.infer(np.zeros((3,), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        client.infer(np.zeros((2, 3), np.float64))
+
+
+def test_a_silent_address_times_out(policy_client):
+    client = policy_client("tcp://127.0.0.1:9", timeout_s=0.2)
+    with pytest.raises(TimeoutError, match="no policy server"):
+        client.infer(obs(1.0))
+
+
+def test_serving_something_that_is_not_a_policy_fails_early():
+    class NoChunks:
+        observation_space = action_space = gym.spaces.Box(-1, 1, (2,))
+        obs_horizon = horizon = n_action_steps = 1
+
+        def reset(self):
+            pass
+
+    with pytest.raises(TypeError, match="predict_chunk"):
+        PolicyServer(NoChunks)
+
+    class DictObs(CountingPolicy):
+        observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+
+    with pytest.raises(TypeError, match="observation_space must be a gymnasium.spaces.Box"):
+        PolicyServer(DictObs)
+
+    class ZeroHorizon(CountingPolicy):
+        horizon = 0
+
+    with pytest.raises(TypeError, match="horizon must be a positive int"):
+        PolicyServer(ZeroHorizon)
+
+
+def test_a_policy_returning_the_wrong_chunk_shape_is_an_internal_error(policy_server, policy_client):
+    class Short(CountingPolicy):
+        def predict_chunk(self, obs_history):
+            return super().predict_chunk(obs_history)[:2]
+
+    client = policy_client(policy_server(Short).address)
+    with pytest.raises(ServerError, match="internal.*shape"):
+        client.infer(obs(1.0))
+
+
+@pytest.mark.parametrize("address", ["tcp://0.0.0.0:5555", "tcp://192.168.1.4:5555", "tcp://eth0:5555"])
+def test_without_keys_only_local_addresses_are_served(address):
+    with pytest.raises(ValueError, match="refusing to serve unencrypted"):
+        ServerConfig(address=address)
+    assert ServerConfig(address=address, allow_insecure=True).address == address
+
+
+def test_a_bind_error_is_raised_by_start(policy_server):
+    server = policy_server(CountingPolicy)
+    with pytest.raises(Exception, match="Address already in use"):
+        PolicyServer(CountingPolicy, ServerConfig(address=server.address)).start()
+
+
+def test_a_failing_factory_is_an_internal_error_for_that_client_only(policy_server, policy_client):
+    built = []
+
+    def flaky_factory() -> CountingPolicy:
+        built.append(1)
+        if len(built) == 3:
+            raise MemoryError("no room for another policy")
+        return CountingPolicy()
+
+    server = policy_server(flaky_factory)  # instance 1: the server's prototype, handed to the first client
+    first = policy_client(server.address)
+    first.infer(obs(1.0))
+    policy_client(server.address).infer(obs(1.0))  # instance 2
+    with pytest.raises(ServerError, match="internal.*MemoryError"):
+        policy_client(server.address).infer(obs(1.0))  # instance 3 fails
+    assert first.infer(obs(1.0)).shape == (4, 2) and server.session_count == 2
+
+
+def test_ping_keeps_an_idle_session_alive(policy_server, policy_client):
+    server = policy_server(CountingPolicy, session_timeout_s=1.0)
+    client = policy_client(server.address)
+    client.infer(obs(1.0))
+    for _ in range(20):  # 2 s of pings, twice the session timeout
+        client.ping()
+        time.sleep(0.1)
+    assert server.session_count == 1 and server.stats.sessions_expired == 0

@@ -1,0 +1,122 @@
+"""Client of a ``PolicyServer``: blocking calls for scripts, ``submit``/``poll`` for a control loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldsim.bridge.connection import ClientConfig, Connection, NotConnectedError, ServerError, ServerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReply:
+    """A chunk that answers the ``infer`` request ``request_id``."""
+
+    request_id: int
+    actions: np.ndarray
+    """``[horizon, *action_shape]``, read-only."""
+    compute_s: float
+    """Time the policy spent on it inside the server."""
+
+
+class PolicyClient:
+    """Talks to a served policy. The server keeps one policy instance per client.
+
+    Blocking: ``connect()``, ``reset()``, ``infer(obs_history) -> chunk``, ``ping()``. Asynchronous (what
+    ``ControlLoop`` uses): ``submit(obs_history) -> request id`` and ``poll(timeout_s) -> ChunkReply | None``.
+    A request without reply within ``config.timeout_s`` renews the connection (see ``Connection``).
+    """
+
+    def __init__(self, address: str, config: ClientConfig | None = None) -> None:
+        self.connection = Connection(address, "policy", config)
+        self._expected_for: ServerInfo | None = None
+        self._expected_cache: tuple = ()
+
+    @property
+    def info(self) -> ServerInfo:
+        if self.connection.info is None:
+            raise RuntimeError("not connected yet: call connect()")
+        return self.connection.info
+
+    @property
+    def ready(self) -> bool:
+        return self.connection.ready
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return self._expected()[0]
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        return self._expected()[2]
+
+    def _expected(self) -> tuple[tuple[int, ...], np.dtype, tuple[int, ...], np.dtype]:
+        """Shapes and dtypes of observation histories and chunks, worked out once per server ``hello``."""
+        info = self.info
+        if info is not self._expected_for:
+            self._expected_for = info
+            self._expected_cache = (
+                (info.body["obs_horizon"], *info.observation_space.shape),
+                info.observation_space.dtype,
+                (info.body["horizon"], *info.action_space.shape),
+                info.action_space.dtype,
+            )
+        return self._expected_cache
+
+    def connect(self, timeout_s: float | None = None) -> ServerInfo:
+        return self.connection.connect(timeout_s)
+
+    def reset(self, timeout_s: float | None = None) -> None:
+        """Start a new episode on the server-side policy (clears its queues and warm start)."""
+        self.connection.request("reset", timeout_s=timeout_s)
+
+    def ping(self, timeout_s: float | None = None) -> None:
+        self.connection.request("ping", timeout_s=timeout_s)
+
+    def infer(self, obs_history: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """The chunk ``[horizon, *action_shape]`` for ``obs_history [obs_horizon, *obs_shape]``."""
+        if not self.connection.ready:
+            self.connection.connect(timeout_s)
+        reply = self.connection.request("infer", {"obs_history": self._checked(obs_history)}, timeout_s=timeout_s)
+        return self._chunk(reply.request_id, reply.arrays, reply.body).actions
+
+    def submit(self, obs_history: np.ndarray) -> int:
+        """Ask for a chunk without waiting; raises ``NotConnectedError`` while no server is reachable."""
+        if not self.connection.ready:
+            raise NotConnectedError(f"no policy server answers at {self.connection.address} (yet)")
+        return self.connection.submit("infer", {"obs_history": self._checked(obs_history)})
+
+    def poll(self, timeout_s: float) -> ChunkReply | None:
+        """The next chunk that arrived within ``timeout_s``; raises ``ServerError`` for an error reply."""
+        reply = self.connection.poll(timeout_s)
+        if reply is None:
+            return None
+        if reply.type == "error":
+            raise ServerError(str(reply.body.get("code")), str(reply.body.get("message")))
+        return self._chunk(reply.request_id, reply.arrays, reply.body)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> PolicyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _checked(self, obs_history: np.ndarray) -> np.ndarray:
+        obs_history = np.asarray(obs_history)
+        shape, dtype, _, _ = self._expected()
+        if obs_history.shape != shape or obs_history.dtype != dtype:
+            raise ValueError(
+                f"obs_history must be {dtype}{list(shape)}, got {obs_history.dtype}{list(obs_history.shape)}"
+            )
+        return obs_history
+
+    def _chunk(self, request_id: int, arrays: dict[str, np.ndarray], body: dict) -> ChunkReply:
+        actions = arrays.get("actions")
+        _, _, shape, dtype = self._expected()
+        if actions is None or actions.shape != shape or actions.dtype != dtype:
+            raise ServerError("malformed", f"server sent no {list(shape)} action chunk")
+        return ChunkReply(request_id, actions, float(body.get("compute_s", 0.0)))

@@ -1,0 +1,97 @@
+"""Serves any object with the policy API (``worldsim.policies.base.Policy``): one instance per client.
+
+The server never imports torch itself; it only calls the policy's numpy methods, so serving an ONNX
+runner keeps the process torch-free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from worldsim.bridge.protocol import Message, ProtocolError
+from worldsim.bridge.server import Reply, Server, ServerConfig
+from worldsim.bridge.spaces import box_to_wire, expect_array, expect_names, require_box
+
+_POLICY_INTS = ("obs_horizon", "horizon", "n_action_steps")
+
+
+def check_policy(policy: Any) -> None:
+    """Raise ``TypeError`` unless ``policy`` has the attributes and methods the server calls."""
+    for name in ("reset", "predict_chunk"):
+        if not callable(getattr(policy, name, None)):
+            raise TypeError(f"{type(policy).__name__} has no method {name}(); it does not implement the Policy API")
+    for name in _POLICY_INTS:
+        value = getattr(policy, name, None)
+        if type(value) is not int or value < 1:
+            raise TypeError(f"{type(policy).__name__}.{name} must be a positive int, got {value!r}")
+    require_box(getattr(policy, "observation_space", None), "policy.observation_space")
+    require_box(getattr(policy, "action_space", None), "policy.action_space")
+
+
+class PolicyServer(Server):
+    """Answers ``infer`` (an observation history) with ``action`` (a chunk), and ``reset``.
+
+    Args:
+        make_policy: builds one policy per client, so per-episode state (queues, an RTI warm start) is never
+            shared; it may return objects that share weights. It is called once at construction to read the
+            spaces and sizes announced in ``hello``; every instance must agree with that first one.
+        config: address, limits, keys.
+    """
+
+    model_kind = "policy"
+
+    def __init__(self, make_policy: Callable[[], Any], config: ServerConfig | None = None) -> None:
+        super().__init__(config)
+        self._make_policy = make_policy
+        prototype = make_policy()
+        check_policy(prototype)
+        self.observation_space = prototype.observation_space
+        self.action_space = prototype.action_space
+        self.obs_horizon, self.horizon, self.n_action_steps = (getattr(prototype, n) for n in _POLICY_INTS)
+        self._obs_shape = (self.obs_horizon, *self.observation_space.shape)
+        self._chunk_shape = (self.horizon, *self.action_space.shape)
+        self._spare: Any = prototype  # handed to the first client instead of being thrown away
+
+    def describe(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        obs_body, obs_arrays = box_to_wire(self.observation_space, "observation_space")
+        act_body, act_arrays = box_to_wire(self.action_space, "action_space")
+        body = {
+            "observation_space": obs_body,
+            "action_space": act_body,
+            "obs_horizon": self.obs_horizon,
+            "horizon": self.horizon,
+            "n_action_steps": self.n_action_steps,
+        }
+        return body, {**obs_arrays, **act_arrays}
+
+    def open_session(self) -> Any:
+        policy, self._spare = self._spare, None
+        if policy is None:
+            policy = self._make_policy()
+            check_policy(policy)
+            if policy.observation_space != self.observation_space or policy.action_space != self.action_space:
+                raise TypeError("make_policy() returned a policy whose spaces differ from the first one's")
+        return policy
+
+    def handle(self, policy: Any, message: Message) -> Reply:
+        if message.type == "infer":
+            expect_names(message.arrays, {"obs_history"}, message.request_id)
+            obs = expect_array(
+                message.arrays, "obs_history", self.observation_space.dtype, self._obs_shape, message.request_id
+            )
+            start = time.perf_counter()
+            chunk = np.asarray(policy.predict_chunk(obs))
+            compute_s = time.perf_counter() - start
+            if chunk.shape != self._chunk_shape:
+                raise RuntimeError(f"policy returned a chunk of shape {chunk.shape}, expected {self._chunk_shape}")
+            chunk = chunk.astype(self.action_space.dtype, copy=False)
+            return "action", {"actions": chunk}, {"compute_s": compute_s}
+        if message.type == "reset":
+            expect_names(message.arrays, set(), message.request_id)
+            policy.reset()
+            return "reset", None, None
+        raise ProtocolError("bad_request", f"a policy server does not answer {message.type!r}", message.request_id)
