@@ -95,12 +95,12 @@ def test_rti_warm_start_is_used_and_reset_clears_it():
 def test_rti_clip_rule_shrinks_the_guess():
     policy = make_policy(discrete_rule="clip")
     guess = torch.tensor([[[0.3, -0.2, 0.9], [0.1, 0.0, -0.4]]])
-    shrunk = policy._prepare_guess(guess)
+    shrunk = policy.codec.prepare_guess(guess)
     torch.testing.assert_close(shrunk[..., 2], torch.tensor([[0.1, -0.1]]))
     torch.testing.assert_close(shrunk[..., :2], guess[..., :2])
     scale_policy = make_policy(discrete_rule="scale")
     raw = torch.tensor([[[0.5, 0.5, 1.0]]])
-    assert scale_policy.to_model_space(raw)[0, 0, 2].item() == pytest.approx(0.1)
+    assert scale_policy.codec.to_model(raw)[0, 0, 2].item() == pytest.approx(0.1)
 
 
 def test_save_load_round_trip_gives_identical_actions(tmp_path):
@@ -157,7 +157,7 @@ def test_short_training_run_lowers_the_loss():
     # At a low noise level the trained denoiser recovers the chunk the observation asks for.
     model = trainer.ema_model
     with torch.no_grad():
-        clean = model.to_model_space(data["action"][:32])
+        clean = model.codec.to_model(data["action"][:32])
         level = torch.full((32, HORIZON), 0.1)
         noisy = model.schedule.add_noise(clean, torch.randn_like(clean), level)
         pred = model.denoiser(noisy, level, model._encode(data["obs"][:32]))

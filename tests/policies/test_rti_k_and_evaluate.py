@@ -16,14 +16,12 @@ class FakePolicy:
         self.config = SimpleNamespace(num_train_steps=100, obs_horizon=2)
         self.schedule = CosineSchedule(100)
         self.strategy, self.generator = "original", None
+        self.codec = SimpleNamespace(prepare_guess=lambda guess: guess)
         self._solve = solve
 
     def predict_normalized(self, obs, executed_steps):
         assert self.strategy.name == "ddpm"
         return self._solve(obs)
-
-    def _prepare_guess(self, guess):
-        return guess
 
 
 def episodes(n=3, length=20):

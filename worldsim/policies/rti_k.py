@@ -77,7 +77,7 @@ def choose_rti_k(
     finally:
         policy.strategy, policy.generator = saved_strategy, saved_generator
     n = len(chosen)
-    guess = policy._prepare_guess(shift_chunk(solutions[:n], executed_steps)).double()
+    guess = policy.codec.prepare_guess(shift_chunk(solutions[:n], executed_steps)).double()
     target = solutions[n:].double()
     dims = target[0].numel()
     nll = {}

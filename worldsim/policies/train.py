@@ -63,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-key", default=None)
     parser.add_argument("--eval-every", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--checkpoint-every", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     return parser.parse_args(argv)
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     data = {"obs": torch.from_numpy(np.ascontiguousarray(obs, np.float32)), "action": torch.from_numpy(actions)}
     trainer_config = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
-        ema_decay=args.ema_decay, eval_every=args.eval_every, seed=args.seed, log_every=200,
+        ema_decay=args.ema_decay, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        log_every=200,
     )  # fmt: skip
     trainer = Trainer(
         policy, data, trainer_config, output_dir=Path(args.out) / "train_state", evaluate=evaluate, save=save
