@@ -12,12 +12,12 @@ OBS_DIM, ACTION_DIM, HORIZON, K = 4, 3, 8, 20
 STRATEGY_KWARGS = {"ddpm": {}, "ddim": {"steps": 5}, "rti": {"k": 3}, "rolling": {"first_steps": 5}}
 
 
-def make_policy(discrete_rule="scale", seed=0, obs_type="state") -> DiffusionPolicy:
+def make_policy(discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(2,)) -> DiffusionPolicy:
     torch.manual_seed(seed)
     obs_shape = (OBS_DIM,) if obs_type == "state" else (16, 16, 3)
     config = DiffusionPolicyConfig(
         obs_shape=obs_shape, action_dim=ACTION_DIM, obs_type=obs_type, horizon=HORIZON, n_action_steps=4,
-        num_train_steps=K, width=32, depth=2, heads=2, obs_feature_dim=32, discrete_dims=(2,),
+        num_train_steps=K, width=32, depth=2, heads=2, obs_feature_dim=32, discrete_dims=discrete_dims,
         discrete_rule=discrete_rule, action_low=(-1, -1, -1), action_high=(1, 1, 1),
     )  # fmt: skip
     rng = np.random.default_rng(seed)

@@ -1,0 +1,82 @@
+"""``OnnxPolicy``: the diffusion policy's control API on onnxruntime, without importing torch.
+
+It runs the very strategy code the torch policy runs (plans, RTI warm starts, the rolling window) on
+numpy arrays around the exported step, and converts actions with the same codec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from worldsim.core.normalizer import Normalizer
+from worldsim.core.schedules import schedule_from_config
+from worldsim.export.metadata import read_metadata
+from worldsim.export.providers import ProviderChoice, make_session
+from worldsim.policies.action_codec import ActionCodec
+from worldsim.policies.config import DiffusionPolicyConfig
+from worldsim.policies.control import ChunkPolicy
+from worldsim.policies.strategies import ChunkSampler, Strategy, make_strategy
+
+KIND = "diffusion_policy_step"
+
+
+class OnnxPolicy(ChunkPolicy):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        strategy: Strategy | str = "ddpm",
+        providers: ProviderChoice | None = None,
+        seed: int | None = None,
+        **strategy_kwargs,
+    ):
+        meta = read_metadata(path, KIND)
+        self.config = DiffusionPolicyConfig.from_dict(meta["config"])
+        stats = meta["action_normalizer"]
+        normalizer = Normalizer(
+            meta["normalization"], np.asarray(stats["a.offset"], np.float32), np.asarray(stats["a.scale"], np.float32)
+        )
+        self.codec = ActionCodec(self.config, normalizer)
+        self.schedule = schedule_from_config(meta["schedule"])
+        self.metadata = meta
+        self.session = make_session(path, providers)
+        self._check_io()
+        self.generator = np.random.default_rng(seed)
+        self.strategy = make_strategy(strategy, **strategy_kwargs) if isinstance(strategy, str) else strategy
+        self.reset()
+
+    def _check_io(self) -> None:
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if inputs != {"obs", "x", "level"} or "pred" not in outputs:
+            raise ValueError(f"the ONNX graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
+                             "obs, x, level -> pred (re-export it with worldsim)")  # fmt: skip
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers this session actually runs on."""
+        return self.session.get_providers()
+
+    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int) -> np.ndarray:
+        dtype = np.uint8 if self.config.obs_type == "pixels" else np.float32
+        obs = np.ascontiguousarray(obs_history, dtype=dtype)
+
+        def step(x, level, cond):
+            feeds = {
+                "obs": cond,
+                "x": np.ascontiguousarray(x, np.float32),
+                "level": np.ascontiguousarray(level, np.float32),
+            }
+            return self.session.run(["pred"], feeds)[0]
+
+        c = self.config
+        sampler = ChunkSampler(
+            denoiser=step, cond=obs, schedule=self.schedule, parameterization=c.parameterization,
+            num_train_steps=c.num_train_steps, like=np.empty((obs.shape[0], c.horizon, c.action_dim), np.float32),
+            clip_x0=c.clip_sample, generator=self.generator, prepare_guess=self.codec.prepare_guess,
+        )  # fmt: skip
+        chunk = self.strategy.sample(sampler, executed_steps)
+        self.calls_last_prediction = sampler.calls
+        return chunk
