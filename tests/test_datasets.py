@@ -1,0 +1,150 @@
+"""Minari demonstration datasets: recording, loading, space checks and training windows."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from worldsim.envs import collect
+from worldsim.envs.datasets import (
+    Episode,
+    collect_dataset,
+    fit_normalizers,
+    load_demonstrations,
+    policy_windows,
+    sequence_windows,
+)
+
+
+def _episode(length: int, obs_dim: int = 3, act_dim: int = 2, offset: float = 0.0) -> Episode:
+    """Observations and actions that encode their own step index, so windows can be checked exactly."""
+    steps = np.arange(length + 1, dtype=np.float32) + offset
+    return Episode(
+        observations=np.repeat(steps[:, None], obs_dim, axis=1),
+        actions=np.repeat(steps[:-1, None], act_dim, axis=1) + 0.5,
+        rewards=np.zeros(length, np.float32),
+        terminations=np.eye(1, length, length - 1, dtype=bool)[0],
+        truncations=np.zeros(length, bool),
+        success=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def push_t_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        collect_dataset(
+            "worldsim/PushT-v0", "worldsim/pusht/test-v0", 2, seed=5,
+            obs_type="state_pixels", image_size=32, path=root, progress=False,
+        )  # fmt: skip
+    return root
+
+
+def test_recorded_dataset_loads_back_as_episodes(push_t_dataset):
+    episodes = load_demonstrations(
+        "worldsim/pusht/test-v0", "worldsim/PushT-v0",
+        env_kwargs={"obs_type": "state_pixels", "image_size": 32}, path=push_t_dataset,
+    )  # fmt: skip
+    assert len(episodes) == 2
+    for episode in episodes:
+        assert episode.success and episode.terminations[-1]
+        assert episode.observations["state"].shape == (len(episode) + 1, 6)
+        assert episode.observations["pixels"].shape == (len(episode) + 1, 32, 32, 3)
+        assert episode.observations["pixels"].dtype == np.uint8
+        assert episode.actions.shape == (len(episode), 2)
+
+
+def test_recording_is_reproducible(push_t_dataset, tmp_path):
+    collect_dataset("worldsim/PushT-v0", "worldsim/pusht/again-v0", 1, seed=5, path=tmp_path, progress=False)
+    again = load_demonstrations("worldsim/pusht/again-v0", path=tmp_path)[0]
+    first = load_demonstrations("worldsim/pusht/test-v0", path=push_t_dataset)[0]
+    np.testing.assert_array_equal(again.actions, first.actions)
+    np.testing.assert_array_equal(again.observations, first.observations["state"])
+
+
+def test_loading_against_a_mismatched_task_raises(push_t_dataset):
+    with pytest.raises(ValueError, match="observation_space"):
+        load_demonstrations("worldsim/pusht/test-v0", "worldsim/PushT-v0", path=push_t_dataset)
+    with pytest.raises(ValueError, match="does not match"):
+        load_demonstrations(
+            "worldsim/pusht/test-v0", "worldsim/PickPlace-v0",
+            env_kwargs={"obs_type": "state_pixels", "image_size": 32}, path=push_t_dataset,
+        )  # fmt: skip
+
+
+def test_missing_or_existing_datasets_raise(push_t_dataset):
+    with pytest.raises(ValueError, match="no local Minari dataset"):
+        load_demonstrations("worldsim/pusht/missing-v0", path=push_t_dataset)
+    with pytest.raises(ValueError, match="already exists"):
+        collect_dataset("worldsim/PushT-v0", "worldsim/pusht/test-v0", 1, path=push_t_dataset, progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"env_id": "CartPole-v1"}, {"num_episodes": 0}, {"data_format": "csv"}],
+)
+def test_bad_collection_arguments_raise(tmp_path, kwargs):
+    arguments = {"env_id": "worldsim/PushT-v0", "num_episodes": 1, **kwargs}
+    with pytest.raises(ValueError):
+        collect_dataset(dataset_id="worldsim/bad/x-v0", path=tmp_path, progress=False, **arguments)
+
+
+def test_collect_script_writes_a_pick_place_dataset(tmp_path, capsys):
+    collect.main(
+        ["--task", "worldsim/PickPlace-v0", "--episodes", "2", "--dataset-id", "worldsim/pickplace/cli-v0",
+         "--path", str(tmp_path)]
+    )  # fmt: skip
+    assert "wrote 2 episodes" in capsys.readouterr().out
+    episodes = load_demonstrations("worldsim/pickplace/cli-v0", "worldsim/PickPlace-v0", path=tmp_path)
+    assert [episode.success for episode in episodes] == [True, True]
+    assert set(np.unique(np.concatenate([episode.actions[:, 3] for episode in episodes]))) == {-1.0, 1.0}
+
+
+def test_policy_windows_follow_diffusion_policy_padding():
+    episodes = [_episode(5), _episode(3, offset=100)]
+    obs, actions = policy_windows(episodes, obs_horizon=2, action_horizon=4)
+    assert obs.shape == (8, 2, 3) and actions.shape == (8, 4, 2)
+    np.testing.assert_array_equal(obs[0, :, 0], [0, 0])  # first observation repeated before the start
+    np.testing.assert_array_equal(obs[3, :, 0], [2, 3])
+    np.testing.assert_array_equal(actions[3, :, 0], [3.5, 4.5, 4.5, 4.5])  # last action repeated
+    np.testing.assert_array_equal(actions[0, :, 0], [0.5, 1.5, 2.5, 3.5])  # chunk starts at the current step
+    np.testing.assert_array_equal(obs[5, :, 0], [100, 100])  # windows never straddle episodes
+    np.testing.assert_array_equal(actions[7, :, 0], [102.5, 102.5, 102.5, 102.5])
+
+
+def test_sequence_windows_pair_frames_with_the_actions_between_them():
+    frames, actions = sequence_windows([_episode(5), _episode(2, offset=100)], length=3)
+    assert frames.shape == (3, 4, 3) and actions.shape == (3, 3, 2)  # the 2-step episode is too short
+    np.testing.assert_array_equal(frames[1, :, 0], [1, 2, 3, 4])
+    np.testing.assert_array_equal(actions[1, :, 0], [1.5, 2.5, 3.5])
+    frames, _ = sequence_windows([_episode(7)], length=2, stride=3)
+    np.testing.assert_array_equal(frames[:, 0, 0], [0, 3])
+    with pytest.raises(ValueError, match="no episode has 9 steps"):
+        sequence_windows([_episode(5)], length=9)
+
+
+def test_dict_observations_need_a_key(push_t_dataset):
+    episodes = load_demonstrations("worldsim/pusht/test-v0", path=push_t_dataset)
+    with pytest.raises(ValueError, match="obs_key"):
+        policy_windows(episodes)
+    frames, _ = sequence_windows(episodes, length=4, obs_key="pixels")
+    assert frames.shape[1:] == (5, 32, 32, 3)
+    with pytest.raises(ValueError, match="obs_key"):
+        policy_windows([_episode(3)], obs_key="state")
+
+
+def test_normalizers_cover_all_observations_and_actions():
+    stats = fit_normalizers([_episode(4), _episode(2, offset=10)])
+    obs = stats["observation"].normalize(np.array([[0.0, 0.0, 0.0], [12.0, 12.0, 12.0]]))
+    np.testing.assert_allclose(obs, [[-1, -1, -1], [1, 1, 1]])
+    np.testing.assert_allclose(stats["action"].unnormalize(np.zeros(2)), [(0.5 + 11.5) / 2] * 2)
+    assert fit_normalizers([_episode(3)], mode="meanstd")["action"].mode == "meanstd"
+
+
+@pytest.mark.parametrize("horizons", [(0, 4), (2, 0)])
+def test_bad_window_arguments_raise(horizons):
+    with pytest.raises(ValueError):
+        policy_windows([_episode(3)], *horizons)
+    with pytest.raises(ValueError):
+        policy_windows([], 2, 4)

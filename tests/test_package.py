@@ -1,0 +1,49 @@
+"""Package-level contracts: light imports, and the core's array math usable without torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+LIGHT = [
+    "worldsim",
+    "worldsim.core.schedules",
+    "worldsim.core.updates",
+    "worldsim.core.plans",
+    "worldsim.core.sampling",
+    "worldsim.core.rolling",
+    "worldsim.core.normalizer",
+]
+
+
+@pytest.mark.parametrize("module", LIGHT)
+def test_module_imports_without_torch(module):
+    code = f"import sys, {module}; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, f"{module} imported torch"
+
+
+def test_core_samples_with_numpy_only():
+    code = """
+import sys
+import numpy as np
+from worldsim.core import plans
+from worldsim.core.rolling import RollingDenoiser
+from worldsim.core.sampling import denoise
+from worldsim.core.schedules import CosineSchedule
+model = lambda x, level, cond: 0.5 * x
+out = denoise(model, np.ones((1, 4, 2), np.float32), plans.warm_start(4, 0.1, 3, renoise=True), CosineSchedule(),
+              parameterization="epsilon", generator=np.random.default_rng(0))
+rolling = RollingDenoiser(model, CosineSchedule(), window=3, parameterization="epsilon")
+emitted = [rolling.tick(np.ones((1, 1, 2), np.float32)) for _ in range(4)]
+assert out.dtype == np.float32 and emitted[2] is not None and emitted[2].dtype == np.float32
+sys.exit(1 if 'torch' in sys.modules else 0)
+"""
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_envs_are_registered_on_import():
+    import gymnasium as gym
+
+    import worldsim  # noqa: F401
+
+    assert {"worldsim/PushT-v0", "worldsim/PickPlace-v0"} <= set(gym.registry)

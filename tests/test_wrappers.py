@@ -1,0 +1,143 @@
+"""Observation history, action chunks and simulated inference latency."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from worldsim.envs.wrappers import ActionChunk, InferenceLatency, ObservationHistory
+
+PUSH_T = "worldsim/PushT-v0"
+
+
+def _actions(env: gym.Env, count: int, seed: int = 0) -> list[np.ndarray]:
+    space = env.action_space
+    space.seed(seed)
+    return [space.sample() for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda env: ObservationHistory(env, 3), lambda env: ActionChunk(env, 4), lambda env: InferenceLatency(env, 2)],
+    ids=["history", "chunk", "latency"],
+)
+def test_wrappers_pass_check_env(wrap):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # check_env always notes that a wrapped env is not its unwrapped self; anything else is a failure.
+        warnings.filterwarnings("ignore", message=".*is different from the unwrapped version")
+        check_env(wrap(gym.make(PUSH_T).unwrapped), skip_render_check=True)
+
+
+def test_observation_history_pads_with_the_first_observation_and_keeps_order():
+    env = ObservationHistory(gym.make(PUSH_T), 3)
+    assert env.observation_space.shape == (3, 6)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, np.stack([obs[-1]] * 3))
+    plain = gym.make(PUSH_T)
+    expected = [plain.reset(seed=0)[0]]
+    for action in _actions(env, 4):
+        obs, *_ = env.step(action)
+        expected.append(plain.step(action)[0])
+    np.testing.assert_array_equal(obs, np.stack(expected[-3:]))
+    obs, _ = env.reset(seed=1)  # the history does not leak across episodes
+    np.testing.assert_array_equal(obs, np.stack([plain.reset(seed=1)[0]] * 3))
+
+
+def test_observation_history_stacks_each_key_of_dict_observations():
+    env = ObservationHistory(gym.make(PUSH_T, obs_type="state_pixels", image_size=16), 2)
+    obs, _ = env.reset(seed=0)
+    assert obs["state"].shape == (2, 6) and obs["pixels"].shape == (2, 16, 16, 3)
+    obs, *_ = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+
+
+def test_action_chunk_executes_the_chunk_and_sums_rewards():
+    env = ActionChunk(gym.make(PUSH_T), 4)
+    assert env.action_space.shape == (4, 2)
+    plain = gym.make(PUSH_T)
+    env.reset(seed=0)
+    plain.reset(seed=0)
+    chunk = np.stack(_actions(plain, 4))
+    obs, reward, terminated, truncated, info = env.step(chunk)
+    rewards = [plain.step(action)[1] for action in chunk]
+    np.testing.assert_array_equal(obs, plain.unwrapped._state_obs())
+    assert reward == pytest.approx(sum(rewards))
+    assert info["executed_steps"] == 4
+    np.testing.assert_allclose(info["step_rewards"], rewards)
+
+
+def test_action_chunk_stops_at_truncation():
+    env = ActionChunk(gym.wrappers.TimeLimit(gym.make(PUSH_T).unwrapped, max_episode_steps=6), 4)
+    env.reset(seed=0)
+    chunk = np.zeros((4, 2), np.float32)
+    assert env.step(chunk)[4]["executed_steps"] == 4
+    _, _, _, truncated, info = env.step(chunk)
+    assert truncated and info["executed_steps"] == 2 and len(info["step_rewards"]) == 2
+
+
+def test_action_chunk_rejects_wrong_shapes():
+    env = ActionChunk(gym.make(PUSH_T), 4)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(2))
+
+
+def test_inference_latency_holds_the_previous_action_for_ticks_steps():
+    ticks = 2
+    env = InferenceLatency(gym.make(PUSH_T), ticks)
+    plain = gym.make(PUSH_T)
+    env.reset(seed=0)
+    plain.reset(seed=0)
+    actions = _actions(plain, 3)
+    obs, reward, *_, info = env.step(actions[0])  # first step after reset: no delay
+    assert info["latency_steps"] == 0
+    np.testing.assert_array_equal(obs, plain.step(actions[0])[0])
+    for previous, action in zip(actions[:-1], actions[1:], strict=True):
+        obs, reward, *_, info = env.step(action)
+        rewards = [plain.step(previous)[1] for _ in range(ticks)]
+        expected_obs, last_reward, *_ = plain.step(action)
+        np.testing.assert_array_equal(obs, expected_obs)
+        assert reward == pytest.approx(sum(rewards) + last_reward)
+        assert info["latency_steps"] == ticks
+
+
+def test_inference_latency_resets_the_held_action():
+    env = InferenceLatency(gym.make(PUSH_T), 3)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[4]["latency_steps"] == 0
+
+
+def test_inference_latency_stops_when_the_episode_ends_during_the_delay():
+    env = InferenceLatency(gym.wrappers.TimeLimit(gym.make(PUSH_T).unwrapped, max_episode_steps=3), 5)
+    env.reset(seed=0)
+    env.step(np.zeros(2, np.float32))
+    *_, truncated, info = env.step(np.zeros(2, np.float32))
+    assert truncated and info["latency_steps"] == 2
+
+
+def test_zero_latency_is_transparent():
+    env = InferenceLatency(gym.make(PUSH_T), 0)
+    plain = gym.make(PUSH_T)
+    env.reset(seed=0)
+    plain.reset(seed=0)
+    for action in _actions(plain, 5):
+        np.testing.assert_array_equal(env.step(action)[0], plain.step(action)[0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda env: ObservationHistory(env, 0),
+        lambda env: ActionChunk(env, 2.5),
+        lambda env: InferenceLatency(env, -1),
+        lambda env: ObservationHistory(env, True),
+    ],
+)
+def test_bad_sizes_raise_value_error(make):
+    with pytest.raises(ValueError):
+        make(gym.make(PUSH_T))

@@ -1,0 +1,304 @@
+"""Demonstration datasets: record scripted-expert episodes to Minari, load them back as training windows.
+
+Everything here is numpy; nothing imports torch. Datasets are ordinary Minari datasets (Farama's format),
+so ``minari.load_dataset`` and the ``minari`` CLI read them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import minari
+import numpy as np
+from minari.data_collector import EpisodeBuffer
+from minari.storage import get_dataset_path
+from tqdm.auto import tqdm
+
+from worldsim.core.normalizer import NormalizationMode, Normalizer
+from worldsim.envs.experts import PickPlaceExpert, PushTExpert
+
+EXPERTS: dict[str, Callable[..., Callable[[gym.Env], np.ndarray]]] = {
+    "worldsim/PushT-v0": PushTExpert,
+    "worldsim/PickPlace-v0": PickPlaceExpert,
+}
+
+
+@contextlib.contextmanager
+def _datasets_root(path: str | os.PathLike | None) -> Iterator[None]:
+    """Point Minari at ``path`` for the duration (Minari reads its root only from the environment)."""
+    if path is None:
+        yield
+        return
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(path).expanduser().resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def collect_dataset(
+    env_id: str,
+    dataset_id: str,
+    num_episodes: int,
+    seed: int = 0,
+    *,
+    obs_type: str = "state",
+    image_size: int = 96,
+    data_format: str = "hdf5",
+    path: str | os.PathLike | None = None,
+    author: str | None = None,
+    code_permalink: str | None = None,
+    progress: bool = True,
+) -> minari.MinariDataset:
+    """Record ``num_episodes`` episodes of the task's scripted expert into a new Minari dataset.
+
+    Episode ``i`` is reset with seed ``seed + i`` and the expert's own generator is seeded with ``seed``, so
+    a dataset is reproducible. Every episode is kept, successful or not (``is_success`` is recorded in the
+    step infos). Pixel frames are stored losslessly. Episodes stream to disk as they are recorded.
+
+    Args:
+        env_id: a registered task with a scripted expert (see ``EXPERTS``).
+        dataset_id: Minari id, e.g. ``"worldsim/pusht/expert-v0"``; must not exist yet.
+        num_episodes: number of episodes (>= 1).
+        seed: first reset seed.
+        obs_type: the task's observation type: ``"state"``, ``"pixels"`` or ``"state_pixels"``.
+        image_size: side of pixel observations.
+        data_format: Minari backend, ``"hdf5"`` or ``"arrow"``.
+        path: datasets root; defaults to ``$MINARI_DATASETS_PATH`` (else ``~/.minari/datasets``).
+        author: recorded in the dataset's metadata.
+        code_permalink: link to the code version that made the data, recorded in the metadata.
+        progress: show a progress bar.
+
+    Returns:
+        The created ``minari.MinariDataset``.
+    """
+    if env_id not in EXPERTS:
+        raise ValueError(f"no scripted expert for {env_id!r}; available: {sorted(EXPERTS)}")
+    if not isinstance(num_episodes, int) or num_episodes < 1:
+        raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
+    if data_format not in ("hdf5", "arrow"):
+        raise ValueError(f"data_format must be 'hdf5' or 'arrow', got {data_format!r}")
+    kwargs = {"obs_type": obs_type} if obs_type == "state" else {"obs_type": obs_type, "image_size": image_size}
+    with _datasets_root(path):
+        if get_dataset_path(dataset_id).exists():
+            raise ValueError(f"dataset {dataset_id!r} already exists; delete it or choose another id")
+        env = gym.make(env_id, **kwargs)
+        expert = EXPERTS[env_id](seed=seed)
+        episodes = tqdm(range(num_episodes), desc=f"collecting {dataset_id}", disable=not progress)
+        try:
+            with warnings.catch_warnings():
+                # Minari recommends these metadata for published datasets; local demonstrations may omit them.
+                warnings.filterwarnings("ignore", message=r"`(author|author_email|code_permalink)` is set to None")
+                # Minari's DataCollector needs jax (minari[create]); writing buffers directly does not.
+                return minari.create_dataset_from_buffers(
+                    dataset_id=dataset_id,
+                    buffer=(_record_episode(env, expert, index, seed + index) for index in episodes),
+                    env=env,
+                    eval_env=env.spec,
+                    algorithm_name=f"worldsim scripted expert ({type(expert).__name__})",
+                    description=f"Scripted-expert demonstrations of {env_id} ({obs_type} observations).",
+                    author=author,
+                    code_permalink=code_permalink,
+                    data_format=data_format,
+                    jpeg_encoding=False,
+                )
+        except BaseException:
+            # An interrupted recording must not leave a half-written dataset under the requested id.
+            shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+            raise
+        finally:
+            env.close()
+
+
+def _stack(items: list):
+    if isinstance(items[0], dict):
+        return {key: _stack([item[key] for item in items]) for key in items[0]}
+    return np.stack([np.asarray(item) for item in items])
+
+
+def _record_episode(env: gym.Env, expert, index: int, seed: int) -> EpisodeBuffer:
+    obs, info = env.reset(seed=seed)
+    expert.reset()
+    observations, infos, actions, rewards, terminations, truncations = [obs], [info], [], [], [], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        action = expert(env)
+        obs, reward, terminated, truncated, info = env.step(action)
+        for store, value in zip(
+            (observations, infos, actions, rewards, terminations, truncations),
+            (obs, info, action, reward, terminated, truncated),
+            strict=True,
+        ):
+            store.append(value)
+    return EpisodeBuffer(
+        id=index,
+        seed=seed,
+        observations=_stack(observations),
+        actions=_stack(actions),
+        rewards=rewards,
+        terminations=terminations,
+        truncations=truncations,
+        infos=_stack(infos),
+    )
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One demonstration: ``observations`` has one more entry than ``actions`` (the final observation).
+
+    ``observations`` is an array ``[N+1, ...]`` or, for Dict observation spaces, a dict of such arrays.
+    ``success`` is the recorded ``is_success`` info where there is one (worldsim's datasets), else whether
+    the episode terminated.
+    """
+
+    observations: np.ndarray | dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    success: bool
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def load_demonstrations(
+    dataset_id: str,
+    env_id: str | None = None,
+    *,
+    env_kwargs: dict | None = None,
+    path: str | os.PathLike | None = None,
+) -> list[Episode]:
+    """Load a Minari dataset as a list of numpy :class:`Episode`.
+
+    Args:
+        dataset_id: Minari id of a local dataset.
+        env_id: when given, the dataset's observation and action spaces must equal those of
+            ``gymnasium.make(env_id, **env_kwargs)``; a mismatch raises ``ValueError``.
+        env_kwargs: keyword arguments for that environment (e.g. ``{"obs_type": "pixels"}``).
+        path: datasets root; defaults to ``$MINARI_DATASETS_PATH``.
+    """
+    with _datasets_root(path):
+        if not get_dataset_path(dataset_id).exists():
+            raise ValueError(f"no local Minari dataset {dataset_id!r} under {get_dataset_path()}")
+        dataset = minari.load_dataset(dataset_id)
+    if env_id is not None:
+        env = gym.make(env_id, **(env_kwargs or {}))
+        env.close()  # only its spaces are needed
+        for name in ("observation_space", "action_space"):
+            expected, found = getattr(env, name), getattr(dataset, name)
+            if expected != found:
+                raise ValueError(
+                    f"dataset {dataset_id!r} does not match {env_id!r} (kwargs {env_kwargs or {}}): "
+                    f"its {name} is {found}, the environment's is {expected}"
+                )
+    episodes = []
+    for data in dataset.iterate_episodes():
+        infos = data.infos or {}
+        success = bool(np.any(infos["is_success"])) if "is_success" in infos else bool(data.terminations[-1])
+        episodes.append(
+            Episode(
+                observations=data.observations,
+                actions=np.asarray(data.actions, dtype=np.float32),
+                rewards=np.asarray(data.rewards, dtype=np.float32),
+                terminations=np.asarray(data.terminations, dtype=bool),
+                truncations=np.asarray(data.truncations, dtype=bool),
+                success=success,
+            )
+        )
+    return episodes
+
+
+def _observations(episode: Episode, key: str | None) -> np.ndarray:
+    obs = episode.observations
+    if isinstance(obs, dict):
+        if key is None or key not in obs:
+            raise ValueError(f"observations are a dict with keys {sorted(obs)}; pass obs_key=one of them")
+        return np.asarray(obs[key])
+    if key is not None:
+        raise ValueError(f"obs_key={key!r} given but observations are a single array")
+    return np.asarray(obs)
+
+
+def policy_windows(
+    episodes: list[Episode], obs_horizon: int = 2, action_horizon: int = 16, *, obs_key: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Diffusion Policy training windows, one per executed step of every episode.
+
+    For step ``t`` of an episode (``0 <= t < N``): ``obs`` holds observations ``t - obs_horizon + 1 .. t``
+    and ``actions`` holds actions ``t .. t + action_horizon - 1``, so ``actions[m, 0]`` is the action taken
+    after seeing ``obs[m, -1]``. Indices before the start repeat the first observation and indices past
+    the end repeat the last action (Diffusion Policy's padding). The final observation of an episode, which
+    no action follows, starts no window.
+
+    Returns:
+        ``obs [M, obs_horizon, *obs_shape]`` and ``actions [M, action_horizon, act_dim]`` with
+        ``M = sum(len(episode))``.
+    """
+    if obs_horizon < 1 or action_horizon < 1:
+        raise ValueError(f"horizons must be >= 1, got obs_horizon={obs_horizon}, action_horizon={action_horizon}")
+    if not episodes:
+        raise ValueError("no episodes given")
+    obs_windows, action_windows = [], []
+    for episode in episodes:
+        observations, actions = _observations(episode, obs_key), episode.actions
+        steps = np.arange(len(actions))
+        obs_index = np.clip(steps[:, None] + np.arange(-obs_horizon + 1, 1), 0, None)
+        action_index = np.clip(steps[:, None] + np.arange(action_horizon), None, len(actions) - 1)
+        obs_windows.append(observations[obs_index])
+        action_windows.append(actions[action_index])
+    return np.concatenate(obs_windows), np.concatenate(action_windows)
+
+
+def sequence_windows(
+    episodes: list[Episode], length: int, *, obs_key: str | None = None, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """World-model training sequences: ``length`` transitions cut from the episodes without padding.
+
+    Window ``m`` starting at step ``s`` holds ``frames[m] = observations[s .. s + length]`` and
+    ``actions[m] = actions[s .. s + length - 1]`` (action ``k`` leads from frame ``k`` to frame ``k + 1``).
+    Starts are ``0, stride, 2 * stride, ...``; episodes shorter than ``length`` contribute nothing.
+
+    Returns:
+        ``frames [M, length + 1, *obs_shape]`` and ``actions [M, length, act_dim]``.
+    """
+    if length < 1 or stride < 1:
+        raise ValueError(f"length and stride must be >= 1, got length={length}, stride={stride}")
+    frame_windows, action_windows = [], []
+    for episode in episodes:
+        observations, actions = _observations(episode, obs_key), episode.actions
+        starts = np.arange(0, len(actions) - length + 1, stride)
+        if len(starts) == 0:
+            continue
+        frame_windows.append(observations[starts[:, None] + np.arange(length + 1)])
+        action_windows.append(actions[starts[:, None] + np.arange(length)])
+    if not frame_windows:
+        longest = max((len(episode) for episode in episodes), default=0)
+        raise ValueError(f"no episode has {length} steps (longest: {longest})")
+    return np.concatenate(frame_windows), np.concatenate(action_windows)
+
+
+def fit_normalizers(
+    episodes: list[Episode], *, obs_key: str | None = None, mode: NormalizationMode = "minmax"
+) -> dict[str, Normalizer]:
+    """Per-dimension statistics over every observation and action of ``episodes``.
+
+    Returns ``{"observation": Normalizer, "action": Normalizer}``; pixel observations (uint8) get one
+    statistic per pixel, so pass ``obs_key="state"`` for ``state_pixels`` datasets unless that is wanted.
+    """
+    if not episodes:
+        raise ValueError("no episodes given")
+    observations = np.concatenate([_observations(episode, obs_key) for episode in episodes])
+    actions = np.concatenate([episode.actions for episode in episodes])
+    return {"observation": Normalizer.fit(observations, mode), "action": Normalizer.fit(actions, mode)}

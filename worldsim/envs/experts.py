@@ -1,0 +1,222 @@
+"""Scripted experts for worldsim's tasks: smooth, state-based, and multimodal by a discrete choice per episode.
+
+Each expert reads the simulator through the task's documented accessor ``env.unwrapped.task_state()``
+(never pixels), draws its per-episode choice from its own seeded generator in ``reset()``, and is called
+once per control step: ``action = expert(env)``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from worldsim.envs.push_t import rotation_matrix, t_distance, t_rectangles
+
+
+def _wrap(angle: float) -> float:
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+def _clip_norm(vector: np.ndarray, max_norm: float) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector if norm <= max_norm else vector * (max_norm / norm)
+
+
+def _push_primitives() -> tuple[np.ndarray, np.ndarray]:
+    """Contact points on the T's faces and the inward push directions there, in the block frame.
+
+    Points on the bar's underside and the stem's sides stay clear of the inner corners so that the pusher
+    fits there while touching only one face.
+    """
+    (bx, by, bw, bh), (sx, sy, sw, sh) = t_rectangles()
+    top, under, bottom = by + bh, by - bh, sy - sh
+    pairs = [((x, top), (0, -1)) for x in (-0.045, -0.02, 0.0, 0.02, 0.045)]  # top of the bar, pushing down
+    pairs += [((x, under), (0, 1)) for x in (-0.045, 0.045)]  # underside of the bar, beside the stem
+    pairs += [((sign * (bx + bw), by), (-sign, 0)) for sign in (-1, 1)]  # ends of the bar
+    pairs += [((x, bottom), (0, 1)) for x in (-0.008, 0.0, 0.008)]  # bottom of the stem
+    pairs += [  # sides of the stem, below the bar
+        ((sign * (sx + sw), y), (-sign, 0)) for sign in (-1, 1) for y in (sy - 0.3 * sh, sy - 0.7 * sh)
+    ]
+    points, normals = zip(*pairs, strict=True)
+    return np.array(points, dtype=float), np.array(normals, dtype=float)
+
+
+class PushTExpert:
+    """Scripted pusher for ``worldsim/PushT-v0``.
+
+    At each step it scores a fixed set of push primitives (a contact point on a face of the T and the
+    inward push direction) by how well the block motion a push would cause (translation along the push,
+    rotation from its torque about the centre of mass) matches the remaining pose error, less a cost for
+    the pusher's travel to it; it keeps the chosen primitive while it still helps (hysteresis avoids
+    dithering between contacts, and every switch costs a detour), walks the pusher round
+    the block to the primitive's approach corridor without touching the block, and then pushes, slowing
+    down near the goal.
+
+    Multimodality: the direction in which the pusher goes round the block is a per-episode coin flip
+    whenever neither way is clearly shorter, and near-ties between mirror-image primitives are broken by the
+    same coin, so demonstrations of one situation show both ways round.
+
+    Args:
+        seed: seed of the expert's own generator (the per-episode choice).
+    """
+
+    travel_speed = 0.02  # m per control step while moving round the block
+    push_speed = 0.012  # m per control step while pushing, far from the goal
+    clearance = 0.008  # m kept between pusher and block while moving round it
+    approach_distance = 0.02  # m from the face where the straight final approach starts
+    rotation_length = 0.04  # m: one radian of angle error weighs as much as this position error
+    keep_score = 0.3  # a primitive whose alignment with the error drops below this is abandoned
+    switch_margin = 0.5  # ...and another replaces it early only if better by this much
+    travel_cost = 0.1  # score lost per 10 cm of travel to a primitive's approach point
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._points, self._normals = _push_primitives()
+        torque = self._points[:, 0] * self._normals[:, 1] - self._points[:, 1] * self._normals[:, 0]
+        # Predicted (quasi-static) block twist per unit push, in the weighted (x, y, L*theta) space.
+        self._effects = np.concatenate([self._normals, (torque / self.rotation_length)[:, None]], axis=1)
+        self._effects /= np.linalg.norm(self._effects, axis=1, keepdims=True)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode: draw the side to go round the block and forget the current primitive."""
+        self.side = 1 if self._rng.random() < 0.5 else -1
+        self._primitive: int | None = None
+
+    def __call__(self, env: gym.Env) -> np.ndarray:
+        state = env.unwrapped.task_state()
+        pusher, block, goal = state["pusher"], state["block_pose"], state["goal_pose"]
+        radius, workspace = state["pusher_radius"], state["workspace"]
+        rot = rotation_matrix(block[2])
+        error_block = rot.T @ (goal[:2] - block[:2])
+        error_angle = _wrap(goal[2] - block[2])
+        desired = np.array([*error_block, self.rotation_length * error_angle])
+        error_size = float(np.linalg.norm(desired))
+        scores = self._effects @ desired / max(error_size, 1e-9)
+        # Mirror-image primitives score alike; the episode's side breaks such ties consistently.
+        scores = scores + 0.03 * self.side * np.sign(self._points[:, 0])
+        entries = block[:2] + (self._points - self._normals * (radius + self.approach_distance)) @ rot.T
+        travel = np.linalg.norm(entries - pusher, axis=1)
+        choice = scores - self.travel_cost * travel / 0.1
+        best = int(np.argmax(choice))
+        if (
+            self._primitive is None
+            or scores[self._primitive] < self.keep_score
+            or choice[best] > choice[self._primitive] + self.switch_margin
+        ):
+            self._primitive = best
+        contact = block[:2] + rot @ self._points[self._primitive]
+        normal = rot @ self._normals[self._primitive]
+        target = self._target(pusher, block, contact, normal, radius, error_size)
+        return np.clip(target / workspace, -1.0, 1.0).astype(np.float32)
+
+    def _target(
+        self,
+        pusher: np.ndarray,
+        block: np.ndarray,
+        contact: np.ndarray,
+        normal: np.ndarray,
+        radius: float,
+        error_size: float,
+    ) -> np.ndarray:
+        tangent = np.array([-normal[1], normal[0]])
+        offset = pusher - (contact - normal * radius)
+        lateral, depth = float(offset @ tangent), float(-(offset @ normal))
+        in_corridor = abs(lateral) < 0.004 and -0.01 < depth < radius + 0.03
+        if in_corridor:
+            if depth > 0.012:  # still short of the face: close in quickly but square to it
+                return pusher + normal * min(depth, self.travel_speed) - tangent * lateral
+            speed = float(np.clip(error_size * 0.4, 0.004, self.push_speed))
+            return pusher + normal * speed - tangent * lateral
+        entry = contact - normal * (radius + self.approach_distance)
+        if self._segment_clear(pusher, entry, block, radius + self.clearance):
+            return pusher + _clip_norm(entry - pusher, self.travel_speed)
+        return self._go_round(pusher, block, entry, radius)
+
+    def _go_round(self, pusher: np.ndarray, block: np.ndarray, entry: np.ndarray, radius: float) -> np.ndarray:
+        """A step along the circle round the block's centre, towards the entry point's bearing."""
+        reach = float(np.max(np.linalg.norm(self._points, axis=1))) + 0.025
+        safe = reach + radius + self.clearance
+        rel = pusher - block[:2]
+        bearing = np.arctan2(rel[1], rel[0])
+        goal_bearing = np.arctan2(*(entry - block[:2])[::-1])
+        gap = _wrap(goal_bearing - bearing)
+        # Go the short way unless both ways are about as long: then the episode's side decides.
+        direction = np.sign(gap) if abs(abs(gap) - np.pi) > np.deg2rad(60) else self.side
+        step = min(self.travel_speed / safe, abs(gap))
+        new_bearing = bearing + direction * step
+        distance = float(np.linalg.norm(rel))
+        new_distance = distance + float(np.clip(safe - distance, -self.travel_speed, self.travel_speed))
+        return block[:2] + new_distance * np.array([np.cos(new_bearing), np.sin(new_bearing)])
+
+    @staticmethod
+    def _segment_clear(start: np.ndarray, end: np.ndarray, block: np.ndarray, clearance: float) -> bool:
+        samples = start + np.linspace(0.0, 1.0, 12)[:, None] * (end - start)
+        return bool(np.all(t_distance(samples, block) >= clearance))
+
+
+class PickPlaceExpert:
+    """Scripted gripper for ``worldsim/PickPlace-v0``.
+
+    The action is a function of the current state and the episode's side only (no hidden phase), which
+    keeps the demonstrations consistent: with the fingers open the gripper funnels down onto the cube (it
+    descends as its horizontal error shrinks) and closes once centred on it; while holding the cube it
+    lifts and carries it to the target, then funnels down and opens when the cube touches the table there.
+    Fingers closed on nothing open again, so a missed or dropped cube is simply picked up again. Moves go
+    a fixed fraction of the way to the waypoint per step, capped at full speed: smooth, decelerating motions.
+
+    Multimodality: the carrying path curves to the left or to the right of the straight line to the target
+    (the horizontal heading is the target direction turned by 45 degrees, straightening out over the last
+    8 cm), a per-episode coin flip.
+
+    Args:
+        seed: seed of the expert's own generator (the per-episode choice).
+    """
+
+    carry_height = 0.10  # m, grasp point height while carrying
+    hover_height = 0.06  # m above the cube's centre while approaching it
+    funnel_slope = 4.0  # m of height per m of horizontal error when descending (the fingers open 8 cm)
+    curve_angle = np.deg2rad(45.0)  # heading offset of the carrying path
+    gain = 0.7  # fraction of the remaining distance moved per step (before the speed cap)
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode: draw the side of the carrying path."""
+        self.side = 1 if self._rng.random() < 0.5 else -1
+
+    def __call__(self, env: gym.Env) -> np.ndarray:
+        state = env.unwrapped.task_state()
+        gripper, cube, target = state["gripper"], state["cube"], state["target"]
+        half, opening = state["cube_half_size"], state["finger_opening"]
+        on_cube = np.linalg.norm(cube - gripper) < 0.015
+        holding = on_cube and 2 * half - 0.01 < opening < 2 * half + 0.004
+        if holding:
+            to_target = target[:2] - gripper[:2]
+            placed = np.linalg.norm(target[:2] - cube[:2]) < 0.012 and cube[2] < half + 0.004
+            if placed:
+                return self._action(gripper, gripper, close=False, step_length=state["step_length"])
+            distance = float(np.linalg.norm(to_target))
+            turn = self.side * self.curve_angle * float(np.clip((distance - 0.02) / 0.06, 0.0, 1.0))
+            c, s = np.cos(turn), np.sin(turn)
+            heading = np.array([[c, -s], [s, c]]) @ to_target
+            # Move sideways only once the cube is clear of the table.
+            lifted = float(np.clip((cube[2] - half) / 0.03, 0.0, 1.0))
+            height = self._funnel(distance, half + 0.002, self.carry_height)
+            waypoint = np.array([*(gripper[:2] + lifted * heading), height])
+            return self._action(gripper, waypoint, close=True, step_length=state["step_length"])
+        if opening < 2 * half + 0.004:  # closed on nothing (or just released): open first
+            return self._action(gripper, gripper, close=False, step_length=state["step_length"])
+        offset = float(np.linalg.norm(cube[:2] - gripper[:2]))
+        waypoint = np.array([*cube[:2], self._funnel(offset, cube[2], cube[2] + self.hover_height)])
+        centred = np.linalg.norm(cube - gripper) < 0.008
+        return self._action(gripper, waypoint, close=bool(centred), step_length=state["step_length"])
+
+    def _funnel(self, horizontal_error: float, low: float, high: float) -> float:
+        return low + min(high - low, max(0.0, horizontal_error - 0.004) * self.funnel_slope)
+
+    def _action(self, gripper: np.ndarray, waypoint: np.ndarray, *, close: bool, step_length: float) -> np.ndarray:
+        delta = np.clip(self.gain * (waypoint - gripper) / step_length, -1.0, 1.0)
+        return np.array([*delta, 1.0 if close else -1.0], dtype=np.float32)

@@ -1,0 +1,139 @@
+"""Gymnasium 1.x wrappers for diffusion-policy control: observation history, action chunks, inference latency."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+
+def _check_positive(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+class ObservationHistory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Observe the last ``n`` observations, oldest first.
+
+    A Box observation of shape ``S`` becomes a Box of shape ``(n, *S)``; a Dict observation becomes a Dict
+    of such stacks, one per key (``gymnasium.vector.utils.batch_space`` semantics). At reset the history is
+    filled with ``n`` copies of the first observation, as Diffusion Policy pads the start of an episode.
+
+    Args:
+        env: the environment to wrap.
+        n: number of observations kept (``n >= 1``).
+    """
+
+    def __init__(self, env: gym.Env, n: int) -> None:
+        _check_positive("n", n)
+        gym.utils.RecordConstructorArgs.__init__(self, n=n)
+        gym.ObservationWrapper.__init__(self, env)
+        self.n = int(n)
+        self.observation_space = batch_space(env.observation_space, self.n)
+        self._history: deque = deque(maxlen=self.n)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._history.clear()
+        self._history.extend([obs] * self.n)
+        return self._stacked(), info
+
+    def observation(self, observation):
+        self._history.append(observation)
+        return self._stacked()
+
+    def _stacked(self):
+        out = create_empty_array(self.env.observation_space, self.n)
+        return concatenate(self.env.observation_space, list(self._history), out)
+
+
+class ActionChunk(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Execute a chunk of ``n`` actions per step, as a policy that predicts action sequences does.
+
+    The action space is the wrapped Box action space repeated ``n`` times: ``Box`` of shape
+    ``(n, *action_shape)``. ``step(chunk)`` executes ``chunk[0], chunk[1], ...`` in order, stopping early
+    when the episode terminates or is truncated, and returns the last observation, the **sum** of the
+    rewards received, the last termination and truncation flags, and the last step's info with two extra
+    keys: ``"executed_steps"`` (how many actions ran) and ``"step_rewards"`` (their rewards, a float array of
+    that length).
+
+    Args:
+        env: the environment to wrap (its action space must be a Box).
+        n: number of actions in a chunk (``n >= 1``).
+    """
+
+    def __init__(self, env: gym.Env, n: int) -> None:
+        _check_positive("n", n)
+        if not isinstance(env.action_space, spaces.Box):
+            raise ValueError(f"ActionChunk needs a Box action space, got {env.action_space}")
+        gym.utils.RecordConstructorArgs.__init__(self, n=n)
+        gym.Wrapper.__init__(self, env)
+        self.n = int(n)
+        box = env.action_space
+        self.action_space = spaces.Box(
+            np.broadcast_to(box.low, (self.n, *box.shape)),
+            np.broadcast_to(box.high, (self.n, *box.shape)),
+            dtype=box.dtype,
+        )
+
+    def step(self, action):
+        action = np.asarray(action)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action chunk must have shape {self.action_space.shape}, got {action.shape}")
+        rewards: list[float] = []
+        for single in action:
+            obs, reward, terminated, truncated, info = self.env.step(single)
+            rewards.append(float(reward))
+            if terminated or truncated:
+                break
+        info = {**info, "executed_steps": len(rewards), "step_rewards": np.array(rewards)}
+        return obs, float(sum(rewards)), terminated, truncated, info
+
+
+class InferenceLatency(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Simulate a policy that needs ``ticks`` control periods to compute each action.
+
+    While the policy "thinks", the world does not wait: on every ``step(action)`` the environment first
+    advances ``ticks`` steps with the previously executed action (the one the robot is still holding), and
+    only then applies ``action`` for one step. The observation returned is the one after that last step,
+    the reward is the sum over all ``ticks + 1`` steps, and termination or truncation during the delay
+    ends the step early (``action`` is then never applied). ``info`` is the last step's info plus
+    ``"latency_steps"``: how many delay steps ran.
+
+    After ``reset`` no action has been executed yet, so the first step applies its action at once: a
+    real controller starts acting when its first decision arrives, which the simulator models as time
+    standing still until then. ``ticks=0`` makes the wrapper transparent.
+
+    Args:
+        env: the environment to wrap.
+        ticks: control periods of inference delay per step (``ticks >= 0``).
+    """
+
+    def __init__(self, env: gym.Env, ticks: int) -> None:
+        _check_positive("ticks", ticks, minimum=0)
+        gym.utils.RecordConstructorArgs.__init__(self, ticks=ticks)
+        gym.Wrapper.__init__(self, env)
+        self.ticks = int(ticks)
+        self._held_action: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._held_action = None
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        total = 0.0
+        delay_steps = 0
+        if self._held_action is not None:
+            for _ in range(self.ticks):
+                obs, reward, terminated, truncated, info = self.env.step(self._held_action)
+                total += float(reward)
+                delay_steps += 1
+                if terminated or truncated:
+                    return obs, total, terminated, truncated, {**info, "latency_steps": delay_steps}
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._held_action = np.array(action, copy=True)
+        return obs, total + float(reward), terminated, truncated, {**info, "latency_steps": delay_steps}
