@@ -8,9 +8,14 @@ MUJOCO_TASKS: dict[str, tuple[str, int]] = {
     "worldsim/PickPlace-v0": ("worldsim.envs.pick_place:PickPlaceEnv", 150),
 }
 
+# World models as environments (the neural game engine); they load a shipped checkpoint when made.
+WORLD_MODEL_ENVS: dict[str, tuple[str, int]] = {
+    "worldsim/NeuralPushT-v0": ("worldsim.envs.world_model_env:make_neural_pusht", 300),
+}
+
 
 def register_envs() -> None:
     """Register every worldsim environment; safe to call more than once."""
-    for env_id, (entry_point, max_episode_steps) in MUJOCO_TASKS.items():
+    for env_id, (entry_point, max_episode_steps) in (MUJOCO_TASKS | WORLD_MODEL_ENVS).items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_episode_steps)

@@ -1,0 +1,221 @@
+"""Benchmark the shipped world models against the MuJoCo simulator: open-loop drift, speed and memory.
+
+    python benchmarks/world_model.py            # writes benchmarks/results/world_model.json and world_model*.png
+
+Held-out episodes (seeds never used in training) are rolled in MuJoCo with a mix of noisy-expert and
+random-walk actions, ignoring termination, for ``--horizon`` steps. Each model starts from the true first
+observation and replays the same actions open loop; the error at horizon h is the mean squared error of
+its h-th observation against the simulator's (state units, or pixels scaled to [0, 1]), averaged over
+episodes. Copy-last-frame predicts the first observation forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, latency_ms, write_result  # noqa: E402
+
+import worldsim  # noqa: E402, F401
+from worldsim.envs.datasets import EXPERTS  # noqa: E402
+from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
+from worldsim.world_model.model import WorldModel  # noqa: E402
+from worldsim.world_model.session import SessionConfig, StreamingSession  # noqa: E402
+
+HORIZONS = (1, 10, 100, 1000)
+HELD_OUT_SEED = 100_000
+
+
+def modes(model: WorldModel) -> dict[str, SessionConfig]:
+    """The samplers compared; "no sink" keeps the same cache size, all of it a sliding window."""
+    c = model.config
+    no_sink = {"sink_frames": 0, "window_frames": c.sink_frames + c.window_frames}
+    return {
+        "autoregressive": SessionConfig(steps=2, context_level=0.0, **no_sink),
+        "autoregressive+sink": SessionConfig(steps=2, context_level=0.0),
+        "autoregressive+sink+context_noise": SessionConfig(steps=2, context_level=0.05),
+        "rolling": SessionConfig(sampling="rolling", rolling_window=3, context_level=0.0, **no_sink),
+        "rolling+sink": SessionConfig(sampling="rolling", rolling_window=3, context_level=0.0),
+        "rolling+sink+context_noise": SessionConfig(sampling="rolling", rolling_window=3, context_level=0.05),
+    }
+
+
+def held_out_episodes(model: WorldModel, episodes: int, horizon: int):
+    meta = model.metadata
+    env = gym.make(meta["env_id"], max_episode_steps=horizon + 1, **meta.get("env_kwargs", {}))
+    actors = [
+        NoisyExpert(EXPERTS[meta["env_id"]](seed=1), env.action_space, noise_std=0.3, seed=1),
+        RandomWalkActor(env.action_space, step_scale=0.1, seed=2),
+    ]
+    result = collect_episodes(
+        env, actors, episodes, seed=HELD_OUT_SEED, max_steps=horizon, ignore_termination=True, progress=False
+    )
+    env.close()
+    return result
+
+
+def as_unit(obs: np.ndarray) -> np.ndarray:
+    return obs.astype(np.float32) / 255.0 if obs.dtype == np.uint8 else obs.astype(np.float32)
+
+
+def open_loop(model: WorldModel, episodes, config: SessionConfig, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squared error per step ``[episodes, horizon]`` and the predicted frames at the horizons (episode 0)."""
+    space = model.observation_space
+    errors, snapshots = [], []
+    for index, episode in enumerate(episodes):
+        session = StreamingSession(model, config, seed=index)
+        session.reset(episode.observations[:1])
+        row = []
+        for t in range(horizon):
+            predicted = session.step(episode.actions[t])
+            if space.dtype != np.uint8:
+                predicted = np.clip(predicted, space.low, space.high)
+            row.append(float(np.mean((as_unit(predicted) - as_unit(episode.observations[t + 1])) ** 2)))
+            if index == 0 and t + 1 in HORIZONS:
+                snapshots.append(predicted)
+        errors.append(row)
+    return np.asarray(errors), np.asarray(snapshots)
+
+
+def at_horizons(errors: np.ndarray) -> dict[str, float]:
+    return {str(h): float(errors[:, h - 1].mean()) for h in HORIZONS if h <= errors.shape[1]}
+
+
+def frames_per_second(model: WorldModel, config: SessionConfig, repeats: int) -> dict:
+    session = StreamingSession(model, config, seed=0)
+    obs = np.zeros((1, *model.observation_space.shape), model.observation_space.dtype)
+    session.reset(obs)
+    action = model.action_space.sample()
+    stats = latency_ms(lambda: session.step(action), repeats=repeats, warmup=20)
+    return {**stats, "fps_p50": 1e3 / stats["p50_ms"], "fps_mean": 1e3 / stats["mean_ms"]}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def memory_over_stream(model: WorldModel, config: SessionConfig, frames: int) -> dict:
+    session = StreamingSession(model, config, seed=0)
+    session.reset(np.zeros((1, *model.observation_space.shape), model.observation_space.dtype))
+    action = model.action_space.sample()
+    record = {}
+    for t in range(1, frames + 1):
+        session.step(action)
+        if t in (1_000, frames):
+            record[str(t)] = {"session_bytes": session.memory_bytes, "process_rss_bytes": rss_bytes()}
+    first, last = record["1000"], record[str(frames)]
+    record["session_ratio"] = last["session_bytes"] / first["session_bytes"]
+    record["rss_ratio"] = last["process_rss_bytes"] / first["process_rss_bytes"]
+    return record
+
+
+def bench_model(name: str, args) -> dict:
+    model = WorldModel.from_pretrained(name)
+    print(f"{name}: {sum(p.numel() for p in model.denoiser.parameters())} denoiser parameters")
+    started = time.perf_counter()
+    episodes = held_out_episodes(model, args.episodes, args.horizon)
+    print(f"  {len(episodes)} held-out episodes in {time.perf_counter() - started:.0f} s")
+    result = {"checkpoint": name, "command": model.metadata.get("command"), "episodes": len(episodes), "modes": {}}
+    copy_last = np.asarray(
+        [[np.mean((as_unit(e.observations[0]) - as_unit(o)) ** 2) for o in e.observations[1:]] for e in episodes]
+    )
+    result["copy_last_frame"] = {"mse": at_horizons(copy_last), "curve": log_curve(copy_last.mean(0))}
+    snapshots = {}
+    for mode, config in modes(model).items():
+        started = time.perf_counter()
+        errors, snapshots[mode] = open_loop(model, episodes, config, args.horizon)
+        result["modes"][mode] = {
+            "config": config.__dict__,
+            "mse": at_horizons(errors),
+            "curve": log_curve(errors.mean(0)),
+        }
+        print(f"  {mode}: {result['modes'][mode]['mse']} ({time.perf_counter() - started:.0f} s)")
+    result["speed"] = {
+        "autoregressive_1_step": frames_per_second(model, SessionConfig(steps=1), args.repeats),
+        "autoregressive_2_steps": frames_per_second(model, SessionConfig(steps=2), args.repeats),
+        "rolling_window_3": frames_per_second(model, SessionConfig(sampling="rolling", rolling_window=3), args.repeats),
+    }
+    result["memory"] = memory_over_stream(model, SessionConfig(steps=1), args.memory_frames)
+    print(f"  speed {[round(v['fps_p50']) for v in result['speed'].values()]} fps, memory {result['memory']}")
+    if model.observation_space.dtype == np.uint8:
+        plot_frames(snapshots, episodes[0].observations)
+    return result
+
+
+def log_curve(curve: np.ndarray, points: int = 40) -> dict:
+    """The mean error curve at log-spaced horizons (enough for the plot, small in JSON)."""
+    horizons = np.unique(np.geomspace(1, len(curve), points).astype(int))
+    return {"horizon": horizons.tolist(), "mse": [float(curve[h - 1]) for h in horizons]}
+
+
+def plot_errors(models: dict[str, dict]) -> None:
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, (name, result) in zip(axes[0], models.items(), strict=True):
+        curves = {"copy last frame": result["copy_last_frame"]["curve"]}
+        curves |= {mode: entry["curve"] for mode, entry in result["modes"].items()}
+        for label, curve in curves.items():
+            copy = label == "copy last frame"
+            ax.loglog(curve["horizon"], curve["mse"], label=label, lw=2 if copy else 1.2, ls="--" if copy else "-")
+        ax.set(title=f"{name}: open-loop error vs MuJoCo", xlabel="horizon (steps)", ylabel="MSE")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "world_model.png", dpi=120)
+
+
+def plot_frames(snapshots: dict[str, np.ndarray], truth: np.ndarray) -> None:
+    """Predicted frames at the horizons for each sampler, under the simulator's."""
+    rows = [("MuJoCo", [truth[h] for h in HORIZONS if h < len(truth)])]
+    rows += [(mode, list(frames)) for mode, frames in snapshots.items()]
+    fig, axes = plt.subplots(len(rows), len(rows[0][1]), figsize=(2 * len(rows[0][1]), 2 * len(rows)))
+    for r, (label, frames) in enumerate(rows):
+        for c, frame in enumerate(frames):
+            axes[r, c].imshow(frame)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(f"h = {HORIZONS[c]}")
+        axes[r, 0].set_ylabel(label, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "world_model_pixels.png", dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="+", default=["wm-pusht-state", "wm-pusht-pixels"])
+    parser.add_argument("--episodes", type=int, default=6)
+    parser.add_argument("--horizon", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--memory-frames", type=int, default=10_000)
+    parser.add_argument("--update", action="store_true", help="keep the other models already in the JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    path = RESULTS / "world_model.json"
+    models = json.loads(path.read_text())["models"] if args.update and path.exists() else {}
+    for name in args.checkpoints:
+        models[name] = bench_model(name, args)
+        models[name]["load_average_1min"] = os.getloadavg()[0]  # the CPU is shared: speeds depend on it
+    plot_errors(models)
+    write_result("world_model", {"horizons": list(HORIZONS), "held_out_seed": HELD_OUT_SEED, "models": models})
+
+
+if __name__ == "__main__":
+    with torch.inference_mode():
+        main()

@@ -1,0 +1,93 @@
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from tests.world_model.conftest import PointMass, pixel_model
+from worldsim.core.normalizer import Normalizer
+from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes
+from worldsim.world_model.rewards import PushTCoverageReward
+from worldsim.world_model.tokenizers import ActionEncoder, StateTokenizer
+
+
+def test_collect_episodes_records_consistent_transitions():
+    env = PointMass()
+    episodes = collect_episodes(env, [RandomWalkActor(env.action_space, seed=0)], 3, seed=7, max_steps=12,
+                                progress=False)  # fmt: skip
+    assert [len(e) for e in episodes] == [12, 12, 12]
+    for e in episodes:
+        assert e.observations.shape == (13, 2) and e.actions.shape == (12, 2) and e.actions.dtype == np.float32
+        np.testing.assert_allclose(e.observations[1:], np.clip(e.observations[:-1] + 0.2 * e.actions, -1, 1), atol=1e-6)
+    again = collect_episodes(env, [RandomWalkActor(env.action_space, seed=0)], 3, seed=7, max_steps=12, progress=False)
+    np.testing.assert_array_equal(episodes[2].actions, again[2].actions)
+
+
+def test_random_walk_stays_in_bounds_and_moves_smoothly():
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    actor = RandomWalkActor(space, step_scale=0.1, seed=0)
+    actions = np.stack([actor(None, None) for _ in range(500)])
+    assert space.contains(actions[0]) and (np.abs(actions) <= 1).all()
+    assert np.abs(np.diff(actions, axis=0)).mean() < 0.15
+    discrete = RandomWalkActor(gym.spaces.Discrete(3), seed=0)
+    assert {discrete(None, None) for _ in range(50)} == {0, 1, 2}
+
+
+def test_noisy_expert_and_actor_errors():
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    noisy = NoisyExpert(lambda env: np.array([0.9, 0.0]), space, noise_std=0.5, seed=0)
+    actions = np.stack([noisy(None, None) for _ in range(200)])
+    assert (actions <= 1).all() and actions[:, 0].std() > 0.1
+    with pytest.raises(ValueError, match="bounded"):
+        RandomWalkActor(gym.spaces.Box(-np.inf, np.inf, (2,)))
+    with pytest.raises(ValueError, match="max_steps"):
+        collect_episodes(PointMass(), [RandomWalkActor(space)], 1, ignore_termination=True)
+
+
+def test_state_tokenizer_round_trip():
+    data = np.random.default_rng(0).uniform(-3, 5, (100, 4))
+    tokenizer = StateTokenizer(Normalizer.fit(data))
+    tokens = tokenizer.encode(data[:7])
+    assert tokens.shape == (7, 1, 4) and tokens.abs().max() <= 1.0 + 1e-6
+    np.testing.assert_allclose(tokenizer.decode(tokens), data[:7], atol=1e-5)
+
+
+def test_pixel_tokens_are_cells_of_the_latent_grid():
+    tokenizer = pixel_model().tokenizer
+    latents = torch.randn(3, 4, 2, 2)
+    tokens = tokenizer.latents_to_tokens(latents)
+    assert tokens.shape == (3, 4, 4)
+    torch.testing.assert_close(tokens[:, 1], latents[:, :, 0, 1])  # token (row 0, col 1) = that latent cell
+    torch.testing.assert_close(tokenizer.tokens_to_latents(tokens), latents)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    decoded = tokenizer.decode(tokenizer.encode(frames))
+    assert decoded.shape == (2, 32, 32, 3) and decoded.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"images must have shape \[N, 32, 32, 3\]"):
+        tokenizer.encode(frames[:, :16])
+
+
+def test_action_encoder():
+    box = ActionEncoder(gym.spaces.Box(-2.0, 2.0, (2,), np.float32), Normalizer.fit(np.array([[-2.0, -2], [2, 2]])))
+    np.testing.assert_allclose(box.encode(np.array([[2.0, -2.0], [9.0, 0.0]])), [[1, -1, 1], [1, 0, 1]])  # clipped
+    np.testing.assert_array_equal(box.no_action(2), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
+        box.encode(np.zeros((1, 3)))
+    discrete = ActionEncoder(gym.spaces.Discrete(3, start=1))
+    np.testing.assert_array_equal(discrete.encode(np.array([1, 3])), [[1, 0, 0, 1], [0, 0, 1, 1]])
+    with pytest.raises(ValueError, match=r"\[1, 4\)"):
+        discrete.encode(np.array([0]))
+    with pytest.raises(ValueError, match="Box and Discrete"):
+        ActionEncoder(gym.spaces.MultiBinary(3))
+
+
+def test_pusht_reward_matches_the_simulator():
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    env = gym.make("worldsim/PushT-v0")
+    reward = PushTCoverageReward()
+    for seed in range(5):
+        obs, info = env.reset(seed=seed)
+        assert reward.coverage(obs) == pytest.approx(info["coverage"], abs=0.02)
+    goal = np.array([0.0, 0.5, 0.0, 0.0, np.cos(np.pi / 4), np.sin(np.pi / 4)], np.float32)
+    assert reward(goal, None, goal) == 1.0 and reward.terminated(goal)
+    env.close()

@@ -1,0 +1,114 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from tests.world_model.conftest import PointMass, pixel_model, state_model
+from worldsim.envs.world_model_env import WorldModelEnv
+from worldsim.world_model.data import RandomWalkActor, collect_episodes
+from worldsim.world_model.session import SessionConfig
+
+
+def far_right(obs, action, next_obs):
+    return float(next_obs[0])
+
+
+@pytest.mark.parametrize("sampling", ["autoregressive", "rolling"])
+def test_check_env_passes(sampling):
+    env = WorldModelEnv(
+        model=state_model(), context_env=PointMass(), session=SessionConfig(sampling=sampling, rolling_window=2),
+        reward_fn=far_right, max_episode_steps=20,
+    )  # fmt: skip
+    check_env(env, skip_render_check=True)
+
+
+def test_check_env_passes_for_pixels_with_render():
+    env = WorldModelEnv(model=pixel_model(), context_episodes=pixel_episodes(), render_mode="rgb_array")
+    check_env(env)
+    obs, _ = env.reset(seed=0)
+    next_obs, *_ = env.step(env.action_space.sample())
+    assert next_obs.dtype == np.uint8 and next_obs.shape == (32, 32, 3)
+    np.testing.assert_array_equal(env.render(), next_obs)
+
+
+def pixel_episodes():
+    rng = np.random.default_rng(0)
+    episodes = collect_episodes(PointMass(), [RandomWalkActor(PointMass().action_space, seed=0)], 2, max_steps=6,
+                                progress=False)  # fmt: skip
+    import dataclasses
+
+    return [
+        dataclasses.replace(e, observations=rng.integers(0, 256, (len(e) + 1, 32, 32, 3), dtype=np.uint8))
+        for e in episodes
+    ]
+
+
+def test_same_seed_same_episode_and_context_from_episodes():
+    episodes = collect_episodes(PointMass(), [RandomWalkActor(PointMass().action_space, seed=0)], 3, max_steps=10,
+                                progress=False)  # fmt: skip
+    env = WorldModelEnv(model=state_model(), context_episodes=episodes, context_frames=3, reward_fn=far_right)
+    runs = []
+    for seed in (4, 4, 5):
+        obs, info = env.reset(seed=seed)
+        assert info["context_frames"] == 3
+        trajectory = [obs]
+        for action in np.linspace(-1, 1, 8, dtype=np.float32)[:, None].repeat(2, 1):
+            obs, reward, terminated, truncated, _ = env.step(action)
+            assert reward == pytest.approx(obs[0]) and not terminated and not truncated
+            trajectory.append(obs)
+        runs.append(np.stack(trajectory))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    assert all(env.observation_space.contains(o) for o in runs[0])
+
+
+def test_termination_truncation_and_errors():
+    env = WorldModelEnv(model=state_model(), context_env=PointMass(), termination_fn=lambda obs: True,
+                        max_episode_steps=1)  # fmt: skip
+    with pytest.raises(ValueError, match="reset"):
+        env.step(np.zeros(2, np.float32))
+    env.reset(seed=0)
+    _, _, terminated, truncated, _ = env.step(np.zeros(2, np.float32))
+    assert terminated and truncated
+    with pytest.raises(ValueError, match=r"action must have shape \(2,\)"):
+        env.step(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="not both"):
+        WorldModelEnv(model=state_model(), context_env=PointMass(), context_episodes=[])
+    with pytest.raises(ValueError, match="pixel world model"):
+        WorldModelEnv(model=state_model(), context_env=PointMass(), render_mode="rgb_array")
+    with pytest.raises(ValueError, match="records no training environment"):
+        WorldModelEnv(model=state_model())
+    with pytest.raises(ValueError, match="context_env observations have shape"):
+        WorldModelEnv(model=state_model(), context_env=gym.make("CartPole-v1"))
+
+
+def test_vector_env_runs_a_policy_inside_the_model():
+    """Two model copies under gymnasium's vector API, driven by a policy that only sees observations."""
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: WorldModelEnv(model=state_model(), context_env=PointMass(), reward_fn=far_right, max_episode_steps=5)]
+        * 2  # fmt: skip
+    )
+    obs, _ = envs.reset(seed=[0, 1])
+    assert obs.shape == (2, 2) and not np.array_equal(obs[0], obs[1])
+    total = np.zeros(2)
+    for _ in range(7):  # past the truncation, so autoreset runs too
+        actions = np.clip(-obs, -1, 1).astype(np.float32)  # a "go to the centre" policy
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        total += reward
+    assert np.isfinite(total).all()
+    envs.close()
+
+
+def test_make_vec_with_registered_entry_point():
+    gym.register(
+        id="worldsim-test/PointMassModel-v0", entry_point=WorldModelEnv,
+        kwargs={"model": state_model(), "context_env": PointMass()}, max_episode_steps=4,
+    )  # fmt: skip
+    try:
+        envs = gym.make_vec("worldsim-test/PointMassModel-v0", num_envs=2, vectorization_mode="sync")
+        envs.reset(seed=0)
+        obs, *_ = envs.step(envs.action_space.sample())
+        assert obs.shape == (2, 2)
+        envs.close()
+    finally:
+        del gym.registry["worldsim-test/PointMassModel-v0"]

@@ -1,0 +1,157 @@
+"""Training data for world models from any Gymnasium environment: rollouts of scripted or random actors.
+
+A world model must see what happens *off* the expert's path too (a policy evaluated inside the model
+will leave it), so rollouts mix actors: a smooth random walk over a Box action space (uniform draws for
+Discrete), and any expert with Gaussian action noise. Episodes use the Minari-compatible
+:class:`~worldsim.envs.datasets.Episode` of the datasets module, so recorded Minari demonstrations
+(``load_demonstrations``) and fresh rollouts feed the same windowing (``sequence_windows``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from worldsim.envs.datasets import Episode
+
+
+class Actor(Protocol):
+    """Chooses actions during data collection: ``reset()`` per episode, then ``actor(env, obs) -> action``."""
+
+    def reset(self) -> None: ...
+
+    def __call__(self, env: gym.Env, obs: Any) -> np.ndarray | int: ...
+
+
+class RandomWalkActor:
+    """Smooth random actions: a Box action drifts by Gaussian steps of ``step_scale`` (a fraction of the
+    box's half-range) and reflects off its bounds; a Discrete action is drawn uniformly.
+
+    Position-controlled tasks such as Push-T need the walk: independent uniform targets make the
+    effector jump across the table and almost never push anything.
+    """
+
+    def __init__(self, action_space: gym.spaces.Space, *, step_scale: float = 0.1, seed: int | None = None):
+        if not isinstance(action_space, gym.spaces.Box | gym.spaces.Discrete):
+            raise ValueError(f"RandomWalkActor supports Box and Discrete action spaces, got {action_space}")
+        if isinstance(action_space, gym.spaces.Box) and not action_space.is_bounded():
+            raise ValueError("RandomWalkActor needs a bounded Box action space")
+        if step_scale <= 0:
+            raise ValueError(f"step_scale must be positive, got {step_scale}")
+        self.action_space = action_space
+        self.step_scale = step_scale
+        self._rng = np.random.default_rng(seed)
+        self._current: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._current = None
+
+    def __call__(self, env: gym.Env, obs: Any) -> np.ndarray | int:
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return int(space.start + self._rng.integers(space.n))
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        if self._current is None:
+            self._current = self._rng.uniform(low, high)
+        proposal = self._current + self._rng.normal(0.0, self.step_scale * (high - low) / 2)
+        # Reflect at the bounds so the walk does not stick to the walls of the box.
+        proposal = np.where(proposal > high, 2 * high - proposal, proposal)
+        proposal = np.where(proposal < low, 2 * low - proposal, proposal)
+        self._current = np.clip(proposal, low, high)
+        return self._current.astype(space.dtype)
+
+
+class NoisyExpert:
+    """An expert ``expert(env) -> action`` (worldsim's scripted experts) with Gaussian noise of ``noise_std``
+    (a fraction of the Box half-range) added to every action, clipped to the action space."""
+
+    def __init__(
+        self, expert: Callable[[gym.Env], np.ndarray], action_space: gym.spaces.Box, *, noise_std: float,
+        seed: int | None = None,
+    ):  # fmt: skip
+        if not isinstance(action_space, gym.spaces.Box):
+            raise ValueError(f"NoisyExpert needs a Box action space, got {action_space}")
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        self.expert = expert
+        self.action_space = action_space
+        self.noise_std = noise_std
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        if hasattr(self.expert, "reset"):
+            self.expert.reset()
+
+    def __call__(self, env: gym.Env, obs: Any) -> np.ndarray:
+        action = np.asarray(self.expert(env), dtype=np.float64)
+        half_range = (self.action_space.high - self.action_space.low) / 2
+        action = action + self._rng.normal(0.0, self.noise_std, action.shape) * half_range
+        return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+
+
+def collect_episodes(
+    env: gym.Env,
+    actors: list[Actor],
+    num_episodes: int,
+    *,
+    seed: int = 0,
+    max_steps: int | None = None,
+    ignore_termination: bool = False,
+    progress: bool = True,
+) -> list[Episode]:
+    """Roll ``num_episodes`` episodes; episode ``i`` is reset with seed ``seed + i`` and driven by
+    ``actors[i % len(actors)]``.
+
+    An episode ends on termination or truncation, or after ``max_steps`` steps. ``ignore_termination``
+    keeps stepping through terminations (to record long open-loop test sequences; the environment must
+    allow it, as worldsim's MuJoCo tasks do).
+    """
+    if not actors:
+        raise ValueError("collect_episodes needs at least one actor")
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if ignore_termination and max_steps is None:
+        raise ValueError("ignore_termination needs max_steps, or an episode might never end")
+    episodes = []
+    for index in tqdm(range(num_episodes), desc="rollouts", disable=not progress):
+        actor = actors[index % len(actors)]
+        actor.reset()
+        obs, _ = env.reset(seed=seed + index)
+        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+        success = False
+        while True:
+            action = actor(env, obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            success = success or bool(info.get("is_success", False))
+            for store, value in zip(
+                (observations, actions, rewards, terminations, truncations),
+                (obs, action, reward, terminated, truncated),
+                strict=True,
+            ):
+                store.append(value)
+            done = (terminated and not ignore_termination) or truncated
+            if done or (max_steps is not None and len(actions) >= max_steps):
+                break
+        episodes.append(
+            Episode(
+                observations=_stack(observations),
+                actions=np.asarray(actions, dtype=np.float32 if isinstance(env.action_space, gym.spaces.Box) else None),
+                rewards=np.asarray(rewards, dtype=np.float32),
+                terminations=np.asarray(terminations, dtype=bool),
+                truncations=np.asarray(truncations, dtype=bool),
+                success=success,
+            )
+        )
+    return episodes
+
+
+def _stack(items: list):
+    if isinstance(items[0], dict):
+        return {key: _stack([item[key] for item in items]) for key in items[0]}
+    return np.stack([np.asarray(item) for item in items])

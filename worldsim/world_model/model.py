@@ -1,0 +1,223 @@
+"""The world model: a causal transformer denoiser over frame tokens, conditioned on the actions between frames.
+
+Training is Diffusion Forcing on trajectory windows: every frame gets its own noise level. A share of
+frames (``context_prob``) is drawn near-clean, at levels up to ``context_noise``, because at inference
+the model conditions on its own, slightly wrong frames committed at a small context level (GameNGen's
+noise augmentation, Self-Forcing's context noise). Training windows longer than the cache
+(``sequence_frames > sink_frames + window_frames + 1``) are trained with the bounded pattern the
+streaming cache will show (``attention_window=(sink_frames, window_frames)``); shorter ones already see
+every relative distance the cache will show, since the cache rotates keys by slot index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from worldsim.core.checkpoint import load_checkpoint, save_checkpoint
+from worldsim.core.losses import diffusion_forcing_loss
+from worldsim.core.schedules import PARAMETERIZATIONS, schedule_from_config
+from worldsim.core.transformer import CausalTransformer, TransformerConfig
+from worldsim.envs.datasets import Episode, sequence_windows
+from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
+
+Tokenizer = StateTokenizer | PixelTokenizer
+CHECKPOINT_KIND = "world_model"
+
+
+@dataclass
+class WorldModelConfig:
+    """Network size, diffusion settings and the attention pattern shared by training and streaming."""
+
+    width: int = 128
+    depth: int = 3
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    parameterization: str = "v_prediction"
+    schedule: dict = dataclasses.field(default_factory=lambda: {"name": "cosine", "num_train_steps": None})
+    sequence_frames: int = 10
+    """Frames per training window (the first one has no action leading to it)."""
+    sink_frames: int = 1
+    window_frames: int = 8
+    context_noise: float = 0.1
+    context_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
+        if self.sequence_frames < 2:
+            raise ValueError(f"sequence_frames must be >= 2, got {self.sequence_frames}")
+        if self.sink_frames < 0 or self.window_frames < 1:
+            raise ValueError("sink_frames must be >= 0 and window_frames >= 1")
+        if not 0.0 <= self.context_noise <= 1.0 or not 0.0 <= self.context_prob <= 1.0:
+            raise ValueError("context_noise and context_prob must lie in [0, 1]")
+
+
+class WorldModel(nn.Module):
+    """Predicts frame tokens from noisy frame tokens, their noise levels and the actions that led to them."""
+
+    def __init__(
+        self,
+        config: WorldModelConfig,
+        tokenizer: Tokenizer,
+        action_encoder: ActionEncoder,
+        observation_space: gym.spaces.Box,
+    ):
+        super().__init__()
+        if tuple(observation_space.shape) != tuple(tokenizer.obs_shape):
+            raise ValueError(
+                f"observation space {observation_space.shape} does not match the tokenizer's {tokenizer.obs_shape}"
+            )
+        self.config = config
+        self.tokenizer = tokenizer
+        self.action_encoder = action_encoder
+        self.observation_space = observation_space
+        self.schedule = schedule_from_config(config.schedule)
+        self.transformer_config = TransformerConfig(
+            in_dim=tokenizer.token_dim,
+            cond_dim=action_encoder.cond_dim,
+            width=config.width,
+            depth=config.depth,
+            heads=config.heads,
+            mlp_ratio=config.mlp_ratio,
+            tokens_per_frame=tokenizer.tokens_per_frame,
+        )
+        self.denoiser = CausalTransformer(self.transformer_config)
+        self.metadata: dict = {}
+        """The JSON record of the checkpoint this model was loaded from (empty for a fresh model)."""
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.tokenizer.tokens_per_frame
+
+    @property
+    def action_space(self) -> gym.spaces.Space:
+        return self.action_encoder.action_space
+
+    # -- data -------------------------------------------------------------------------------------------
+    def frame_conditions(self, actions: np.ndarray) -> torch.Tensor:
+        """Per-frame conditioning ``[M, L + 1, C]`` for windows of actions ``[M, L, ...]``: frame 0 has none."""
+        m, length = actions.shape[:2]
+        flat = actions.reshape(m * length, *actions.shape[2:])
+        cond = self.action_encoder.encode(flat).view(m, length, -1)
+        return torch.cat([self.action_encoder.no_action(m)[:, None], cond], dim=1)
+
+    @torch.no_grad()
+    def training_data(
+        self, episodes: list[Episode], *, obs_key: str | None = None, stride: int = 1, batch_size: int = 512
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize ``episodes`` once and cut windows of ``sequence_frames``: the data for the Trainer.
+
+        Returns ``{"frames": [M, T, P, D], "cond": [M, T, C]}``.
+        """
+        tokenized = []
+        for episode in episodes:
+            obs = episode.observations[obs_key] if obs_key is not None else episode.observations
+            tokens = torch.cat([self.tokenizer.encode(obs[i : i + batch_size]) for i in range(0, len(obs), batch_size)])
+            tokenized.append(dataclasses.replace(episode, observations=tokens.numpy()))
+        frames, actions = sequence_windows(tokenized, self.config.sequence_frames - 1, stride=stride)
+        return {"frames": torch.from_numpy(frames), "cond": self.frame_conditions(actions)}
+
+    # -- training ---------------------------------------------------------------------------------------
+    def training_levels(self, batch_size: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Diffusion Forcing levels ``[B, frames]`` with a share of near-clean (context-like) frames."""
+        c = self.config
+        full = 1.0 - torch.rand(batch_size, frames, generator=generator)
+        near_clean = torch.rand(batch_size, frames, generator=generator) * c.context_noise
+        use_context = torch.rand(batch_size, frames, generator=generator) < c.context_prob
+        return torch.where(use_context, near_clean, full)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Diffusion Forcing loss of ``{"frames": [B, T, P, D], "cond": [B, T, C]}``.
+
+        An optional ``"target": bool [B, T]`` (self-forcing windows) marks the frames that count in the
+        loss; the others are context only and are drawn near-clean.
+        """
+        frames, cond = batch["frames"], batch["cond"]
+        b, t, p, d = frames.shape
+        levels = self.training_levels(b, t).to(frames.device)
+        mask = None
+        if "target" in batch:
+            target = batch["target"]
+            context_levels = torch.rand(b, t, device=frames.device) * self.config.context_noise
+            levels = torch.where(target, levels, context_levels)
+            mask = target.repeat_interleave(p, dim=1)
+        c = self.config
+        # The bounded pattern only differs from plain causal attention past the cache's capacity, and the
+        # core computes it ~3x slower; windows of at most sink + window + 1 frames skip it.
+        window = (
+            {"attention_window": (c.sink_frames, c.window_frames)} if t > c.sink_frames + c.window_frames + 1 else {}
+        )
+        return diffusion_forcing_loss(
+            self.denoiser,
+            frames.reshape(b, t * p, d),
+            self.schedule,
+            parameterization=c.parameterization,
+            cond=cond.repeat_interleave(p, dim=1),
+            tokens_per_frame=p,
+            levels=levels,
+            mask=mask,
+            **window,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, command: str, extra: dict | None = None) -> Path:
+        """Write the model in worldsim's checkpoint format; ``command`` records how it was trained."""
+        tensors = {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
+        tensors |= self.tokenizer.tensors() | self.action_encoder.tensors()
+        space = self.observation_space
+        meta = {
+            "kind": CHECKPOINT_KIND,
+            "config": asdict(self.config),
+            "tokenizer": self.tokenizer.config(),
+            "action": self.action_encoder.config(),
+            "observation_space": {
+                "low": space.low.tolist() if space.dtype != np.uint8 else 0,
+                "high": space.high.tolist() if space.dtype != np.uint8 else 255,
+                "shape": list(space.shape),
+                "dtype": str(space.dtype),
+            },
+            "command": command,
+            **(extra or {}),
+        }
+        return save_checkpoint(directory, tensors, meta)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path) -> WorldModel:
+        """Load a checkpoint directory, or a shipped checkpoint by name (e.g. ``"wm-pusht-state"``)."""
+        directory = resolve_checkpoint(name_or_path)
+        tensors, meta = load_checkpoint(directory, kind=CHECKPOINT_KIND)
+        tokenizer_config = meta["tokenizer"]
+        if tokenizer_config["kind"] == "state":
+            tokenizer: Tokenizer = StateTokenizer.from_tensors(tensors, tokenizer_config)
+        else:
+            tokenizer = PixelTokenizer.from_tensors(tensors, tokenizer_config)
+        action_encoder = ActionEncoder.from_tensors(tensors, meta["action"])
+        space_meta = meta["observation_space"]
+        dtype = np.dtype(space_meta["dtype"])
+        low = np.asarray(space_meta["low"], dtype) if dtype != np.uint8 else 0
+        high = np.asarray(space_meta["high"], dtype) if dtype != np.uint8 else 255
+        space = gym.spaces.Box(low, high, tuple(space_meta["shape"]), dtype)
+        model = cls(WorldModelConfig(**meta["config"]), tokenizer, action_encoder, space)
+        model.denoiser.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("denoiser.")})
+        model.metadata = meta
+        return model.eval().requires_grad_(False)
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A directory path as it is, else a checkpoint shipped in ``worldsim/checkpoints/<name>``."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    shipped = Path(str(resources.files("worldsim") / "checkpoints" / str(name_or_path)))
+    if shipped.is_dir():
+        return shipped
+    available = sorted(p.name for p in Path(str(resources.files("worldsim") / "checkpoints")).glob("wm-*"))
+    raise ValueError(f"no world-model checkpoint {name_or_path!r}: not a directory, nor shipped (have {available})")

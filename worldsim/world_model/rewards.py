@@ -1,0 +1,50 @@
+"""Reward and termination functions computed from predicted observations, for :class:`WorldModelEnv`.
+
+A world model predicts observations only; the task's reward must come from them. For Push-T's state
+observation ``[pusher_x, pusher_y, block_x, block_y, cos, sin]`` the block pose is in the observation, so
+the simulator's reward (goal coverage, rasterized on a grid) can be computed exactly from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldsim.envs.push_t import GOAL_POSE, WORKSPACE, t_rectangles
+
+
+class PushTCoverageReward:
+    """``reward(obs, action, next_obs) = min(coverage / success_coverage, 1)`` from a Push-T state observation,
+    and ``terminated(next_obs) = coverage >= success_coverage``: the simulator's rules, on predicted states."""
+
+    def __init__(self, success_coverage: float = 0.95, resolution: float = 0.002):
+        if not 0.0 < success_coverage <= 1.0:
+            raise ValueError(f"success_coverage must be in (0, 1], got {success_coverage}")
+        self.success_coverage = success_coverage
+        points = []
+        for cx, cy, hw, hh in t_rectangles():
+            xs = np.arange(cx - hw + resolution / 2, cx + hw, resolution)
+            ys = np.arange(cy - hh + resolution / 2, cy + hh, resolution)
+            points.append(np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2))
+        goal_angle = GOAL_POSE[2]
+        rotation = np.array([[np.cos(goal_angle), -np.sin(goal_angle)], [np.sin(goal_angle), np.cos(goal_angle)]])
+        self._goal_points = np.concatenate(points) @ rotation.T + np.asarray(GOAL_POSE[:2])
+
+    def coverage(self, obs: np.ndarray) -> float:
+        """Fraction of the goal T covered by the block of a state observation."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape != (6,):
+            raise ValueError(f"a Push-T state observation has shape (6,), got {obs.shape}")
+        position = obs[2:4] * WORKSPACE
+        angle = np.arctan2(obs[5], obs[4])
+        c, s = np.cos(angle), np.sin(angle)
+        local = (self._goal_points - position) @ np.array([[c, -s], [s, c]])
+        inside = np.zeros(len(local), dtype=bool)
+        for cx, cy, hw, hh in t_rectangles():
+            inside |= (np.abs(local[:, 0] - cx) <= hw) & (np.abs(local[:, 1] - cy) <= hh)
+        return float(inside.mean())
+
+    def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:
+        return min(self.coverage(next_obs) / self.success_coverage, 1.0)
+
+    def terminated(self, next_obs: np.ndarray) -> bool:
+        return self.coverage(next_obs) >= self.success_coverage

@@ -1,0 +1,212 @@
+"""Tokenizers: observations to frame tokens ``[N, P, D]`` and back, actions to per-frame conditioning.
+
+- :class:`StateTokenizer`: a low-dimensional state is one token per frame, normalized per dimension.
+- :class:`PixelTokenizer`: an RGB frame goes through a small convolutional autoencoder
+  (:mod:`worldsim.world_model.autoencoder`) to a latent grid, cut into ``tokens_per_frame`` tokens and
+  standardized; the diffusion model never sees raw pixels (measured: 64 raw patch tokens per frame are
+  far too slow for 30 frames per second on two CPU cores).
+- :class:`ActionEncoder`: the action that leads *to* a frame becomes that frame's conditioning vector:
+  a normalized Box action or a one-hot Discrete action, plus a flag that is 0 for a frame no action
+  led to (the first frame of a stream).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from worldsim.core.normalizer import Normalizer
+from worldsim.world_model.autoencoder import ConvAutoencoder
+
+
+def _as_float_tensor(x, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, device=device).float()
+
+
+class StateTokenizer(nn.Module):
+    """One token per frame: the min-max normalized state vector."""
+
+    def __init__(self, normalizer: Normalizer):
+        super().__init__()
+        if len(normalizer.shape) != 1:
+            raise ValueError(f"StateTokenizer needs a flat state normalizer, got shape {normalizer.shape}")
+        self.normalizer = normalizer
+        self.obs_shape: tuple[int, ...] = normalizer.shape
+        self.tokens_per_frame = 1
+        self.token_dim = normalizer.shape[0]
+
+    def encode(self, obs) -> torch.Tensor:
+        """``[N, obs_dim]`` (numpy or torch) to tokens ``[N, 1, obs_dim]``."""
+        return self.normalizer.normalize(_as_float_tensor(obs, torch.device("cpu")))[:, None, :]
+
+    def decode(self, tokens: torch.Tensor) -> np.ndarray:
+        """Tokens ``[N, 1, obs_dim]`` to float32 states ``[N, obs_dim]``."""
+        return self.normalizer.unnormalize(tokens[:, 0]).detach().cpu().numpy().astype(np.float32)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return self.normalizer.state_dict("tokenizer.state")
+
+    def config(self) -> dict:
+        return {"kind": "state", "mode": self.normalizer.mode}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, config: dict) -> StateTokenizer:
+        return cls(Normalizer.from_state_dict(tensors, "tokenizer.state", config["mode"]))
+
+
+class PixelTokenizer(nn.Module):
+    """Frames ``uint8 [N, H, W, 3]`` to ``tokens_per_frame`` standardized latent tokens, and back.
+
+    ``latent_normalizer=None`` starts with the identity; fit it on :meth:`raw_tokens` of training frames.
+
+    The autoencoder's latent grid ``[C, h, w]`` is split into a ``g x g`` grid of cells
+    (``g * g = tokens_per_frame``); each token is one cell's ``C * (h / g) * (w / g)`` latent values.
+    """
+
+    def __init__(self, autoencoder: ConvAutoencoder, latent_normalizer: Normalizer | None, tokens_per_frame: int):
+        super().__init__()
+        grid = int(round(tokens_per_frame**0.5))
+        h = autoencoder.latent_side
+        if grid * grid != tokens_per_frame or h % grid:
+            raise ValueError(
+                f"tokens_per_frame must be a square whose side divides the latent side {h}, got {tokens_per_frame}"
+            )
+        self.autoencoder = autoencoder
+        self.grid = grid
+        self.tokens_per_frame = tokens_per_frame
+        self.token_dim = autoencoder.config.latent_channels * (h // grid) ** 2
+        self.obs_shape: tuple[int, ...] = (autoencoder.config.image_size, autoencoder.config.image_size, 3)
+        if latent_normalizer is None:  # identity until fitted on raw_tokens of the training frames
+            latent_normalizer = Normalizer(
+                "identity", np.zeros(self.token_dim, np.float32), np.ones(self.token_dim, np.float32)
+            )
+        if latent_normalizer.shape != (self.token_dim,):
+            raise ValueError(f"latent normalizer has shape {latent_normalizer.shape}, tokens have {self.token_dim}")
+        self.latent_normalizer = latent_normalizer
+
+    def latents_to_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        n, c, h, _ = z.shape
+        g, cell = self.grid, h // self.grid
+        z = z.view(n, c, g, cell, g, cell).permute(0, 2, 4, 1, 3, 5)
+        return z.reshape(n, g * g, c * cell * cell)
+
+    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        n = tokens.shape[0]
+        g, c = self.grid, self.autoencoder.config.latent_channels
+        cell = self.autoencoder.latent_side // g
+        z = tokens.reshape(n, g, g, c, cell, cell).permute(0, 3, 1, 4, 2, 5)
+        return z.reshape(n, c, g * cell, g * cell)
+
+    def raw_tokens(self, obs) -> torch.Tensor:
+        """Unnormalized latent tokens of ``uint8`` frames (to fit the latent normalizer)."""
+        images = _as_float_tensor(obs, next(self.autoencoder.parameters()).device)
+        return self.latents_to_tokens(self.autoencoder.encode(images))
+
+    def encode(self, obs) -> torch.Tensor:
+        return self.latent_normalizer.normalize(self.raw_tokens(obs))
+
+    def decode(self, tokens: torch.Tensor) -> np.ndarray:
+        latents = self.tokens_to_latents(self.latent_normalizer.unnormalize(tokens))
+        return self.autoencoder.decode_uint8(latents)
+
+    def tensors(self) -> dict:
+        tensors = {f"tokenizer.autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}
+        return tensors | self.latent_normalizer.state_dict("tokenizer.latent")
+
+    def config(self) -> dict:
+        return {
+            "kind": "pixels",
+            "autoencoder": self.autoencoder.config.to_dict(),
+            "latent_mode": self.latent_normalizer.mode,
+            "tokens_per_frame": self.tokens_per_frame,
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, config: dict) -> PixelTokenizer:
+        from worldsim.world_model.autoencoder import AutoencoderConfig
+
+        autoencoder = ConvAutoencoder(AutoencoderConfig(**config["autoencoder"]))
+        prefix = "tokenizer.autoencoder."
+        autoencoder.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        autoencoder.eval().requires_grad_(False)
+        latent = Normalizer.from_state_dict(tensors, "tokenizer.latent", config["latent_mode"])
+        return cls(autoencoder, latent, config["tokens_per_frame"])
+
+
+class ActionEncoder:
+    """Actions to conditioning vectors ``[N, cond_dim]``: ``[normalized action | one-hot, 1]``.
+
+    ``encode(None rows)`` is not a thing: use :meth:`no_action` for a frame that no action led to.
+    """
+
+    def __init__(self, action_space: gym.spaces.Space, normalizer: Normalizer | None = None):
+        if isinstance(action_space, gym.spaces.Box):
+            if normalizer is None or normalizer.shape != action_space.shape or len(action_space.shape) != 1:
+                raise ValueError("a Box action space needs a flat action Normalizer of the same shape")
+            self.action_dim = action_space.shape[0]
+        elif isinstance(action_space, gym.spaces.Discrete):
+            self.action_dim = int(action_space.n)
+        else:
+            raise ValueError(f"world models support Box and Discrete action spaces, got {action_space}")
+        self.action_space = action_space
+        self.normalizer = normalizer
+        self.cond_dim = self.action_dim + 1
+
+    @property
+    def discrete(self) -> bool:
+        return isinstance(self.action_space, gym.spaces.Discrete)
+
+    def check(self, actions: np.ndarray) -> np.ndarray:
+        """Validate a batch of actions ``[N, *action_shape]``; raise a clear ValueError otherwise."""
+        actions = np.asarray(actions)
+        space = self.action_space
+        if self.discrete:
+            if actions.ndim != 1 or not np.issubdtype(actions.dtype, np.integer):
+                raise ValueError(f"discrete actions must be integers of shape [N], got {actions.dtype} {actions.shape}")
+            if ((actions < space.start) | (actions >= space.start + space.n)).any():
+                raise ValueError(
+                    f"discrete actions must lie in [{space.start}, {space.start + space.n}), got {actions}"
+                )
+            return actions
+        if actions.ndim != 2 or actions.shape[1:] != space.shape:
+            raise ValueError(f"actions must have shape [N, {space.shape[0]}], got {actions.shape}")
+        if not np.isfinite(actions).all():
+            raise ValueError("actions contain NaN or infinite values")
+        return actions
+
+    def encode(self, actions) -> torch.Tensor:
+        """``[N, *action_shape]`` to ``[N, cond_dim]`` (Box actions are clipped to the space first)."""
+        actions = self.check(np.asarray(actions))
+        if self.discrete:
+            onehot = np.eye(self.action_dim, dtype=np.float32)[actions - self.action_space.start]
+            body = torch.from_numpy(onehot)
+        else:
+            clipped = np.clip(actions, self.action_space.low, self.action_space.high).astype(np.float32)
+            body = torch.from_numpy(self.normalizer.normalize(clipped))
+        return torch.cat([body, torch.ones(len(actions), 1)], dim=1)
+
+    def no_action(self, n: int = 1) -> torch.Tensor:
+        return torch.zeros(n, self.cond_dim)
+
+    def tensors(self) -> dict:
+        return {} if self.normalizer is None else self.normalizer.state_dict("action")
+
+    def config(self) -> dict:
+        space = self.action_space
+        if self.discrete:
+            return {"kind": "discrete", "n": int(space.n), "start": int(space.start)}
+        return {
+            "kind": "box",
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+            "mode": self.normalizer.mode,
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, config: dict) -> ActionEncoder:
+        if config["kind"] == "discrete":
+            return cls(gym.spaces.Discrete(config["n"], start=config["start"]))
+        space = gym.spaces.Box(np.asarray(config["low"], np.float32), np.asarray(config["high"], np.float32))
+        return cls(space, Normalizer.from_state_dict(tensors, "action", config["mode"]))
