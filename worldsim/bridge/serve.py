@@ -1,18 +1,23 @@
 """Serve a policy or a world model over ZeroMQ (a script until the ``worldsim`` CLI lands).
 
+    python -m worldsim.bridge.serve policy --checkpoint pickplace-state --strategy rti --option k=3
+    python -m worldsim.bridge.serve policy --onnx policy.onnx --strategy rti --option k=3      # no torch
     python -m worldsim.bridge.serve policy --factory my_pkg.my_mod:make_policy --address tcp://127.0.0.1:5555
     python -m worldsim.bridge.serve world-model --factory my_pkg.my_mod:make_session
     python -m worldsim.bridge.serve policy --factory ... --address tcp://0.0.0.0:5555 \\
         --curve-secret keys/server.key_secret --allow keys/clients/
 
-``--factory`` names a callable that returns a new model instance per client. Once bound, the script
-prints one line ``serving <kind> on <endpoint> ...`` on stdout; it serves until SIGINT or SIGTERM.
+``--factory`` names a callable that returns a new model instance per client; ``--checkpoint`` (a shipped
+name or a directory) and ``--onnx`` (an exported file) serve a diffusion policy with ``--strategy``. Once
+bound, the script prints one line ``serving <kind> on <endpoint> ...`` on stdout; it serves until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -38,10 +43,47 @@ def load_factory(spec: str) -> Callable[[], Any]:
     return target
 
 
+def _strategy_options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option must look like KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def policy_factory(args: argparse.Namespace) -> Callable[[], Any]:
+    """One diffusion policy per client (its own queues and warm start) from a checkpoint or an ONNX file."""
+    if args.kind != "policy":
+        raise ValueError("--checkpoint and --onnx serve policies; use --factory for a world model")
+    options = _strategy_options(args.option)
+    if args.onnx:
+        from worldsim.export.onnx_policy import OnnxPolicy
+
+        make = functools.partial(OnnxPolicy, args.onnx, strategy=args.strategy, **options)
+    else:
+        from worldsim.policies.diffusion_policy import DiffusionPolicy
+
+        make = functools.partial(DiffusionPolicy.from_pretrained, args.checkpoint, strategy=args.strategy, **options)
+    make()  # fail now, with a clear message, rather than on the first client
+    return make
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m worldsim.bridge.serve", description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=("policy", "world-model"))
-    parser.add_argument("--factory", required=True, help="module:callable returning one model instance per client")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--factory", help="module:callable returning one model instance per client")
+    source.add_argument("--checkpoint", help="policy only: a diffusion-policy checkpoint (shipped name or directory)")
+    source.add_argument("--onnx", help="policy only: an exported policy .onnx file (served without torch)")
+    parser.add_argument("--strategy", default="rti", help="ddpm, ddim, rti or rolling (with --checkpoint/--onnx)")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a strategy option, e.g. k=3 (repeatable)"
+    )
     parser.add_argument("--address", default="tcp://127.0.0.1:5555", help="endpoint to bind (default: %(default)s)")
     parser.add_argument("--curve-secret", help="the server's NAME.key_secret file: turns on CURVE")
     parser.add_argument(
@@ -68,7 +110,7 @@ def build_server(args: argparse.Namespace) -> Server:
         curve=curve,
         allow_insecure=args.insecure,
     )
-    factory = load_factory(args.factory)
+    factory = load_factory(args.factory) if args.factory else policy_factory(args)
     if args.kind == "policy":
         return PolicyServer(factory, config)
     return WorldModelServer(factory, config, max_context_frames=args.max_context_frames)

@@ -97,8 +97,9 @@ class Strategy(ABC):
 class DDPMStrategy(Strategy):
     name = "ddpm"
 
-    def __init__(self, steps: int | None = None):
+    def __init__(self, steps: int | None = None, n_action_steps: int | None = None):
         self.steps = steps
+        self.n_action_steps = n_action_steps
 
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         plan = plans.full_sequence(sampler.like.shape[1], self.steps or sampler.num_train_steps)
@@ -108,10 +109,11 @@ class DDPMStrategy(Strategy):
 class DDIMStrategy(Strategy):
     name = "ddim"
 
-    def __init__(self, steps: int = 10):
+    def __init__(self, steps: int = 10, n_action_steps: int | None = None):
         if steps < 1:
             raise ValueError(f"ddim needs steps >= 1, got {steps}")
         self.steps = steps
+        self.n_action_steps = n_action_steps
 
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         return sampler.run(sampler.noise(), plans.full_sequence(sampler.like.shape[1], self.steps), eta=0.0)
