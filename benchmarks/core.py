@@ -88,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = the batch-1 inference setting)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     model = build_model()
     with torch.inference_mode():
