@@ -1,0 +1,145 @@
+"""Write docs/benchmarks.md from benchmarks/results/*.json, so the published figures are never typed by hand.
+
+python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _machine(result: dict) -> str:
+    m = result["machine"]
+    load = m.get("load_average_1min")
+    load_text = f", load {load:.2f}" if isinstance(load, float) else ""
+    return f"*{m.get('cpu_count')} CPUs, {m.get('date') or result.get('date', '?')}{load_text}*"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+
+
+def core(result: dict) -> list[str]:
+    forward = result["forward_latency_batch1_eager"]
+    cached = result["cached_step_vs_full_recompute"]
+    rolling = result["rolling_denoiser"]
+    rows = [[f"forward, batch 1, {k}", v["p50_ms"], v["p99_ms"]] for k, v in forward.items()]
+    rows += [
+        [f"cached step, {cached['past_frames']} past frames", cached["cached_step"]["p50_ms"],
+         cached["cached_step"]["p99_ms"]],
+        ["full recompute", cached["full_recompute"]["p50_ms"], cached["full_recompute"]["p99_ms"]],
+    ]  # fmt: skip
+    lines = ["## Core (`core.json`)", _machine(result), ""] + _table(["what", "p50 ms", "p99 ms"], rows)
+    lines += [
+        "",
+        "Rolling denoiser: " + ", ".join(f"{k} {v['tokens_per_second']:.0f} tokens/s" for k, v in rolling.items()),
+    ]
+    return lines
+
+
+def envs(result: dict) -> list[str]:
+    rows = []
+    for task, t in result["tasks"].items():
+        rows.append([task, t["expert"]["success_rate"], t["steps_per_s"]["state"], t["steps_per_s"]["pixels_96"]])
+    return ["## Tasks (`envs.json`)", _machine(result), ""] + _table(
+        ["task", "expert success (100 ep.)", "steps/s state", "steps/s 96x96 pixels"], rows
+    )
+
+
+def policy(result: dict) -> list[str]:
+    lines = ["## Policies (`policy.json`)", _machine(result)]
+    for task, t in result["tasks"].items():
+        rows = [
+            [
+                name,
+                s["success_rate"],
+                s["calls_per_step"],
+                s["latency_ms_p50"],
+                s["latency_ms_p99"],
+                s["smoothness_mse"],
+            ]
+            for name, s in t["strategies"].items()
+        ]
+        lines += ["", f"**{task}** ({t['checkpoint']}; expert {t['expert_success_rate']:.2f}; RTI k = "
+                      f"{t['rti_k_choice']['k']} by RTI-DP's rule)", ""]  # fmt: skip
+        lines += _table(["strategy", "success", "calls/step", "p50 ms", "p99 ms", "action change MSE"], rows)
+        sweep = "; ".join(f"{n}: " + ", ".join(f"{k} ticks {v:.2f}" for k, v in s.items())
+                          for n, s in t["latency_sweep"].items())  # fmt: skip
+        lines += ["", f"Success under inference latency — {sweep}"]
+        lines += [
+            "",
+            "Targets: " + "; ".join(f"{k} {'met' if v['met'] else 'NOT met'}" for k, v in t["targets"].items()),
+        ]
+    return lines
+
+
+def world_model(result: dict) -> list[str]:
+    lines = ["## World models (`world_model.json`)", _machine(result)]
+    for name, m in result["models"].items():
+        horizons = [str(h) for h in result["horizons"]]
+        rows = [["copy last frame", *[m["copy_last_frame"]["mse"][h] for h in horizons]]]
+        rows += [[mode, *[v["mse"][h] for h in horizons]] for mode, v in m["modes"].items()]
+        fps = ", ".join(f"{k} {v['fps_p50']:.0f} FPS" for k, v in m["speed"].items())
+        lines += ["", f"**{name}** — {fps}; memory ratio 10,000 / 1,000 frames {m['memory']['session_ratio']:.3f}", ""]
+        lines += _table(["open-loop MSE at horizon", *horizons], rows)
+    return lines
+
+
+def bridge(result: dict) -> list[str]:
+    rows = [[name, v["raw_pyzmq"]["p50_ms"] * 1e3, v["bridge"]["p50_ms"] * 1e3, v["bridge"]["p99_ms"] * 1e3,
+             v["ratio_p50"]] for name, v in result["latency"].items()]  # fmt: skip
+    lines = ["## Bridge (`bridge.json`)", _machine(result), ""]
+    lines += _table(["transport", "raw p50 us", "bridge p50 us", "bridge p99 us", "ratio p50"], rows)
+    loop = result["control_loop"]
+    misses = ", ".join(f"{k}: {v['deadline_misses']} misses in {v['ticks']} ticks" for k, v in loop.items()
+                       if isinstance(v, dict) and "ticks" in v)  # fmt: skip
+    lines += ["", f"Control loop ({loop['env']}, {loop['policy']}): {misses}", ""]
+    lines += [f"Fuzz: {result['fuzz']['messages_sent']} messages, {result['fuzz']['error_replies']} error replies, "
+              f"{result['fuzz']['crashes']} crashes"]  # fmt: skip
+    return lines
+
+
+def export(result: dict) -> list[str]:
+    rows = []
+    for name, p in result["policies"].items():
+        step = p["step_latency_batch1"]
+        rows.append([name, step["torch"]["p50_ms"], step["onnxruntime"]["p50_ms"], p["onnx_over_torch_p50"],
+                     p["parity_max_abs_diff"], p["file_bytes"]])  # fmt: skip
+    return ["## Export (`export.json`)", _machine(result), ""] + _table(
+        ["policy", "torch p50 ms", "onnxruntime p50 ms", "ratio", "parity", "bytes"], rows
+    )
+
+
+SECTIONS = {"core": core, "envs": envs, "policy": policy, "world_model": world_model, "bridge": bridge,
+            "export": export}  # fmt: skip
+
+
+def main() -> None:
+    intro = (
+        "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; each section names the "
+        "machine and its load when measured (the 2 cores were often shared)."
+    )
+    lines = ["# Benchmarks", "", intro, ""]
+    for name, section in SECTIONS.items():
+        result = _load(name)
+        if result is not None:
+            lines += section(result) + [""]
+    DOC.write_text("\n".join(lines))
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
