@@ -49,9 +49,5 @@ def randn_like(x, generator=None):
     return rng.standard_normal(x.shape).astype(x.dtype, copy=False)
 
 
-def any_true(mask) -> bool:
-    return bool(mask.any())
-
-
 def all_finite(x) -> bool:
     return bool(namespace(x).isfinite(x).all())

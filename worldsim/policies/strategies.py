@@ -90,9 +90,6 @@ class Strategy(ABC):
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         """A normalized chunk ``[B, horizon, action_dim]``; ``executed_steps`` actions ran since the last one."""
 
-    def describe(self) -> dict:
-        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
-
 
 class DDPMStrategy(Strategy):
     name = "ddpm"
