@@ -2,6 +2,7 @@
 
     python benchmarks/bridge.py                       # full run, about 6 minutes on 2 cores
     python benchmarks/bridge.py --policy pkg.mod:make_policy   # the control loops with another served policy
+    python benchmarks/bridge.py --env worldsim/PickPlace-v0 --serve "--onnx pickplace.onnx --strategy rti --option k=10"
     python benchmarks/bridge.py --quick               # smoke run: few repeats, 500 ticks
 
 Servers run in their own processes, started with ``python -m worldsim.bridge.serve`` (the real deployment
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import os
 import select
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -149,8 +151,10 @@ def process(argv: list[str], ready_prefix: str) -> Iterator[tuple[subprocess.Pop
         child.stdout.close()
 
 
-def served(factory: str, address: str, keys: Path | None) -> contextlib.AbstractContextManager:
-    argv = ["-m", "worldsim.bridge.serve", "policy", "--factory", factory, "--address", address]
+def served(source: str | list[str], address: str, keys: Path | None) -> contextlib.AbstractContextManager:
+    """A policy server process; ``source`` is a factory ``module:callable`` or serve arguments (``--onnx F ...``)."""
+    source_args = ["--factory", source] if isinstance(source, str) else list(source)
+    argv = ["-m", "worldsim.bridge.serve", "policy", *source_args, "--address", address]
     if keys is not None:
         argv += ["--curve-secret", str(keys / "server.key_secret"), "--allow", str(keys / "client.key")]
     return process(argv, "serving policy on ")
@@ -267,9 +271,9 @@ def latency_suite(keys: Path, workdir: Path, repeats: int) -> dict:
     return results
 
 
-def control_loop_run(factory: str, rate_hz: float, ticks: int) -> tuple[dict, np.ndarray]:
-    with served(factory, "tcp://127.0.0.1:*", None) as (_, endpoint), PolicyClient(endpoint) as client:
-        env = gym.make("worldsim/PushT-v0", max_episode_steps=ticks)
+def control_loop_run(source: str | list[str], env_id: str, rate_hz: float, ticks: int) -> tuple[dict, np.ndarray]:
+    with served(source, "tcp://127.0.0.1:*", None) as (_, endpoint), PolicyClient(endpoint) as client:
+        env = gym.make(env_id, max_episode_steps=ticks)
         loop = ControlLoop(env, client, ControlLoopConfig(rate_hz=rate_hz, delay_ticks=1))
         totals: dict[str, float] = {}
         round_trips: list[float] = []
@@ -482,6 +486,11 @@ def main() -> None:
         default="benchmarks.bridge:make_standin_rti_policy",
         help="module:callable of the policy served in the control loops (default: %(default)s)",
     )
+    parser.add_argument(
+        "--serve",
+        help="serve arguments instead of --policy, e.g. '--onnx policy.onnx --strategy rti --option k=10'",
+    )
+    parser.add_argument("--env", default="worldsim/PushT-v0", help="the env the control loops run (state obs)")
     parser.add_argument("--policy-description", help="what --policy is, for the JSON (default: the stand-in's)")
     parser.add_argument("--repeats", type=int, default=10_000, help="round trips per latency measurement")
     parser.add_argument("--ticks", type=int, default=10_000, help="control-loop ticks per rate")
@@ -504,15 +513,16 @@ def main() -> None:
     load["after_latency"] = os.getloadavg()[0]
     loops, round_trips = {}, {}
     for rate in (50.0, 200.0):
-        loops[f"{rate:.0f}Hz"], round_trips[f"{rate:.0f}Hz"] = control_loop_run(args.policy, rate, args.ticks)
+        source = shlex.split(args.serve) if args.serve else args.policy
+        loops[f"{rate:.0f}Hz"], round_trips[f"{rate:.0f}Hz"] = control_loop_run(source, args.env, rate, args.ticks)
         load[f"after_{rate:.0f}Hz"] = os.getloadavg()[0]
     fuzz = fuzz_run(args.fuzz)
 
-    default_policy = args.policy == parser.get_default("policy")
+    default_policy = args.policy == parser.get_default("policy") and not args.serve
     description = args.policy_description or (
         "STAND-IN, not a trained policy: " + " ".join(StandInRTIPolicy.__doc__.split())
         if default_policy
-        else args.policy
+        else (args.serve or args.policy)
     )
     worst_ratio = max(v["ratio_p50"] for v in latency.values())
     worst_p99 = max(v["bridge"]["p99_ms"] for v in latency.values())
@@ -521,8 +531,8 @@ def main() -> None:
         "latency": latency,
         "control_loop": {
             "policy": description,
-            "factory": args.policy,
-            "env": "worldsim/PushT-v0 (state)",
+            "served_with": args.serve or f"--factory {args.policy}",
+            "env": f"{args.env} (state)",
             "mode": "asynchronous inference, delay_ticks=1, replan every tick",
             **loops,
         },
@@ -535,7 +545,7 @@ def main() -> None:
                 "target": 0,
                 "value": loops["50Hz"]["deadline_misses"],
                 "met": loops["50Hz"]["deadline_misses"] == 0,
-                "note": "measured with " + ("the stand-in policy" if default_policy else args.policy),
+                "note": "measured with " + ("the stand-in policy" if default_policy else description),
             },
         },
         "settings": {"repeats": args.repeats, "rounds": ROUNDS, "ticks": args.ticks, "server_blas_threads": 1},
