@@ -92,6 +92,18 @@ def test_rti_warm_start_is_used_and_reset_clears_it():
     assert policy.calls_last_prediction == K  # nothing leaked from the previous episode
 
 
+def test_rti_cold_start_can_be_a_short_ddim_run():
+    policy = make_policy()
+    policy.set_strategy("rti", k=2, cold_start_steps=4)
+    obs = np.random.default_rng(2).normal(size=(2, OBS_DIM)).astype(np.float32)
+    policy.predict_chunk(obs)
+    assert policy.calls_last_prediction == 4
+    policy.predict_chunk(obs)
+    assert policy.calls_last_prediction == 2
+    with pytest.raises(ValueError, match="cold_start_steps"):
+        make_strategy("rti", cold_start_steps=0)
+
+
 def test_rti_clip_rule_shrinks_the_guess():
     policy = make_policy(discrete_rule="clip")
     guess = torch.tensor([[[0.3, -0.2, 0.9], [0.1, 0.0, -0.4]]])

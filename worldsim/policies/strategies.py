@@ -121,18 +121,31 @@ class RTIStrategy(Strategy):
 
     ``k``: denoising steps of a warm-started call, starting at level ``k / K`` on the training grid
     (RTI-DP's timestep list ``[2, 1, 0]`` is ``k = 3``). ``warm_start=False`` samples every call from
-    noise with the same k-step plan (with ``k = K`` that is exactly full DDPM).
+    noise with the same k-step plan (with ``k = K`` that is exactly full DDPM). ``cold_start_steps``: the
+    first prediction of an episode is full DDPM as in RTI-DP (None), or DDIM in that many steps, so a live
+    loop never waits for K calls.
     """
 
     name = "rti"
 
-    def __init__(self, k: int = 3, *, renoise: bool = False, warm_start: bool = True, n_action_steps: int = 1):
+    def __init__(
+        self,
+        k: int = 3,
+        *,
+        renoise: bool = False,
+        warm_start: bool = True,
+        n_action_steps: int = 1,
+        cold_start_steps: int | None = None,
+    ):
         if k < 1:
             raise ValueError(f"rti needs k >= 1, got {k}")
+        if cold_start_steps is not None and cold_start_steps < 1:
+            raise ValueError(f"cold_start_steps must be >= 1 or None, got {cold_start_steps}")
         self.k = k
         self.renoise = renoise
         self.warm_start = warm_start
         self.n_action_steps = n_action_steps
+        self.cold_start_steps = cold_start_steps
         self._previous = None
 
     def reset(self) -> None:
@@ -151,8 +164,10 @@ class RTIStrategy(Strategy):
         horizon, steps = sampler.like.shape[1], sampler.num_train_steps
         if not self.warm_start:
             chunk = sampler.run(sampler.noise(), self.plan(horizon, steps, renoise=False), eta=1.0)
-        elif self._previous is None:
+        elif self._previous is None and self.cold_start_steps is None:
             chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, steps), eta=1.0)
+        elif self._previous is None:
+            chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.cold_start_steps), eta=0.0)
         else:
             guess = sampler.prepare_guess(shift_chunk(self._previous, executed_steps))
             chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise), eta=1.0)
