@@ -96,7 +96,8 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
 
     def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int) -> torch.Tensor:
         device = next(self.parameters()).device
-        return self.predict_normalized(torch.as_tensor(obs_history, device=device), executed_steps)
+        # A copy: observations may arrive in read-only buffers (zero-copy messages), which torch warns about.
+        return self.predict_normalized(torch.tensor(obs_history, device=device), executed_steps)
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path, *, extra: dict | None = None) -> Path:
