@@ -92,6 +92,19 @@ def test_rti_warm_start_is_used_and_reset_clears_it():
     assert policy.calls_last_prediction == K  # nothing leaked from the previous episode
 
 
+def test_rti_renoise_forward_diffuses_the_guess_and_costs_k_calls():
+    policy = make_policy()
+    obs = np.random.default_rng(2).normal(size=(2, OBS_DIM)).astype(np.float32)
+    chunks = {}
+    for renoise in (False, True):
+        policy.set_strategy("rti", k=3, renoise=renoise)
+        policy.generator = torch.Generator().manual_seed(0)
+        policy.predict_chunk(obs)
+        chunks[renoise] = policy.predict_chunk(obs)
+        assert policy.calls_last_prediction == 3  # re-noising is free: no network call
+    assert not np.allclose(chunks[False], chunks[True])  # the guess really was diffused before denoising
+
+
 def test_rti_cold_start_can_be_a_short_ddim_run():
     policy = make_policy()
     policy.set_strategy("rti", k=2, cold_start_steps=4)

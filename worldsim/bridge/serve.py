@@ -1,15 +1,17 @@
-"""Serve a policy or a world model over ZeroMQ (a script until the ``worldsim`` CLI lands).
+"""Serve a policy or a world model over ZeroMQ (``worldsim serve`` runs this with Hydra configs).
 
     python -m worldsim.bridge.serve policy --checkpoint pickplace-state --strategy rti --option k=3
     python -m worldsim.bridge.serve policy --onnx policy.onnx --strategy rti --option k=3      # no torch
     python -m worldsim.bridge.serve policy --factory my_pkg.my_mod:make_policy --address tcp://127.0.0.1:5555
+    python -m worldsim.bridge.serve world-model --checkpoint wm-pusht-state
     python -m worldsim.bridge.serve world-model --factory my_pkg.my_mod:make_session
     python -m worldsim.bridge.serve policy --factory ... --address tcp://0.0.0.0:5555 \\
         --curve-secret keys/server.key_secret --allow keys/clients/
 
 ``--factory`` names a callable that returns a new model instance per client; ``--checkpoint`` (a shipped
-name or a directory) and ``--onnx`` (an exported file) serve a diffusion policy with ``--strategy``. Once
-bound, the script prints one line ``serving <kind> on <endpoint> ...`` on stdout; it serves until SIGINT or SIGTERM.
+name or a directory) serves a diffusion policy with ``--strategy`` or a world model, ``--onnx`` (an
+exported file) a policy without torch. Once bound, the script prints one line
+``serving <kind> on <endpoint> ...`` on stdout; it serves until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -56,10 +58,19 @@ def _strategy_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def policy_factory(args: argparse.Namespace) -> Callable[[], Any]:
-    """One diffusion policy per client (its own queues and warm start) from a checkpoint or an ONNX file."""
-    if args.kind != "policy":
-        raise ValueError("--checkpoint and --onnx serve policies; use --factory for a world model")
+def checkpoint_factory(args: argparse.Namespace) -> Callable[[], Any]:
+    """One model instance per client (its own queues and warm start, or its own cache) from a file.
+
+    Policies come from ``--checkpoint`` or ``--onnx``; world models from ``--checkpoint``, loaded once and
+    shared by the clients' streaming sessions (the weights are read-only at inference).
+    """
+    if args.kind == "world-model":
+        if args.onnx:
+            raise ValueError("--onnx serves policies; serve a world model with --checkpoint or --factory")
+        from worldsim.world_model.model import WorldModel
+        from worldsim.world_model.session import StreamingSession
+
+        return functools.partial(StreamingSession, WorldModel.from_pretrained(args.checkpoint))
     options = _strategy_options(args.option)
     if args.onnx:
         from worldsim.export.onnx_policy import OnnxPolicy
@@ -78,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("kind", choices=("policy", "world-model"))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--factory", help="module:callable returning one model instance per client")
-    source.add_argument("--checkpoint", help="policy only: a diffusion-policy checkpoint (shipped name or directory)")
+    source.add_argument("--checkpoint", help="a policy or world-model checkpoint (shipped name or directory)")
     source.add_argument("--onnx", help="policy only: an exported policy .onnx file (served without torch)")
     parser.add_argument("--strategy", default="rti", help="ddpm, ddim, rti or rolling (with --checkpoint/--onnx)")
     parser.add_argument(
@@ -110,7 +121,7 @@ def build_server(args: argparse.Namespace) -> Server:
         curve=curve,
         allow_insecure=args.insecure,
     )
-    factory = load_factory(args.factory) if args.factory else policy_factory(args)
+    factory = load_factory(args.factory) if args.factory else checkpoint_factory(args)
     if args.kind == "policy":
         return PolicyServer(factory, config)
     return WorldModelServer(factory, config, max_context_frames=args.max_context_frames)

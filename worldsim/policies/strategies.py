@@ -26,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
 from worldsim.core import plans
 from worldsim.core.array_ops import namespace, randn_like
 from worldsim.core.plans import Plan
@@ -155,10 +153,7 @@ class RTIStrategy(Strategy):
         """Levels ``k/K, (k-1)/K, ..., 0`` for every action (after a row at 0 when re-noising)."""
         if self.k > num_train_steps:
             raise ValueError(f"rti k={self.k} exceeds the model's {num_train_steps} training steps")
-        levels = np.arange(self.k, -1, -1) / num_train_steps
-        if renoise:
-            levels = np.concatenate([[0.0], levels])
-        return plans.from_levels(levels, horizon)
+        return plans.warm_start(horizon, self.k / num_train_steps, self.k, renoise=renoise)
 
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         horizon, steps = sampler.like.shape[1], sampler.num_train_steps

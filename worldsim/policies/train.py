@@ -35,6 +35,8 @@ TASKS = {
     "worldsim/PushT-v0": {"discrete_dims": (), "score_key": "coverage"},
     "worldsim/PickPlace-v0": {"discrete_dims": (3,), "score_key": None},
 }
+# What a fine-tuned checkpoint records of the one it started from, so its full recipe stays reproducible.
+INHERITED = ("dataset_id", "train_command", "train_steps", "train_minutes", "init_from")
 EVAL_SEED = 100_000  # evaluation episodes never reuse the demonstrations' reset seeds
 
 
@@ -66,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--init-from", default=None, help="start from this policy checkpoint's weights (fine-tuning)")
     return parser.parse_args(argv)
 
 
@@ -100,7 +103,17 @@ def main(argv: list[str] | None = None) -> None:
         action_low=tuple(env.action_space.low.tolist()), action_high=tuple(env.action_space.high.tolist()),
     )  # fmt: skip
     env.close()
-    policy = DiffusionPolicy(config, obs_normalizer=normalizers["observation"], action_normalizer=normalizers["action"])
+    obs_normalizer, action_normalizer = normalizers["observation"], normalizers["action"]
+    parent = None
+    if args.init_from:
+        # The weights were fitted to the parent's normalization statistics, so they come along with them.
+        parent = DiffusionPolicy.from_pretrained(args.init_from)
+        if parent.config.to_dict() != config.to_dict():
+            raise ValueError(f"--init-from {args.init_from}: its config differs from this run's; pass the same sizes")
+        obs_normalizer, action_normalizer = parent.obs_normalizer, parent.codec.normalizer
+    policy = DiffusionPolicy(config, obs_normalizer=obs_normalizer, action_normalizer=action_normalizer)
+    if args.init_from:
+        policy.load_state_dict(parent.state_dict())
     print(f"policy: {sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M parameters")
 
     # 3. Train; evaluate the EMA weights in the environment now and then.
@@ -123,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
                 "train_steps": step,
                 "train_minutes": round((time.time() - started) / 60, 1),
                 "history": trainer.history,
+                "init_from": None
+                if parent is None
+                else {"checkpoint": args.init_from, **{k: parent.metadata.get(k) for k in INHERITED}},
             },
         )
 

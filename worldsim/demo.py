@@ -1,0 +1,355 @@
+"""``worldsim demo``: everything worldsim does, on the shipped checkpoints, in about two minutes on a CPU.
+
+1. **policies**: the Push-T and PickPlace policies roll out in MuJoCo with full DDPM and with RTI warm
+   starts; success, network calls per control step and latency side by side.
+2. **dream**: the Push-T policy drives the real simulator; the shipped pixel world model replays the same
+   start and actions on its own (a "dream"). A side-by-side video and the error over time.
+3. **bridge**: the Push-T policy, exported to ONNX, is served over ZeroMQ by a separate process and a
+   50 Hz control loop drives the simulator from it; deadline misses and round trips.
+4. **export**: the policy's ONNX export, its parity with PyTorch and the speed-up of onnxruntime.
+
+Each part reports its numbers, or says why it was skipped or failed, and the run ends with ``report.md``
+in the output folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # the simulator renders headless for the dream video
+
+import numpy as np  # noqa: E402
+
+from worldsim.conf.schema import DemoCommand  # noqa: E402
+
+TASKS = {
+    "pusht": ("worldsim/PushT-v0", "pusht-state", "coverage"),
+    "pickplace": ("worldsim/PickPlace-v0", "pickplace-state", None),
+}
+STRATEGIES = {"ddpm": {}, "ddim": {"steps": 10}, "rti": {"k": 10}, "rolling": {}}
+FAST = {"episodes": 1, "dream_frames": 30, "loop_seconds": 1.0}
+
+
+@dataclass
+class Part:
+    name: str
+    status: str = "not run"
+    seconds: float = 0.0
+    lines: list[str] = field(default_factory=list)
+    """Markdown of the part's section in the report."""
+
+
+def run_demo(config: DemoCommand, out: Path) -> list[Part]:
+    """Run the parts named in ``config.parts`` and write ``out/report.md``; returns each part's outcome."""
+    import torch
+
+    torch.set_num_threads(1)  # batch-1 inference: one thread is fastest, and leaves a core to the simulator
+    if config.fast:
+        config = DemoCommand(**{**config.__dict__, **FAST, "fast": True})
+    unknown = sorted(set(config.parts) - set(PARTS)) + sorted(set(config.tasks) - set(TASKS))
+    unknown += sorted(set(config.strategies) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(
+            f"unknown demo part, task or strategy {unknown}: parts {list(PARTS)}, tasks {list(TASKS)}, "
+            f"strategies {list(STRATEGIES)}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    parts = []
+    for index, (name, run) in enumerate(PARTS.items(), 1):
+        part = Part(name)
+        if name not in config.parts:
+            part.status = "skipped: not in demo.parts"
+        else:
+            print(f"[{index}/{len(PARTS)}] {name} ...", flush=True)
+            begun = time.perf_counter()
+            try:
+                run(config, out, part)
+                part.status = "done"
+            except SkipPart as reason:
+                part.status = f"skipped: {reason}"
+            except Exception as error:  # a failed part is reported and the demo goes on to the next
+                part.status = f"failed: {type(error).__name__}: {error}"
+                (out / f"{name}_error.txt").write_text(traceback.format_exc())
+            part.seconds = time.perf_counter() - begun
+        print(f"[{index}/{len(PARTS)}] {name}: {part.status} ({part.seconds:.1f} s)", flush=True)
+        parts.append(part)
+    report = write_report(parts, out, time.perf_counter() - started, config)
+    print(f"report: {report}")
+    return parts
+
+
+class SkipPart(Exception):
+    """A part cannot run here (a missing optional dependency); the message says why."""
+
+
+# --- 1. policies ------------------------------------------------------------------------------------------
+
+
+def part_policies(config: DemoCommand, out: Path, part: Part) -> None:
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
+    from worldsim.policies.evaluate import evaluate_policy
+
+    part.lines += [
+        f"{config.episodes} seeded episodes per row (seeds from {config.seed}), batch-1 PyTorch on the CPU.",
+        "",
+        "| task | strategy | success | max coverage | network calls / step | latency p50 (ms) | latency p99 (ms) "
+        "| smoothness (mean sq. action change) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task in config.tasks:
+        env_id, checkpoint, score_key = TASKS[task]
+        for name in config.strategies:
+            policy = DiffusionPolicy.from_pretrained(checkpoint, strategy=name, **STRATEGIES[name])
+            r = evaluate_policy(policy, env_id, episodes=config.episodes, seed=config.seed, score_key=score_key)
+            coverage = f"{r['mean_max_score']:.2f}" if score_key else "-"
+            part.lines.append(
+                f"| {env_id} | {name} {_options(STRATEGIES[name])} | {r['success_rate']:.0%} | {coverage} "
+                f"| {r['calls_per_step']:.2f} | {r['latency_ms_p50']:.2f} | {r['latency_ms_p99']:.2f} "
+                f"| {r['smoothness_mse']:.4f} |"
+            )
+            print("  " + part.lines[-1], flush=True)
+
+
+def _options(options: dict) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""
+
+
+# --- 2. dream rollout --------------------------------------------------------------------------------------
+
+
+def part_dream(config: DemoCommand, out: Path, part: Part) -> None:
+    import gymnasium as gym
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
+    from worldsim.world_model.model import WorldModel
+    from worldsim.world_model.session import SessionConfig, StreamingSession
+
+    model = WorldModel.from_pretrained(config.dream_checkpoint)
+    env_id = model.metadata.get("env_id", "worldsim/PushT-v0")
+    image_size = model.observation_space.shape[0]
+    if model.observation_space.dtype != np.uint8 or env_id != "worldsim/PushT-v0":
+        raise ValueError(f"the dream needs a Push-T pixel world model; {config.dream_checkpoint} is not one")
+    policy = DiffusionPolicy.from_pretrained("pusht-state", strategy="rti", k=10)
+
+    # The real rollout: the state policy acts, the simulator renders what the world model should dream.
+    env = gym.make(env_id, obs_type="state_pixels", image_size=image_size)
+    obs, _ = env.reset(seed=config.seed)
+    policy.reset()
+    real, actions = [obs["pixels"]], []
+    for _ in range(config.dream_frames):
+        action = policy.select_action(obs["state"])
+        obs, _, terminated, truncated, _ = env.step(action)
+        real.append(obs["pixels"])
+        actions.append(action)
+        if terminated or truncated:
+            break
+    env.close()
+
+    # The dream: the same first frame and actions, every later frame generated by the model alone.
+    session = StreamingSession(model, SessionConfig(sampling="autoregressive"), seed=config.seed)
+    session.reset(real[0][None])
+    started = time.perf_counter()
+    dream = [real[0]] + [session.step(a) for a in actions]
+    fps = len(actions) / (time.perf_counter() - started)
+
+    real_f, dream_f = np.stack(real).astype(np.float32) / 255, np.stack(dream).astype(np.float32) / 255
+    error = ((real_f - dream_f) ** 2).mean(axis=(1, 2, 3))
+    copy_first = ((real_f - real_f[:1]) ** 2).mean(axis=(1, 2, 3))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(error, label="world model (dream)")
+    ax.plot(copy_first, "--", label="copy first frame")
+    ax.set(xlabel="frame", ylabel="pixel MSE vs simulator", title="Push-T dream vs MuJoCo, same actions")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "dream_error.png", dpi=120)
+    plt.close(fig)
+
+    scale = max(1, 256 // image_size)
+    gap = np.full((image_size, 2, 3), 255, np.uint8)
+    frames = [
+        np.kron(np.concatenate([r, gap, d], 1), np.ones((scale, scale, 1), np.uint8))
+        for r, d in zip(real, dream, strict=True)
+    ]
+    video = _write_video(frames, out / "dream")
+    picks = np.linspace(0, len(frames) - 1, 4).astype(int)
+    strip = np.concatenate([frames[i] for i in picks], 0)
+    _save_png(strip, out / "dream_frames.png")
+    part.lines += [
+        f"Left: MuJoCo, right: the world model `{config.dream_checkpoint}` from the same first frame and the same "
+        f"{len(actions)} actions (chosen by the Push-T policy in the simulator). Generated at {fps:.0f} frames/s.",
+        "",
+        f"| frames | pixel MSE at frame 1 | at frame {len(error) // 2} | at the last frame | mean "
+        "| copy-first-frame mean |",
+        "|---|---|---|---|---|---|",
+        f"| {len(actions)} | {error[1]:.4f} | {error[len(error) // 2]:.4f} | {error[-1]:.4f} | {error[1:].mean():.4f} "
+        f"| {copy_first[1:].mean():.4f} |",
+        "",
+        f"Video: [{video.name}]({video.name}) · error over time: ![error](dream_error.png) · frames (top to bottom: "
+        f"frames {', '.join(map(str, picks))}): ![frames](dream_frames.png)",
+    ]
+
+
+def _write_video(frames: list[np.ndarray], stem: Path) -> Path:
+    """An MP4 where an encoder is installed (imageio-ffmpeg), a GIF otherwise."""
+    import imageio.v2 as imageio
+
+    try:
+        import imageio_ffmpeg  # noqa: F401
+
+        path = stem.with_suffix(".mp4")
+        imageio.mimsave(path, frames, fps=10, macro_block_size=1)
+    except ImportError:
+        path = stem.with_suffix(".gif")
+        imageio.mimsave(path, frames, duration=0.1, loop=0)
+    return path
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    import imageio.v2 as imageio
+
+    imageio.imwrite(path, image)
+
+
+# --- 3 and 4. export, then serve the export -------------------------------------------------------------
+
+
+def part_export(config: DemoCommand, out: Path, part: Part) -> None:
+    import torch
+
+    from worldsim.export.onnx_policy import OnnxPolicy
+    from worldsim.export.policy_export import PolicyStep, export_policy
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
+
+    policy = DiffusionPolicy.from_pretrained("pusht-state")
+    path = out / "pusht_policy.onnx"
+    report = export_policy(policy, path, source="pusht-state")
+    c = policy.config
+    generator = torch.Generator().manual_seed(0)
+    obs = torch.randn(1, c.obs_horizon, *c.obs_shape, generator=generator)
+    x, level = (
+        torch.randn(1, c.horizon, c.action_dim, generator=generator),
+        torch.rand(1, c.horizon, generator=generator),
+    )
+    step = PolicyStep(policy).eval()
+    runner = OnnxPolicy(path)
+    inputs = {"obs": obs.numpy(), "x": x.numpy(), "level": level.numpy()}
+    with torch.inference_mode():
+        torch_ms = _median_ms(lambda: step(obs, x, level))
+    onnx_ms = _median_ms(lambda: runner.session.run(["pred"], inputs))
+    part.lines += [
+        "| model | parity (max abs diff, torch vs onnxruntime) | tolerance | file size | torch step p50 (ms) "
+        "| onnxruntime step p50 (ms) | speed-up | provider |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| pusht-state | {report.max_abs_diff:.2e} | {report.tolerance:.0e} | {report.file_bytes / 1e6:.2f} MB "
+        f"| {torch_ms:.3f} | {onnx_ms:.3f} | {torch_ms / onnx_ms:.1f}x | {report.providers[0]} |",
+        "",
+        f"File: [{path.name}]({path.name})",
+    ]
+
+
+def _median_ms(call: Callable[[], object], repeats: int = 200) -> float:
+    for _ in range(20):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def part_bridge(config: DemoCommand, out: Path, part: Part) -> None:
+    import gymnasium as gym
+
+    from worldsim.bridge.connection import ClientConfig
+    from worldsim.bridge.control_loop import ControlLoop, ControlLoopConfig
+    from worldsim.bridge.policy_client import PolicyClient
+
+    onnx = out / "pusht_policy.onnx"
+    source = ["--onnx", str(onnx)] if onnx.is_file() else ["--checkpoint", "pusht-state"]
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "worldsim.bridge.serve", "policy", *source, "--strategy", "rti"]
+    command += ["--option", "k=10", "--address", address]
+    log = (out / "bridge_server.log").open("w")
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        line = server.stdout.readline()
+        if not line.startswith("serving"):
+            raise RuntimeError(f"the policy server did not start (see bridge_server.log): {line.strip()}")
+        env = gym.make("worldsim/PushT-v0")
+        client = PolicyClient(address, ClientConfig(timeout_s=1.0))
+        ticks = int(config.loop_seconds * config.loop_rate_hz)
+        loop = ControlLoop(env, client, ControlLoopConfig(rate_hz=config.loop_rate_hz, max_ticks=ticks))
+        result = loop.run_episode(seed=config.seed)
+        client.close()
+        env.close()
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(5)
+        log.close()
+    s = result.stats
+    rtt = np.asarray(s.round_trip_s) * 1e3
+    part.lines += [
+        f"Server: a separate process serving {'the ONNX export' if onnx.is_file() else 'the PyTorch checkpoint'} "
+        f"of pusht-state with RTI (k=10) on {address}; client: Push-T at {config.loop_rate_hz:.0f} Hz, "
+        "executing the current chunk while the next one is computed.",
+        "",
+        "| ticks | deadline misses | safe-action ticks | chunks received | round trip p50 (ms) | round trip p99 (ms) "
+        "| success |",
+        "|---|---|---|---|---|---|---|",
+        f"| {result.ticks} | {s.deadline_misses} | {s.fallback_ticks} | {s.chunks} "
+        f"| {np.percentile(rtt, 50):.2f} | {np.percentile(rtt, 99):.2f} | {result.success} |",
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+PARTS: dict[str, Callable[[DemoCommand, Path, Part], None]] = {
+    "policies": part_policies,
+    "dream": part_dream,
+    "export": part_export,
+    "bridge": part_bridge,
+}
+
+
+def write_report(parts: list[Part], out: Path, seconds: float, config: DemoCommand) -> Path:
+    titles = {
+        "policies": "1. Policies in MuJoCo: full DDPM vs Real-Time Iteration",
+        "dream": "2. Dream rollout: the world model next to the simulator",
+        "export": "3. ONNX export: parity and speed",
+        "bridge": "4. Live control over the ZeroMQ bridge",
+    }
+    lines = [
+        "# worldsim demo report",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s{' (fast mode)' if config.fast else ''}, "
+        f"{os.cpu_count()} CPU cores.",
+        "",
+        "| part | status | seconds |",
+        "|---|---|---|",
+        *(f"| {p.name} | {p.status} | {p.seconds:.1f} |" for p in parts),
+    ]
+    for p in parts:
+        lines += ["", f"## {titles[p.name]}", "", *(p.lines or [f"_{p.status}_"])]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
