@@ -41,6 +41,10 @@ _FLAGS = {"-m", "--multirun", "-h", "--help", "--hydra-help", "--info", "--resol
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info"}
 
 
+# Lines of Hydra's and OmegaConf's messages that are diagnostics, not advice.
+_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment", "Config search")
+
+
 class UserError(Exception):
     """A mistake the user can fix: reported in one line, with the fix."""
 
@@ -113,7 +117,7 @@ def _check_overrides(config_name: str, args: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
-        raise UserError(_first_line(error)) from None
+        raise UserError(_summary(error)) from None
     # A sweep is checked with its first value; Hydra checks the others when it launches them.
     single = [
         f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line
@@ -124,7 +128,20 @@ def _check_overrides(config_name: str, args: list[str]) -> None:
         with initialize_config_module("worldsim.conf", version_base="1.3"):
             OmegaConf.to_object(compose(config_name, overrides=single))
     except (HydraException, OmegaConfBaseException) as error:
-        raise UserError(_first_line(error)) from None
+        raise UserError(_summary(error)) from None
+
+
+def _summary(error: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages (and their cause) as one line: the problem and the hint."""
+    kept = []
+    for part in (error, error.__cause__):
+        for line in str(part or "").splitlines():
+            line = " ".join(line.split())
+            if line.startswith(_NOISE):
+                break
+            if line:
+                kept.append(line.rstrip(".:") + (":" if line.endswith(":") else ";"))
+    return " ".join(kept).rstrip(";") or type(error).__name__
 
 
 def _first_line(error: Exception) -> str:
