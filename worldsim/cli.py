@@ -333,9 +333,19 @@ def _play(c: schema.PlayCommand, out: Path) -> None:
 
 
 def _demo(c: schema.DemoCommand, out: Path) -> None:
+    from hydra import compose
+    from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
+
     from worldsim.demo import run_demo
 
-    run_demo(c, out)
+    tasks = {}
+    for name in {*c.tasks, "pusht"}:  # the task group's configs, composed inside the running Hydra app
+        try:
+            tasks[name] = OmegaConf.to_object(compose("eval", overrides=[f"task={name}"]).task)
+        except MissingConfigException:
+            raise UserError(f"no task config {name!r}; tasks= takes options of the task group") from None
+    run_demo(c, tasks, out)
 
 
 RUNNERS: dict[str, Callable[[Any, Path], None]] = {

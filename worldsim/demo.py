@@ -29,13 +29,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # the simulator renders headless for 
 
 import numpy as np  # noqa: E402
 
-from worldsim.conf.schema import DemoCommand  # noqa: E402
+from worldsim.conf.schema import DemoCommand, TaskConfig  # noqa: E402
 
-TASKS = {
-    "pusht": ("worldsim/PushT-v0", "pusht-state", "coverage"),
-    "pickplace": ("worldsim/PickPlace-v0", "pickplace-state", None),
-}
-STRATEGIES = {"ddpm": {}, "ddim": {"steps": 10}, "rti": {"k": 10}, "rolling": {}}
+STRATEGIES = {"ddpm": {}, "ddim": {"steps": 10}, "rti": None, "rolling": {}}
+"""Options of each strategy; RTI's come from the task (``TaskConfig.policy_rti_options``)."""
 FAST = {"episodes": 1, "dream_frames": 30, "loop_seconds": 1.0}
 
 
@@ -48,20 +45,20 @@ class Part:
     """Markdown of the part's section in the report."""
 
 
-def run_demo(config: DemoCommand, out: Path) -> list[Part]:
-    """Run the parts named in ``config.parts`` and write ``out/report.md``; returns each part's outcome."""
+def run_demo(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path) -> list[Part]:
+    """Run the parts named in ``config.parts`` on ``tasks`` and write ``out/report.md``.
+
+    ``tasks`` holds the config of every task in ``config.tasks`` and of ``"pusht"``, whose checkpoints the
+    dream, export and bridge parts use. Returns each part's outcome.
+    """
     import torch
 
     torch.set_num_threads(1)  # batch-1 inference: one thread is fastest, and leaves a core to the simulator
     if config.fast:
         config = DemoCommand(**{**config.__dict__, **FAST, "fast": True})
-    unknown = sorted(set(config.parts) - set(PARTS)) + sorted(set(config.tasks) - set(TASKS))
-    unknown += sorted(set(config.strategies) - set(STRATEGIES))
+    unknown = sorted(set(config.parts) - set(PARTS)) + sorted(set(config.strategies) - set(STRATEGIES))
     if unknown:
-        raise ValueError(
-            f"unknown demo part, task or strategy {unknown}: parts {list(PARTS)}, tasks {list(TASKS)}, "
-            f"strategies {list(STRATEGIES)}"
-        )
+        raise ValueError(f"unknown demo part or strategy {unknown}: parts {list(PARTS)}, strategies {list(STRATEGIES)}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     parts = []
@@ -73,7 +70,7 @@ def run_demo(config: DemoCommand, out: Path) -> list[Part]:
             print(f"[{index}/{len(PARTS)}] {name} ...", flush=True)
             begun = time.perf_counter()
             try:
-                run(config, out, part)
+                run(config, tasks, out, part)
                 part.status = "done"
             except SkipPart as reason:
                 part.status = f"skipped: {reason}"
@@ -95,7 +92,7 @@ class SkipPart(Exception):
 # --- 1. policies ------------------------------------------------------------------------------------------
 
 
-def part_policies(config: DemoCommand, out: Path, part: Part) -> None:
+def part_policies(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
     from worldsim.policies.diffusion_policy import DiffusionPolicy
     from worldsim.policies.evaluate import evaluate_policy
 
@@ -106,14 +103,16 @@ def part_policies(config: DemoCommand, out: Path, part: Part) -> None:
         "| smoothness (mean sq. action change) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for task in config.tasks:
-        env_id, checkpoint, score_key = TASKS[task]
+    for task in (tasks[name] for name in config.tasks):
         for name in config.strategies:
-            policy = DiffusionPolicy.from_pretrained(checkpoint, strategy=name, **STRATEGIES[name])
-            r = evaluate_policy(policy, env_id, episodes=config.episodes, seed=config.seed, score_key=score_key)
-            coverage = f"{r['mean_max_score']:.2f}" if score_key else "-"
+            options = task.policy_rti_options if name == "rti" else STRATEGIES[name]
+            policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint, strategy=name, **options)
+            r = evaluate_policy(
+                policy, task.env_id, episodes=config.episodes, seed=config.seed, score_key=task.score_key
+            )
+            coverage = f"{r['mean_max_score']:.2f}" if task.score_key else "-"
             part.lines.append(
-                f"| {env_id} | {name} {_options(STRATEGIES[name])} | {r['success_rate']:.0%} | {coverage} "
+                f"| {task.env_id} | {name} {_options(options)} | {r['success_rate']:.0%} | {coverage} "
                 f"| {r['calls_per_step']:.2f} | {r['latency_ms_p50']:.2f} | {r['latency_ms_p99']:.2f} "
                 f"| {r['smoothness_mse']:.4f} |"
             )
@@ -127,7 +126,7 @@ def _options(options: dict) -> str:
 # --- 2. dream rollout --------------------------------------------------------------------------------------
 
 
-def part_dream(config: DemoCommand, out: Path, part: Part) -> None:
+def part_dream(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
     import gymnasium as gym
     import matplotlib
 
@@ -139,11 +138,12 @@ def part_dream(config: DemoCommand, out: Path, part: Part) -> None:
     from worldsim.world_model.session import SessionConfig, StreamingSession
 
     model = WorldModel.from_pretrained(config.dream_checkpoint)
-    env_id = model.metadata.get("env_id", "worldsim/PushT-v0")
+    env_id = tasks["pusht"].env_id
     image_size = model.observation_space.shape[0]
-    if model.observation_space.dtype != np.uint8 or env_id != "worldsim/PushT-v0":
+    if model.observation_space.dtype != np.uint8 or model.metadata.get("env_id") != env_id:
         raise ValueError(f"the dream needs a Push-T pixel world model; {config.dream_checkpoint} is not one")
-    policy = DiffusionPolicy.from_pretrained("pusht-state", strategy="rti", k=10)
+    pusht = tasks["pusht"]
+    policy = DiffusionPolicy.from_pretrained(pusht.policy_checkpoint, strategy="rti", **pusht.policy_rti_options)
 
     # The real rollout: the state policy acts, the simulator renders what the world model should dream.
     env = gym.make(env_id, obs_type="state_pixels", image_size=image_size)
@@ -227,16 +227,17 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 # --- 3 and 4. export, then serve the export -------------------------------------------------------------
 
 
-def part_export(config: DemoCommand, out: Path, part: Part) -> None:
+def part_export(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
     import torch
 
     from worldsim.export.onnx_policy import OnnxPolicy
     from worldsim.export.policy_export import PolicyStep, export_policy
     from worldsim.policies.diffusion_policy import DiffusionPolicy
 
-    policy = DiffusionPolicy.from_pretrained("pusht-state")
+    checkpoint = tasks["pusht"].policy_checkpoint
+    policy = DiffusionPolicy.from_pretrained(checkpoint)
     path = out / "pusht_policy.onnx"
-    report = export_policy(policy, path, source="pusht-state")
+    report = export_policy(policy, path, source=checkpoint)
     c = policy.config
     generator = torch.Generator().manual_seed(0)
     obs = torch.randn(1, c.obs_horizon, *c.obs_shape, generator=generator)
@@ -254,7 +255,7 @@ def part_export(config: DemoCommand, out: Path, part: Part) -> None:
         "| model | parity (max abs diff, torch vs onnxruntime) | tolerance | file size | torch step p50 (ms) "
         "| onnxruntime step p50 (ms) | speed-up | provider |",
         "|---|---|---|---|---|---|---|---|",
-        f"| pusht-state | {report.max_abs_diff:.2e} | {report.tolerance:.0e} | {report.file_bytes / 1e6:.2f} MB "
+        f"| {checkpoint} | {report.max_abs_diff:.2e} | {report.tolerance:.0e} | {report.file_bytes / 1e6:.2f} MB "
         f"| {torch_ms:.3f} | {onnx_ms:.3f} | {torch_ms / onnx_ms:.1f}x | {report.providers[0]} |",
         "",
         f"File: [{path.name}]({path.name})",
@@ -272,7 +273,7 @@ def _median_ms(call: Callable[[], object], repeats: int = 200) -> float:
     return float(np.median(times) * 1e3)
 
 
-def part_bridge(config: DemoCommand, out: Path, part: Part) -> None:
+def part_bridge(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
     import gymnasium as gym
 
     from worldsim.bridge.connection import ClientConfig
@@ -280,17 +281,18 @@ def part_bridge(config: DemoCommand, out: Path, part: Part) -> None:
     from worldsim.bridge.policy_client import PolicyClient
 
     onnx = out / "pusht_policy.onnx"
-    source = ["--onnx", str(onnx)] if onnx.is_file() else ["--checkpoint", "pusht-state"]
+    pusht = tasks["pusht"]
+    source = ["--onnx", str(onnx)] if onnx.is_file() else ["--checkpoint", pusht.policy_checkpoint]
     address = f"tcp://127.0.0.1:{_free_port()}"
     command = [sys.executable, "-m", "worldsim.bridge.serve", "policy", *source, "--strategy", "rti"]
-    command += ["--option", "k=10", "--address", address]
+    command += [f"--option={k}={v}" for k, v in pusht.policy_rti_options.items()] + ["--address", address]
     log = (out / "bridge_server.log").open("w")
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         line = server.stdout.readline()
         if not line.startswith("serving"):
             raise RuntimeError(f"the policy server did not start (see bridge_server.log): {line.strip()}")
-        env = gym.make("worldsim/PushT-v0")
+        env = gym.make(pusht.env_id)
         client = PolicyClient(address, ClientConfig(timeout_s=1.0))
         ticks = int(config.loop_seconds * config.loop_rate_hz)
         loop = ControlLoop(env, client, ControlLoopConfig(rate_hz=config.loop_rate_hz, max_ticks=ticks))
@@ -306,7 +308,8 @@ def part_bridge(config: DemoCommand, out: Path, part: Part) -> None:
     rtt = np.asarray(s.round_trip_s) * 1e3
     part.lines += [
         f"Server: a separate process serving {'the ONNX export' if onnx.is_file() else 'the PyTorch checkpoint'} "
-        f"of pusht-state with RTI (k=10) on {address}; client: Push-T at {config.loop_rate_hz:.0f} Hz, "
+        f"of {pusht.policy_checkpoint} with RTI {_options(pusht.policy_rti_options)} on {address}; "
+        f"client: Push-T at {config.loop_rate_hz:.0f} Hz, "
         "executing the current chunk while the next one is computed.",
         "",
         "| ticks | deadline misses | safe-action ticks | chunks received | round trip p50 (ms) | round trip p99 (ms) "
@@ -323,7 +326,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-PARTS: dict[str, Callable[[DemoCommand, Path, Part], None]] = {
+PARTS: dict[str, Callable[[DemoCommand, dict[str, TaskConfig], Path, Part], None]] = {
     "policies": part_policies,
     "dream": part_dream,
     "export": part_export,

@@ -27,6 +27,8 @@ class TaskConfig:
     discrete_dims: list[int] = field(default_factory=list)
     policy_checkpoint: str = MISSING
     """The shipped policy of this task (a name under ``worldsim/checkpoints`` or a directory)."""
+    policy_rti_options: dict[str, Any] = field(default_factory=lambda: {"k": 10})
+    """The RTI options the shipped policy runs with in the demo and the benchmarks."""
     world_model_checkpoint: str | None = None
 
 
@@ -179,6 +181,7 @@ class DemoCommand:
     fast: bool = False
     """A quick pass (CI): one episode per row, a short video and control loop."""
     tasks: list[str] = field(default_factory=lambda: ["pusht", "pickplace"])
+    """Options of the ``task`` config group."""
     strategies: list[str] = field(default_factory=lambda: ["ddpm", "rti"])
     episodes: int = 3
     seed: int = 100_000
