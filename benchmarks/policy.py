@@ -9,6 +9,7 @@ Writes benchmarks/results/policy.json and policy.png.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_result  # noqa: E402
+from common import RESULTS, machine_info, write_result  # noqa: E402
 
 import worldsim  # noqa: E402, F401
 from worldsim.envs.datasets import EXPERTS  # noqa: E402
@@ -85,6 +86,11 @@ def main() -> None:
     torch.manual_seed(0)  # the policies' noise: every run of this script samples the same chunks
 
     results: dict = {"episodes": args.episodes, "latency_episodes": args.latency_episodes, "tasks": {}}
+    previous = RESULTS / "policy.json"
+    if previous.is_file():
+        # Tasks not re-run keep their last measurement (each records its own machine load and date).
+        kept = json.loads(previous.read_text())["tasks"]
+        results["tasks"] = {k: v for k, v in kept.items() if k not in args.tasks}
     for env_id in args.tasks:
         score_key = TASKS[env_id]["score_key"]
         policy = DiffusionPolicy.from_pretrained(SHIPPED[env_id])
@@ -104,6 +110,8 @@ def main() -> None:
         closed_loop = {"steps": policy.config.num_train_steps, "n_action_steps": 1}
         task: dict = {
             "checkpoint": SHIPPED[env_id],
+            "machine": machine_info(),
+            "episodes": args.episodes,
             "expert_success_rate": expert_success(env_id, args.episodes),
             "rti_k_choice": choice.to_dict(),
             "strategies": {},
