@@ -223,7 +223,7 @@ def _train_world_model(c: schema.TrainWorldModelCommand, out: Path) -> None:
     argv = [
         "--env", c.task.env_id, "--env-kwargs", json.dumps(w.env_kwargs), "--episodes", str(w.episodes),
         "--max-steps", str(w.max_steps), "--seed", str(t.seed), "--out", c.out or str(out / "checkpoint"),
-        "--state-dir", str(out / "train_state"), "--steps", str(t.steps), "--batch-size", str(t.batch_size),
+        "--state-dir", str(out), "--steps", str(t.steps), "--batch-size", str(t.batch_size),
         "--lr", str(t.lr), "--width", str(w.width), "--depth", str(w.depth),
         "--sequence-frames", str(w.sequence_frames), "--sink-frames", str(w.sink_frames),
         "--window-frames", str(w.window_frames), "--context-noise", str(w.context_noise),

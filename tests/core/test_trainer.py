@@ -79,3 +79,29 @@ def test_bad_data_is_refused():
         Trainer(NoisyRegression(), {"x": torch.zeros(10, 3), "y": torch.zeros(9, 1)}, config(1))
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(NoisyRegression(), {"x": torch.zeros(10, 3), "y": torch.zeros(10, 1)}, config(1))
+
+
+def test_a_damaged_latest_state_is_refused_and_the_previous_one_resumes(tmp_path):
+    torch.manual_seed(0)
+    full = Trainer(NoisyRegression(), data(), config(20))
+    full.fit()
+
+    every_4 = TrainerConfig(**{**vars(config(20)), "checkpoint_every": 4})
+    torch.manual_seed(0)
+    Trainer(NoisyRegression(), data(), every_4, output_dir=tmp_path).fit(until=12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_state", "train_state.prev"]  # no temporary left
+    latest = tmp_path / "train_state" / "train_state.safetensors"
+    latest.write_bytes(latest.read_bytes()[:-100])  # truncated, as by a full disk or a bad copy
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(tmp_path / "train_state", name="train_state")
+
+    resumed = Trainer(NoisyRegression(), data(), config(20))
+    with pytest.warns(UserWarning, match="checksum.*falling back to the previous checkpoint"):
+        resumed.load_state(tmp_path)
+    assert resumed.step == 8  # the state before the damaged one
+    resumed.fit()
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+
+    (tmp_path / "train_state.prev" / "train_state.json").write_text("{")
+    with pytest.raises(CheckpointError, match="no usable 'train_state' checkpoint.*checksum.*not valid JSON"):
+        Trainer(NoisyRegression(), data(), config(20)).load_state(tmp_path)

@@ -5,6 +5,10 @@ the caller's metadata (model config, normalization modes, the command that train
 SHA-256 of the tensor file, so a truncated or corrupted checkpoint is refused with a clear message.
 Both files are written to a temporary name and renamed, so a crash never leaves half a checkpoint
 under the real name. Nothing is ever unpickled.
+
+Checkpoints rewritten during a run (the trainer's resumable state) go through :func:`save_rotating`, which
+keeps the previous one beside the new one, and :func:`load_latest`, which falls back to it when the
+newest is damaged or missing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +55,65 @@ def save_checkpoint(directory: str | Path, tensors: dict, meta: dict, *, name: s
     save_file(plain, str(tmp_weights))
     record = {"format": FORMAT, "version": VERSION, "sha256": _sha256(tmp_weights), **meta}
     tmp_config.write_text(json.dumps(record, indent=2) + "\n")
+    # On disk before the renames, so that a power cut cannot leave a renamed but empty file.
+    for path in (tmp_weights, tmp_config):
+        _fsync(path)
     os.replace(tmp_weights, weights)
     os.replace(tmp_config, config)
+    _fsync(directory)
     return directory
+
+
+def _fsync(path: Path) -> None:
+    if os.name != "posix" and path.is_dir():
+        return  # only POSIX systems can open (and so flush) a directory
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_rotating(directory: str | Path, tensors: dict, meta: dict, *, name: str) -> Path:
+    """Write checkpoint ``name`` as the folder ``directory/name``, keeping the one it replaces as ``name.prev``.
+
+    The new checkpoint is written completely into ``name.tmp`` first; then the folders are renamed
+    (``name`` -> ``name.prev``, ``name.tmp`` -> ``name``). Each rename is atomic, so at every instant at least
+    one complete checkpoint exists, and :func:`load_latest` finds it.
+    """
+    directory = Path(directory)
+    latest, previous, staging = directory / name, directory / f"{name}.prev", directory / f"{name}.tmp"
+    if staging.exists():  # left over by a run killed while writing
+        shutil.rmtree(staging)
+    save_checkpoint(staging, tensors, meta, name=name)
+    if latest.exists():
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(latest, previous)
+    os.replace(staging, latest)
+    _fsync(directory)
+    return latest
+
+
+def load_latest(directory: str | Path, *, name: str, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read the newest good checkpoint written by :func:`save_rotating`.
+
+    A damaged or missing ``directory/name`` (for instance a truncated file, refused by its checksum) is
+    reported with a warning and ``directory/name.prev`` is read instead; if neither is usable the
+    :class:`CheckpointError` names both problems.
+    """
+    directory = Path(directory)
+    problems = []
+    for candidate in (directory / name, directory / f"{name}.prev"):
+        try:
+            tensors, meta = load_checkpoint(candidate, name=name, kind=kind)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if problems:
+            warnings.warn(f"{problems[0]}; falling back to the previous checkpoint {candidate}", stacklevel=2)
+        return tensors, meta
+    raise CheckpointError(f"no usable {name!r} checkpoint in {directory}: " + "; ".join(problems))
 
 
 def load_checkpoint(

@@ -1,6 +1,8 @@
 """Record scripted-expert demonstrations to a Minari dataset.
 
 python -m worldsim.envs.collect --task worldsim/PushT-v0 --episodes 100 --dataset-id worldsim/pusht/expert-v0
+
+Add ``--num-envs N`` to record with N environment processes in parallel (``gymnasium.vector.AsyncVectorEnv``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=96, help="side of pixel observations (default 96)")
     parser.add_argument("--data-format", default="hdf5", choices=["hdf5", "arrow"], help="Minari backend")
     parser.add_argument("--path", default=None, help="datasets root (default: $MINARI_DATASETS_PATH)")
+    parser.add_argument("--num-envs", type=int, default=1, help="environment processes recording in parallel")
     args = parser.parse_args(argv)
     dataset = collect_dataset(
         args.task,
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         image_size=args.image_size,
         data_format=args.data_format,
         path=args.path,
+        num_envs=args.num_envs,
     )
     print(f"wrote {dataset.total_episodes} episodes, {dataset.total_steps} steps to {dataset.spec.data_path}")
 

@@ -7,6 +7,7 @@ so ``minari.load_dataset`` and the ``minari`` CLI read them too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import warnings
@@ -60,12 +61,19 @@ def collect_dataset(
     author: str | None = None,
     code_permalink: str | None = None,
     progress: bool = True,
+    num_envs: int = 1,
 ) -> minari.MinariDataset:
     """Record ``num_episodes`` episodes of the task's scripted expert into a new Minari dataset.
 
     Episode ``i`` is reset with seed ``seed + i`` and the expert's own generator is seeded with ``seed``, so
     a dataset is reproducible. Every episode is kept, successful or not (``is_success`` is recorded in the
     step infos). Pixel frames are stored losslessly. Episodes stream to disk as they are recorded.
+
+    With ``num_envs > 1`` the episodes are recorded by that many environment processes at once
+    (``gymnasium.vector.AsyncVectorEnv``), each running the expert next to its simulator, and written in
+    episode order. Each episode then gets its own expert, seeded with ``seed + i`` like the reset, so the
+    dataset is the same for any ``num_envs > 1``; its first episode equals the single-process one, later
+    ones differ from it (there one expert generator runs on through all the episodes).
 
     Args:
         env_id: a registered task with a scripted expert (see ``EXPERTS``).
@@ -79,6 +87,7 @@ def collect_dataset(
         author: recorded in the dataset's metadata.
         code_permalink: link to the code version that made the data, recorded in the metadata.
         progress: show a progress bar.
+        num_envs: environment processes recording in parallel (1: record in this process).
 
     Returns:
         The created ``minari.MinariDataset``.
@@ -89,13 +98,18 @@ def collect_dataset(
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
     if data_format not in ("hdf5", "arrow"):
         raise ValueError(f"data_format must be 'hdf5' or 'arrow', got {data_format!r}")
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     kwargs = {"obs_type": obs_type} if obs_type == "state" else {"obs_type": obs_type, "image_size": image_size}
     with _datasets_root(path):
         if get_dataset_path(dataset_id).exists():
             raise ValueError(f"dataset {dataset_id!r} already exists; delete it or choose another id")
         env = gym.make(env_id, **kwargs)
-        expert = EXPERTS[env_id](seed=seed)
-        episodes = tqdm(range(num_episodes), desc=f"collecting {dataset_id}", disable=not progress)
+        if num_envs == 1:
+            expert = EXPERTS[env_id](seed=seed)
+            buffers = (_record_episode(env, expert, index, seed + index) for index in range(num_episodes))
+        else:
+            buffers = _record_in_parallel(env_id, kwargs, num_episodes, seed, num_envs)
         try:
             with warnings.catch_warnings():
                 # Minari recommends these metadata for published datasets; local demonstrations may omit them.
@@ -103,10 +117,10 @@ def collect_dataset(
                 # Minari's DataCollector needs jax (minari[create]); writing buffers directly does not.
                 return minari.create_dataset_from_buffers(
                     dataset_id=dataset_id,
-                    buffer=(_record_episode(env, expert, index, seed + index) for index in episodes),
+                    buffer=tqdm(buffers, total=num_episodes, desc=f"collecting {dataset_id}", disable=not progress),
                     env=env,
                     eval_env=env.spec,
-                    algorithm_name=f"worldsim scripted expert ({type(expert).__name__})",
+                    algorithm_name=f"worldsim scripted expert ({EXPERTS[env_id].__name__})",
                     description=f"Scripted-expert demonstrations of {env_id} ({obs_type} observations).",
                     author=author,
                     code_permalink=code_permalink,
@@ -127,30 +141,147 @@ def _stack(items: list):
     return np.stack([np.asarray(item) for item in items])
 
 
+class _EpisodeRecorder:
+    """Collects one episode's steps and hands them to Minari as an ``EpisodeBuffer``."""
+
+    def __init__(self, index: int, seed: int, obs, info: dict):
+        self.index, self.seed = index, seed
+        self.observations, self.infos = [obs], [info]
+        self.actions, self.rewards, self.terminations, self.truncations = [], [], [], []
+
+    def add(self, action, obs, reward, terminated: bool, truncated: bool, info: dict) -> None:
+        self.actions.append(action)
+        self.observations.append(obs)
+        self.rewards.append(reward)
+        self.terminations.append(terminated)
+        self.truncations.append(truncated)
+        self.infos.append(info)
+
+    def buffer(self) -> EpisodeBuffer:
+        return EpisodeBuffer(
+            id=self.index,
+            seed=self.seed,
+            observations=_stack(self.observations),
+            actions=_stack(self.actions),
+            rewards=self.rewards,
+            terminations=self.terminations,
+            truncations=self.truncations,
+            infos=_stack(self.infos),
+        )
+
+
 def _record_episode(env: gym.Env, expert, index: int, seed: int) -> EpisodeBuffer:
     obs, info = env.reset(seed=seed)
     expert.reset()
-    observations, infos, actions, rewards, terminations, truncations = [obs], [info], [], [], [], []
+    recorder = _EpisodeRecorder(index, seed, obs, info)
     terminated = truncated = False
     while not (terminated or truncated):
         action = expert(env)
         obs, reward, terminated, truncated, info = env.step(action)
-        for store, value in zip(
-            (observations, infos, actions, rewards, terminations, truncations),
-            (obs, info, action, reward, terminated, truncated),
-            strict=True,
-        ):
-            store.append(value)
-    return EpisodeBuffer(
-        id=index,
-        seed=seed,
-        observations=_stack(observations),
-        actions=_stack(actions),
-        rewards=rewards,
-        terminations=terminations,
-        truncations=truncations,
-        infos=_stack(infos),
+        recorder.add(action, obs, reward, terminated, truncated, info)
+    return recorder.buffer()
+
+
+EXPERT_ACTION = "expert_action"
+
+
+class _ExpertInTheLoop(gym.Wrapper):
+    """Runs the task's expert inside a vector sub-environment's process, next to the simulator it reads.
+
+    Every reset and every non-final step returns the expert's next action as ``info["expert_action"]``,
+    so the main process only relays it back. Each reset starts a fresh expert seeded with the reset seed.
+    """
+
+    def __init__(self, env: gym.Env, make_expert: Callable[..., Callable[[gym.Env], np.ndarray]]):
+        super().__init__(env)
+        self._make_expert = make_expert
+        self._expert: Callable[[gym.Env], np.ndarray] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._expert = self._make_expert(seed=seed)
+        self._expert.reset()  # as the single-process recording does before each episode
+        return obs, {**info, EXPERT_ACTION: self._expert(self.env)}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not (terminated or truncated):
+            info = {**info, EXPERT_ACTION: self._expert(self.env)}
+        return obs, reward, terminated, truncated, info
+
+
+def _expert_env(env_id: str, kwargs: dict) -> gym.Env:
+    return _ExpertInTheLoop(gym.make(env_id, **kwargs), EXPERTS[env_id])
+
+
+def _row(batch, k: int):
+    """Sub-environment ``k``'s entry of a batched observation (an array or a dict of them)."""
+    if isinstance(batch, dict):
+        return {key: _row(value, k) for key, value in batch.items()}
+    return batch[k]
+
+
+def _sub_info(infos: dict, k: int) -> dict:
+    """Sub-environment ``k``'s own info dict out of a vector env's batched infos (``_key`` masks say who has what)."""
+    return {
+        key: _sub_info(value, k) if isinstance(value, dict) else value[k]
+        for key, value in infos.items()
+        if not key.startswith("_") and key != EXPERT_ACTION and infos[f"_{key}"][k]
+    }
+
+
+def _record_in_parallel(
+    env_id: str, kwargs: dict, num_episodes: int, seed: int, num_envs: int
+) -> Iterator[EpisodeBuffer]:
+    """Episodes ``0 .. num_episodes - 1`` recorded by ``num_envs`` processes, yielded in episode order.
+
+    Sub-environments step in lockstep; one that finishes an episode is reset (and only it, autoreset being
+    off) with the next episode's seed. Episodes finished ahead of their turn wait in memory (about one per
+    process) so the dataset's order does not depend on timing or on ``num_envs``.
+    """
+    num_envs = min(num_envs, num_episodes)
+    envs = gym.vector.AsyncVectorEnv(
+        [functools.partial(_expert_env, env_id, kwargs)] * num_envs,
+        # Fresh processes: a forked child inherits the parent's rendering (EGL) state and can hang in it.
+        context="spawn",
+        autoreset_mode=gym.vector.AutoresetMode.DISABLED,
     )
+    try:
+        obs, infos = envs.reset(seed=[seed + k for k in range(num_envs)])
+        # The episode each sub-environment is recording; None once no episode is left for it.
+        recording: list[_EpisodeRecorder | None] = [
+            _EpisodeRecorder(k, seed + k, _row(obs, k), _sub_info(infos, k)) for k in range(num_envs)
+        ]
+        actions = np.stack([infos[EXPERT_ACTION][k] for k in range(num_envs)])
+        started, done, next_out = num_envs, {}, 0
+        while next_out < num_episodes:
+            obs, rewards, terminations, truncations, infos = envs.step(actions)
+            starting: dict[int, int] = {}  # sub-environment -> the episode it starts now
+            for k, recorder in enumerate(recording):
+                if recorder is None:
+                    continue  # idle: it keeps stepping with its last action, nothing is recorded
+                terminated, truncated = bool(terminations[k]), bool(truncations[k])
+                # A copy: ``actions`` is reused for the next step.
+                recorder.add(actions[k].copy(), _row(obs, k), rewards[k], terminated, truncated, _sub_info(infos, k))
+                if not (terminated or truncated):
+                    actions[k] = infos[EXPERT_ACTION][k]
+                    continue
+                done[recorder.index] = recorder.buffer()
+                recording[k] = None
+                if started < num_episodes:
+                    starting[k], started = started, started + 1
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+            if starting:
+                seeds = [seed + starting[k] if k in starting else None for k in range(num_envs)]
+                mask = np.array([k in starting for k in range(num_envs)])
+                obs, infos = envs.reset(seed=seeds, options={"reset_mask": mask})
+                for k, index in starting.items():
+                    recording[k] = _EpisodeRecorder(index, seed + index, _row(obs, k), _sub_info(infos, k))
+                    actions[k] = infos[EXPERT_ACTION][k]
+    finally:
+        envs.close()
 
 
 @dataclass(frozen=True)

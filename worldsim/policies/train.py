@@ -5,7 +5,15 @@
 
 The dataset is a Minari dataset (see ``python -m worldsim.envs.collect``); it is recorded first when
 ``--collect N`` is given and it does not exist yet. The EMA weights are evaluated in the environment
-every ``--eval-every`` steps and saved, with the exact command line, to ``--out``.
+every ``--eval-every`` steps and saved, with the exact command line, to ``--out``; ``--resume`` continues
+from the training state kept there.
+
+Data-parallel over N processes (GPUs, or CPU processes with gloo), ``--batch-size`` being the global batch::
+
+    torchrun --nproc_per_node=2 -m worldsim.policies.train --task worldsim/PushT-v0 \
+        --dataset-id worldsim/pusht/expert-v0 --out runs/pusht-state --distributed
+
+(several machines: see docs/training_at_scale.md).
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -24,7 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import worldsim  # noqa: E402, F401  (registers the environments)
-from worldsim.core.trainer import Trainer, TrainerConfig  # noqa: E402
+from worldsim.core.distributed import DistributedContext, init_distributed  # noqa: E402
+from worldsim.core.trainer import MIXED_PRECISION, Trainer, TrainerConfig  # noqa: E402
 from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations, policy_windows  # noqa: E402
 from worldsim.policies.config import DiffusionPolicyConfig  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
@@ -69,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--init-from", default=None, help="start from this policy checkpoint's weights (fine-tuning)")
+    parser.add_argument("--resume", action="store_true", help="continue from the training state kept in --out")
+    parser.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")
+    parser.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION, help="bf16 needs a CUDA GPU")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training loss")
     return parser.parse_args(argv)
 
 
@@ -81,17 +93,25 @@ def main(argv: list[str] | None = None) -> None:
     known = TASKS.get(args.task, {"discrete_dims": (), "score_key": None})
     discrete_dims = tuple(args.discrete_dims) if args.discrete_dims is not None else known["discrete_dims"]
     score_key = args.score_key or known["score_key"]
+    # Under torchrun every process runs this script: join the group now, so that rank 0 alone records data
+    # and reports.
+    context = init_distributed() if args.distributed else DistributedContext()
+
+    def report(message: str) -> None:
+        if context.is_main:
+            print(message)
 
     # 1. Demonstrations -> (observation history, action chunk) windows and normalization statistics.
-    if args.collect:
+    if args.collect and context.is_main:
         try:
             load_demonstrations(args.dataset_id, path=args.data_path)
         except ValueError:
             collect_dataset(args.task, args.dataset_id, args.collect, seed=0, path=args.data_path)
+    context.barrier()
     episodes = load_demonstrations(args.dataset_id, args.task, path=args.data_path)
     obs, actions = policy_windows(episodes, args.obs_horizon, args.horizon)
     normalizers = fit_normalizers(episodes)
-    print(f"{len(episodes)} episodes, {len(obs)} training windows from {args.dataset_id}")
+    report(f"{len(episodes)} episodes, {len(obs)} training windows from {args.dataset_id}")
 
     # 2. The policy, sized for a CPU.
     env = gym.make(args.task)
@@ -114,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     policy = DiffusionPolicy(config, obs_normalizer=obs_normalizer, action_normalizer=action_normalizer)
     if args.init_from:
         policy.load_state_dict(parent.state_dict())
-    print(f"policy: {sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M parameters")
+    report(f"policy: {sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M parameters")
 
     # 3. Train; evaluate the EMA weights in the environment now and then.
     def evaluate(model: DiffusionPolicy, step: int) -> dict:
@@ -146,14 +166,17 @@ def main(argv: list[str] | None = None) -> None:
     trainer_config = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
         ema_decay=args.ema_decay, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        log_every=200,
+        log_every=200, distributed=context.in_group, mixed_precision=args.mixed_precision, compile=args.compile,
     )  # fmt: skip
-    trainer = Trainer(
-        policy, data, trainer_config, output_dir=Path(args.out) / "train_state", evaluate=evaluate, save=save
-    )
+    # The resumable state goes to <out>/train_state/ (and the one before it to <out>/train_state.prev/).
+    trainer = Trainer(policy, data, trainer_config, output_dir=args.out, evaluate=evaluate, save=save)
+    if args.resume:
+        trainer.load_state(args.out)
+        report(f"resuming at step {trainer.step}")
     trainer.fit()
-    final = evaluate(trainer.ema_model, trainer.step)
-    print(f"done in {(time.time() - started) / 60:.1f} min: {final}; checkpoint in {args.out}")
+    if context.is_main:
+        final = evaluate(trainer.ema_model, trainer.step)
+        print(f"done in {(time.time() - started) / 60:.1f} min: {final}; checkpoint in {args.out}")
 
 
 if __name__ == "__main__":
