@@ -1,13 +1,18 @@
-"""Benchmark ONNX export: batch-1 step latency torch eager vs onnxruntime, RTI control steps, parity, size.
+"""Benchmark ONNX export: batch-1 step latency torch eager vs onnxruntime, end-to-end speed, parity, size.
 
+    python benchmarks/export.py                               # the shipped policies and world models
     python benchmarks/export.py --policy pickplace-state      # a shipped name or a checkpoint directory
+    python benchmarks/export.py --policy --update             # world models only, keeping the policy rows
 
-Writes benchmarks/results/export.json (torch and onnxruntime measured in the same process, alternating).
+Policies: RTI control steps. World models: frames per second of whole streaming sessions (autoregressive
+and rolling). Writes benchmarks/results/export.json (torch and onnxruntime measured in the same process,
+alternating in rounds so machine load affects both alike).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -16,11 +21,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import latency_ms, write_result  # noqa: E402
+from common import RESULTS, latency_ms, write_result  # noqa: E402
 
 from worldsim.export.onnx_policy import OnnxPolicy  # noqa: E402
+from worldsim.export.onnx_world_model import STEP_OUTPUTS, OnnxWorldModelSession  # noqa: E402
 from worldsim.export.policy_export import PolicyStep, export_policy  # noqa: E402
+from worldsim.export.world_model_export import env_rollout, export_world_model  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
+from worldsim.world_model.model import WorldModel  # noqa: E402
+from worldsim.world_model.session import SessionConfig, StreamingSession  # noqa: E402
+
+WORLD_MODEL_FPS_TARGET = 1000  # issue 5: the state world model at batch 1 on the 2-core CPU
 
 
 def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
@@ -45,12 +56,7 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
         def onnx_step():
             runner.session.run(["pred"], feeds)
 
-        # Alternate the two in rounds so machine load affects both alike.
-        rounds = {"torch": [], "onnxruntime": []}
-        for _ in range(5):
-            rounds["torch"].append(latency_ms(torch_step, repeats=repeats // 5))
-            rounds["onnxruntime"].append(latency_ms(onnx_step, repeats=repeats // 5))
-        step_latency = {k: _merge(v) for k, v in rounds.items()}
+        step_latency = _alternate({"torch": torch_step, "onnxruntime": onnx_step}, repeats)
 
         observations = rng.normal(size=(control_steps, *c.obs_shape)).astype(np.float32)
         policy.set_strategy("rti", k=3)
@@ -79,6 +85,87 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
         }
 
 
+def world_model_figures(name: str, repeats: int, frames: int) -> dict:
+    model = WorldModel.from_pretrained(name)
+    obs, actions = env_rollout(model, 20)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "world_model.onnx"
+        report = export_world_model(model, path, real_obs=obs, real_actions=actions, source=name)
+
+        # One denoising call of one frame against a full cache: the unit of every sampler.
+        runner = OnnxWorldModelSession(path, SessionConfig(steps=1), seed=0)
+        torch_session = StreamingSession(model, SessionConfig(steps=1), seed=0)
+        for session in (runner, torch_session):
+            session.reset(obs[:1])
+            for action in actions[: session.cache.capacity_frames]:
+                session.step(action)
+        p, d, c = model.tokens_per_frame, model.tokenizer.token_dim, model.action_encoder.cond_dim
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(1, p, d)).astype(np.float32)
+        level = np.full((1, p), 0.5, np.float32)
+        cond = np.broadcast_to(model.action_encoder.conditions(actions[:1])[:, None], (1, p, c)).copy()
+        tensors = [torch.from_numpy(a) for a in (x, level, cond)]
+        cache = runner.cache
+        feeds = {"x": x, "level": level, "cond": cond, "cache_keys": cache.keys, "cache_values": cache.values,
+                 "cache_frames": np.asarray(cache.num_frames, np.int64)}  # fmt: skip
+
+        def torch_step():
+            with torch.inference_mode():
+                model.denoiser(*tensors, torch_session.cache)
+
+        def onnx_step():
+            runner.session.run(STEP_OUTPUTS, feeds)
+
+        step_latency = _alternate({"torch": torch_step, "onnxruntime": onnx_step}, repeats)
+
+        configs = {
+            "autoregressive_1_step": SessionConfig(steps=1),
+            "autoregressive_2_steps": SessionConfig(steps=2),
+            "rolling_window_3": SessionConfig(sampling="rolling", rolling_window=3),
+        }
+        speed = {}
+        for mode, config in configs.items():
+            sessions = {"torch": StreamingSession(model, config, seed=0),
+                        "onnxruntime": OnnxWorldModelSession(path, config, seed=0)}  # fmt: skip
+            steppers = {}
+            for backend, session in sessions.items():
+                session.reset(obs[:1])
+                steppers[backend] = lambda session=session: session.step(actions[0])
+            latency = _alternate(steppers, frames)
+            speed[mode] = {k: v | {"fps_p50": 1e3 / v["p50_ms"]} for k, v in latency.items()}
+        targets = {"parity": {"target": "<= 1e-4", "measured": report.max_abs_diff}}
+        if model.observation_space.dtype != np.uint8:
+            fps = speed["autoregressive_1_step"]["onnxruntime"]["fps_p50"]
+            targets["state_fps_batch1"] = {
+                "target": f">= {WORLD_MODEL_FPS_TARGET}",
+                "measured": fps,
+                "mode": "autoregressive_1_step, onnxruntime",
+            }
+        return {
+            "checkpoint": name,
+            "file_bytes": sum(report.files.values()),
+            "files": {Path(f).name: b for f, b in report.files.items()},
+            "parity_max_abs_diff": report.max_abs_diff,
+            "parity_checks": report.checks,
+            "parity_tolerance": report.tolerance,
+            "providers": report.providers,
+            "onnxruntime_threads": 1,
+            "step_latency_batch1": step_latency,
+            "onnx_over_torch_p50": step_latency["onnxruntime"]["p50_ms"] / step_latency["torch"]["p50_ms"],
+            "frames_per_second_batch1": speed,
+            "targets": targets,
+        }
+
+
+def _alternate(functions: dict, repeats: int, rounds: int = 5) -> dict:
+    """Latency of each function, measured alternately in rounds so machine load affects them alike."""
+    samples = {k: [] for k in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            samples[name].append(latency_ms(fn, repeats=repeats // rounds))
+    return {k: _merge(v) for k, v in samples.items()}
+
+
 def _merge(rounds: list[dict]) -> dict:
     return {
         "p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
@@ -104,18 +191,34 @@ def _control_latency(policy, observations: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", nargs="*", default=["pusht-state", "pickplace-state"])
+    parser.add_argument("--world-model", nargs="*", default=["wm-pusht-state", "wm-pusht-pixels"])
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--control-steps", type=int, default=200)
+    parser.add_argument("--frames", type=int, default=500, help="world-model frames timed per sampler and backend")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--update", action="store_true", help="keep the models already in the JSON that are not run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"threads": args.threads, "policies": {}}
+    path = RESULTS / "export.json"
+    previous = json.loads(path.read_text()) if args.update and path.exists() else {}
+    result = {"threads": args.threads, "policies": previous.get("policies", {}),
+              "world_models": previous.get("world_models", {})}  # fmt: skip
     for name in args.policy:
         figures = policy_figures(name, args.repeats, args.control_steps)
         result["policies"][name] = figures
         print(f"{name}: torch {figures['step_latency_batch1']['torch']['p50_ms']:.2f} ms vs onnxruntime "
               f"{figures['step_latency_batch1']['onnxruntime']['p50_ms']:.2f} ms per step "
               f"({figures['onnx_over_torch_p50']:.2f}x), parity {figures['parity_max_abs_diff']:.1e}")  # fmt: skip
+    for name in args.world_model:
+        figures = world_model_figures(name, args.repeats, args.frames)
+        result["world_models"][name] = figures
+        step = figures["step_latency_batch1"]
+        fps = {m: f"{v['torch']['fps_p50']:.0f} -> {v['onnxruntime']['fps_p50']:.0f}"
+               for m, v in figures["frames_per_second_batch1"].items()}  # fmt: skip
+        print(
+            f"{name}: torch {step['torch']['p50_ms']:.3f} ms vs onnxruntime {step['onnxruntime']['p50_ms']:.3f} ms "
+            f"per step, frames per second torch -> onnxruntime {fps}, parity {figures['parity_max_abs_diff']:.1e}"
+        )
     write_result("export", result)
 
 

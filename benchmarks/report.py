@@ -118,9 +118,22 @@ def export(result: dict) -> list[str]:
         step = p["step_latency_batch1"]
         rows.append([name, step["torch"]["p50_ms"], step["onnxruntime"]["p50_ms"], p["onnx_over_torch_p50"],
                      p["parity_max_abs_diff"], p["file_bytes"]])  # fmt: skip
-    return ["## Export (`export.json`)", _machine(result), ""] + _table(
+    lines = ["## Export (`export.json`)", _machine(result), ""] + _table(
         ["policy", "torch p50 ms", "onnxruntime p50 ms", "ratio", "parity", "bytes"], rows
     )
+    rows = []
+    for name, w in result.get("world_models", {}).items():
+        step = w["step_latency_batch1"]
+        fps = [f"{v['torch']['fps_p50']:.0f} / {v['onnxruntime']['fps_p50']:.0f}"
+               for v in w["frames_per_second_batch1"].values()]  # fmt: skip
+        rows.append([name, step["torch"]["p50_ms"], step["onnxruntime"]["p50_ms"], *fps, w["parity_max_abs_diff"],
+                     w["file_bytes"]])  # fmt: skip
+    if rows:
+        modes = list(next(iter(result["world_models"].values()))["frames_per_second_batch1"])
+        header = ["world model", "torch step p50 ms", "onnxruntime step p50 ms"]
+        header += [f"FPS {m} (torch / onnxruntime)" for m in modes] + ["parity", "bytes"]
+        lines += [""] + _table(header, rows)
+    return lines
 
 
 SECTIONS = {"core": core, "envs": envs, "policy": policy, "world_model": world_model, "bridge": bridge,

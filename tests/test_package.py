@@ -13,6 +13,11 @@ LIGHT = [
     "worldsim.core.sampling",
     "worldsim.core.rolling",
     "worldsim.core.normalizer",
+    "worldsim.core.kv_cache",
+    "worldsim.world_model",
+    "worldsim.world_model.spaces",
+    "worldsim.world_model.streaming",
+    "worldsim.export.onnx_world_model",
 ]
 
 

@@ -36,6 +36,20 @@ def as_array_like(values, like):
     return np.asarray(values, dtype=like.dtype)
 
 
+def zeros(shape: tuple[int, ...], like):
+    """Zeros of ``shape`` of the same kind, dtype and device as ``like``."""
+    if is_torch(like):
+        import torch
+
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+    return np.zeros(shape, dtype=like.dtype)
+
+
+def copy(x):
+    """A copy that owns its memory (``clone`` for tensors)."""
+    return x.clone() if is_torch(x) else x.copy()
+
+
 def randn_like(x, generator=None):
     """Standard normal noise shaped like ``x``; ``generator`` is a torch.Generator or np.random.Generator."""
     if is_torch(x):

@@ -129,10 +129,18 @@ class CausalTransformer(nn.Module):
         return self.config.width // self.config.heads
 
     def new_cache(
-        self, batch_size: int, *, sink_frames: int, window_frames: int, ema_decay: float | None = None
+        self,
+        batch_size: int,
+        *,
+        sink_frames: int,
+        window_frames: int,
+        ema_decay: float | None = None,
+        slot_frames: int | None = None,
     ) -> KVCache:
-        """An empty bounded cache for this model (memory is allocated once, here)."""
-        p = next(self.parameters())
+        """An empty bounded cache for this model (memory is allocated once, here).
+
+        ``slot_frames`` (at least sink + window) sizes the buffers like those of an exported step.
+        """
         return KVCache(
             num_layers=self.config.depth,
             batch_size=batch_size,
@@ -142,8 +150,8 @@ class CausalTransformer(nn.Module):
             sink_frames=sink_frames,
             window_frames=window_frames,
             ema_decay=ema_decay,
-            dtype=p.dtype,
-            device=p.device,
+            slot_frames=slot_frames,
+            like=next(self.parameters()),
         )
 
     def _check(self, x, level, cond, cache) -> None:
@@ -181,9 +189,12 @@ class CausalTransformer(nn.Module):
         # float64 keeps rotations exact for positions in the tens of thousands.
         return positions.double()[..., None] * self.inv_freq.double()
 
-    def _slot_attention(self, q_pos: torch.Tensor, k_pos: torch.Tensor):
-        """Standard fused attention; keys at slot positions ``k_pos``, block-causal by position."""
-        mask = k_pos[None, :] <= q_pos[:, None]
+    def _slot_attention(self, q_pos: torch.Tensor, k_pos: torch.Tensor, key_valid: torch.Tensor):
+        """Standard fused attention; keys at slot positions ``k_pos``, block-causal by position.
+
+        ``key_valid`` masks out the keys of cache slots that hold no frame yet.
+        """
+        mask = (k_pos[None, :] <= q_pos[:, None]) & key_valid[None, :]
         aq, ak = self._angles(q_pos), self._angles(k_pos)
         rope_q = (aq.cos().float(), aq.sin().float())
         rope_k = (ak.cos().float(), ak.sin().float())
@@ -240,40 +251,70 @@ class CausalTransformer(nn.Module):
         self._check(x, level, cond, cache)
         if attention_window is not None and cache is not None:
             raise ValueError("attention_window describes a cache-free call; pass either it or a cache")
-        c = self.config
-        b, t, _ = x.shape
-        p = c.tokens_per_frame
-        frames = t // p
-        past = cache.num_frames if cache is not None else 0
-
-        h = self.input(x) + self.token_in_frame.repeat(frames, 1)
-        emb = self.level_mlp(level_features(level, c.level_features))
-        if cond is not None:
-            cond_emb = self.cond_proj(cond)
-            emb = emb + (cond_emb[:, None, :] if cond.ndim == 2 else cond_emb)
-
+        if update_cache and cache is None:
+            raise ValueError("update_cache=True needs a cache")
+        if cache is not None:
+            pred, keys, values = self.forward_fixed_cache(x, level, cond, cache.keys, cache.values, cache.num_frames)
+            if update_cache:
+                cache.append(keys.detach(), values.detach())  # the cache holds context, never autograd history
+            return pred
+        p = self.config.tokens_per_frame
         if attention_window is not None:
             sink, window = attention_window
             if sink < 0 or window < 1:
                 raise ValueError(f"attention_window needs sink >= 0 and window >= 1, got {attention_window}")
-            attend = self._windowed_attention(frames, sink, window)
+            attend = self._windowed_attention(x.shape[1] // p, sink, window)
         else:
-            # Block-causal: a token sees every cached token and the tokens of its own and earlier frames.
-            frame_of_token = torch.arange(frames, device=x.device).repeat_interleave(p)
-            q_pos = past + frame_of_token
-            k_pos = torch.cat([torch.arange(past, device=x.device).repeat_interleave(p), q_pos])
-            attend = self._slot_attention(q_pos, k_pos)
+            positions = torch.arange(x.shape[1], device=x.device) // p
+            attend = self._slot_attention(positions, positions, torch.ones_like(positions, dtype=torch.bool))
+        return self._run(x, level, cond, attend, None)[0]
 
+    def forward_fixed_cache(
+        self,
+        x: torch.Tensor,
+        level: torch.Tensor,
+        cond: torch.Tensor | None,
+        cache_keys: torch.Tensor,
+        cache_values: torch.Tensor,
+        cache_frames: torch.Tensor | int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A cached call as a pure function of the cache's whole buffers: the step that ONNX export traces.
+
+        ``cache_keys``/``cache_values`` are a :class:`KVCache`'s buffers ``[layers, batch, heads, slots,
+        head_dim]``; ``cache_frames`` (an int, or an integer scalar tensor in an exported graph) is the
+        number of frames they hold. Keys of empty slots are masked out, so no shape depends on how full
+        the cache is. Returns ``(pred, keys, values)``: this call's keys and values ``[layers, batch,
+        heads, tokens, head_dim]``, which :meth:`KVCache.append` takes to commit the call's frames.
+        """
+        self._check(x, level, cond, None)
+        c = self.config
+        if cache_keys.shape != cache_values.shape or tuple(cache_keys.shape[:3]) != (c.depth, x.shape[0], c.heads):
+            raise ValueError(
+                f"cache buffers must have shape [{c.depth}, {x.shape[0]}, {c.heads}, slots, {self.head_dim}], "
+                f"got {tuple(cache_keys.shape)} and {tuple(cache_values.shape)}"
+            )
+        p = c.tokens_per_frame
+        # Block-causal by frame position: a token sees the filled cache slots and the tokens of its own and
+        # earlier frames of this call, which sit at the positions right after the cache's frames.
+        q_pos = cache_frames + torch.arange(x.shape[1], device=x.device) // p
+        slot_pos = torch.arange(cache_keys.shape[3], device=x.device) // p
+        key_valid = torch.cat([slot_pos < cache_frames, torch.ones_like(q_pos, dtype=torch.bool)])
+        attend = self._slot_attention(q_pos, torch.cat([slot_pos, q_pos]), key_valid)
+        return self._run(x, level, cond, attend, (cache_keys, cache_values))
+
+    def _run(self, x, level, cond, attend, past) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network proper: the prediction plus every layer's keys and values of this call's tokens."""
+        c = self.config
+        h = self.input(x) + self.token_in_frame.repeat(x.shape[1] // c.tokens_per_frame, 1)
+        emb = self.level_mlp(level_features(level, c.level_features))
+        if cond is not None:
+            cond_emb = self.cond_proj(cond)
+            emb = emb + (cond_emb[:, None, :] if cond.ndim == 2 else cond_emb)
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
-            past_kv = cache.layer(i) if cache is not None and past > 0 else None
-            h, k, v = block(h, emb, attend, past_kv)
+            h, k, v = block(h, emb, attend, None if past is None else (past[0][i], past[1][i]))
             new_keys.append(k)
             new_values.append(v)
-        if update_cache:
-            if cache is None:
-                raise ValueError("update_cache=True needs a cache")
-            cache.append(torch.stack(new_keys), torch.stack(new_values))
-
         shift, scale = self.final_modulation(F.silu(emb)).chunk(2, dim=-1)
-        return self.output(_modulate(self.final_norm(h), shift, scale))
+        pred = self.output(_modulate(self.final_norm(h), shift, scale))
+        return pred, torch.stack(new_keys), torch.stack(new_values)

@@ -8,22 +8,19 @@ RTI, rolling) stays in Python, in the same strategy code the torch policy runs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from worldsim.export.common import DEFAULT_OPSET, ExportError, ExportReport, export_graph, file_sizes, max_abs_diff
 from worldsim.export.metadata import write_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.diffusion_policy import DiffusionPolicy
 
 KIND = "diffusion_policy_step"
-
-
-class ExportError(RuntimeError):
-    """The exported model does not reproduce PyTorch within the tolerance."""
+__all__ = ["ExportError", "ExportReport", "PolicyStep", "export_policy"]
 
 
 class PolicyStep(nn.Module):
@@ -35,21 +32,6 @@ class PolicyStep(nn.Module):
 
     def forward(self, obs: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         return self.policy.denoiser(x, level, self.policy._encode(obs))
-
-
-@dataclass
-class ExportReport:
-    path: str
-    max_abs_diff: float
-    tolerance: float
-    file_bytes: int
-    providers: list[str]
-
-    def __str__(self) -> str:
-        return (
-            f"exported {self.path} ({self.file_bytes / 1e6:.2f} MB); parity max |torch - onnxruntime| = "
-            f"{self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}) on {', '.join(self.providers)}"
-        )
 
 
 def _example_inputs(policy: DiffusionPolicy, batch: int, generator: torch.Generator, obs=None):
@@ -71,7 +53,7 @@ def export_policy(
     *,
     tolerance: float = 1e-4,
     real_obs: np.ndarray | None = None,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     source: str | None = None,
 ) -> ExportReport:
     """Write the policy's step to ``path`` and check it against PyTorch on random and real inputs.
@@ -88,12 +70,10 @@ def export_policy(
     # An example batch of 2: a batch of 1 would be specialized away and lose the dynamic batch axis.
     example = _example_inputs(policy, 2, generator)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with torch.no_grad():
-        torch.onnx.export(
-            step, example, str(path), dynamo=True, opset_version=opset, external_data=False,
-            input_names=["obs", "x", "level"], output_names=["pred"],
-            dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
-        )  # fmt: skip
+    export_graph(
+        step, example, path, input_names=["obs", "x", "level"], output_names=["pred"],
+        dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), opset=opset,
+    )  # fmt: skip
     c = policy.config
     write_metadata(
         path,
@@ -115,10 +95,12 @@ def export_policy(
     worst = 0.0
     with torch.no_grad():
         for obs, x, level in cases:
-            expected = step(obs, x, level).numpy()
-            got = session.run(["pred"], {"obs": obs.numpy(), "x": x.numpy(), "level": level.numpy()})[0]
-            worst = max(worst, float(np.abs(expected - got).max()))
-    report = ExportReport(str(path), worst, tolerance, os.path.getsize(path), session.get_providers())
+            got = session.run(["pred"], {"obs": obs.numpy(), "x": x.numpy(), "level": level.numpy()})
+            worst = max(worst, max_abs_diff([step(obs, x, level)], got))
+    report = ExportReport(
+        str(path), worst, tolerance, os.path.getsize(path), session.get_providers(),
+        files=file_sizes([path]), checks={"step": worst},
+    )  # fmt: skip
     if not worst <= tolerance:
         path.unlink()
         raise ExportError(f"parity check failed: {report}")

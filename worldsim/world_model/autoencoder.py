@@ -73,9 +73,10 @@ class ConvAutoencoder(nn.Module):
         """Latents to images in [-1, 1], ``[N, 3, H, W]``."""
         return self.decoder(latents) + self.background
 
-    def decode_uint8(self, latents: torch.Tensor) -> np.ndarray:
-        images = (self.decode(latents).clamp(-1, 1) + 1) * 127.5
-        return images.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    @staticmethod
+    def to_uint8(images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] ``[N, 3, H, W]`` to uint8 frames ``[N, H, W, 3]``."""
+        return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
     def set_background(self, images: np.ndarray) -> None:
         """Use the per-pixel median of ``images`` (uint8 ``[N, H, W, 3]``) as the background."""

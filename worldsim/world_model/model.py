@@ -26,7 +26,8 @@ from worldsim.core.losses import diffusion_forcing_loss
 from worldsim.core.schedules import PARAMETERIZATIONS, schedule_from_config
 from worldsim.core.transformer import CausalTransformer, TransformerConfig
 from worldsim.envs.datasets import Episode, sequence_windows
-from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
+from worldsim.world_model.spaces import ActionEncoder, box_from_dict, box_to_dict
+from worldsim.world_model.tokenizers import PixelTokenizer, StateTokenizer
 
 Tokenizer = StateTokenizer | PixelTokenizer
 CHECKPOINT_KIND = "world_model"
@@ -172,18 +173,12 @@ class WorldModel(nn.Module):
         """Write the model in worldsim's checkpoint format; ``command`` records how it was trained."""
         tensors = {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
         tensors |= self.tokenizer.tensors() | self.action_encoder.tensors()
-        space = self.observation_space
         meta = {
             "kind": CHECKPOINT_KIND,
             "config": asdict(self.config),
             "tokenizer": self.tokenizer.config(),
             "action": self.action_encoder.config(),
-            "observation_space": {
-                "low": space.low.tolist() if space.dtype != np.uint8 else 0,
-                "high": space.high.tolist() if space.dtype != np.uint8 else 255,
-                "shape": list(space.shape),
-                "dtype": str(space.dtype),
-            },
+            "observation_space": box_to_dict(self.observation_space),
             "command": command,
             **(extra or {}),
         }
@@ -200,11 +195,7 @@ class WorldModel(nn.Module):
         else:
             tokenizer = PixelTokenizer.from_tensors(tensors, tokenizer_config)
         action_encoder = ActionEncoder.from_tensors(tensors, meta["action"])
-        space_meta = meta["observation_space"]
-        dtype = np.dtype(space_meta["dtype"])
-        low = np.asarray(space_meta["low"], dtype) if dtype != np.uint8 else 0
-        high = np.asarray(space_meta["high"], dtype) if dtype != np.uint8 else 255
-        space = gym.spaces.Box(low, high, tuple(space_meta["shape"]), dtype)
+        space = box_from_dict(meta["observation_space"])
         model = cls(WorldModelConfig(**meta["config"]), tokenizer, action_encoder, space)
         model.denoiser.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("denoiser.")})
         model.metadata = meta

@@ -5,20 +5,22 @@
   (:mod:`worldsim.world_model.autoencoder`) to a latent grid, cut into ``tokens_per_frame`` tokens and
   standardized; the diffusion model never sees raw pixels (measured: 64 raw patch tokens per frame are
   far too slow for 30 frames per second on two CPU cores).
-- :class:`ActionEncoder`: the action that leads *to* a frame becomes that frame's conditioning vector:
-  a normalized Box action or a one-hot Discrete action, plus a flag that is 0 for a frame no action
-  led to (the first frame of a stream).
+- :class:`~worldsim.world_model.spaces.ActionEncoder` (torch-free, re-exported here): the action that
+  leads *to* a frame becomes that frame's conditioning vector: a normalized Box action or a one-hot
+  Discrete action, plus a flag that is 0 for a frame no action led to (the first frame of a stream).
 """
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
 from worldsim.core.normalizer import Normalizer
 from worldsim.world_model.autoencoder import ConvAutoencoder
+from worldsim.world_model.spaces import ActionEncoder
+
+__all__ = ["ActionEncoder", "PixelTokenizer", "StateTokenizer"]
 
 
 def _as_float_tensor(x, device: torch.device) -> torch.Tensor:
@@ -108,8 +110,11 @@ class PixelTokenizer(nn.Module):
         return self.latent_normalizer.normalize(self.raw_tokens(obs))
 
     def decode(self, tokens: torch.Tensor) -> np.ndarray:
-        latents = self.tokens_to_latents(self.latent_normalizer.unnormalize(tokens))
-        return self.autoencoder.decode_uint8(latents)
+        return self.autoencoder.to_uint8(self.decode_images(tokens)).cpu().numpy()
+
+    def decode_images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens to images in [-1, 1] ``[N, 3, H, W]`` (before the rounding to uint8 frames)."""
+        return self.autoencoder.decode(self.tokens_to_latents(self.latent_normalizer.unnormalize(tokens)))
 
     def tensors(self) -> dict:
         tensors = {f"tokenizer.autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}
@@ -133,80 +138,3 @@ class PixelTokenizer(nn.Module):
         autoencoder.eval().requires_grad_(False)
         latent = Normalizer.from_state_dict(tensors, "tokenizer.latent", config["latent_mode"])
         return cls(autoencoder, latent, config["tokens_per_frame"])
-
-
-class ActionEncoder:
-    """Actions to conditioning vectors ``[N, cond_dim]``: ``[normalized action | one-hot, 1]``.
-
-    ``encode(None rows)`` is not a thing: use :meth:`no_action` for a frame that no action led to.
-    """
-
-    def __init__(self, action_space: gym.spaces.Space, normalizer: Normalizer | None = None):
-        if isinstance(action_space, gym.spaces.Box):
-            if normalizer is None or normalizer.shape != action_space.shape or len(action_space.shape) != 1:
-                raise ValueError("a Box action space needs a flat action Normalizer of the same shape")
-            self.action_dim = action_space.shape[0]
-        elif isinstance(action_space, gym.spaces.Discrete):
-            self.action_dim = int(action_space.n)
-        else:
-            raise ValueError(f"world models support Box and Discrete action spaces, got {action_space}")
-        self.action_space = action_space
-        self.normalizer = normalizer
-        self.cond_dim = self.action_dim + 1
-
-    @property
-    def discrete(self) -> bool:
-        return isinstance(self.action_space, gym.spaces.Discrete)
-
-    def check(self, actions: np.ndarray) -> np.ndarray:
-        """Validate a batch of actions ``[N, *action_shape]``; raise a clear ValueError otherwise."""
-        actions = np.asarray(actions)
-        space = self.action_space
-        if self.discrete:
-            if actions.ndim != 1 or not np.issubdtype(actions.dtype, np.integer):
-                raise ValueError(f"discrete actions must be integers of shape [N], got {actions.dtype} {actions.shape}")
-            if ((actions < space.start) | (actions >= space.start + space.n)).any():
-                raise ValueError(
-                    f"discrete actions must lie in [{space.start}, {space.start + space.n}), got {actions}"
-                )
-            return actions
-        if actions.ndim != 2 or actions.shape[1:] != space.shape:
-            raise ValueError(f"actions must have shape [N, {space.shape[0]}], got {actions.shape}")
-        if not np.isfinite(actions).all():
-            raise ValueError("actions contain NaN or infinite values")
-        return actions
-
-    def encode(self, actions) -> torch.Tensor:
-        """``[N, *action_shape]`` to ``[N, cond_dim]`` (Box actions are clipped to the space first)."""
-        actions = self.check(np.asarray(actions))
-        if self.discrete:
-            onehot = np.eye(self.action_dim, dtype=np.float32)[actions - self.action_space.start]
-            body = torch.from_numpy(onehot)
-        else:
-            clipped = np.clip(actions, self.action_space.low, self.action_space.high).astype(np.float32)
-            body = torch.from_numpy(self.normalizer.normalize(clipped))
-        return torch.cat([body, torch.ones(len(actions), 1)], dim=1)
-
-    def no_action(self, n: int = 1) -> torch.Tensor:
-        return torch.zeros(n, self.cond_dim)
-
-    def tensors(self) -> dict:
-        return {} if self.normalizer is None else self.normalizer.state_dict("action")
-
-    def config(self) -> dict:
-        space = self.action_space
-        if self.discrete:
-            return {"kind": "discrete", "n": int(space.n), "start": int(space.start)}
-        return {
-            "kind": "box",
-            "low": space.low.tolist(),
-            "high": space.high.tolist(),
-            "mode": self.normalizer.mode,
-        }
-
-    @classmethod
-    def from_tensors(cls, tensors: dict, config: dict) -> ActionEncoder:
-        if config["kind"] == "discrete":
-            return cls(gym.spaces.Discrete(config["n"], start=config["start"]))
-        space = gym.spaces.Box(np.asarray(config["low"], np.float32), np.asarray(config["high"], np.float32))
-        return cls(space, Normalizer.from_state_dict(tensors, "action", config["mode"]))

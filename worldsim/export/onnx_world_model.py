@@ -1,0 +1,205 @@
+"""``OnnxWorldModelSession``: a world model's streaming session on onnxruntime, without importing torch.
+
+It runs the very sampling code the torch :class:`~worldsim.world_model.session.StreamingSession` runs
+(:mod:`worldsim.world_model.streaming`: autoregressive and rolling sampling, sink + window, context
+noise) on numpy arrays around the exported denoiser step. The KV cache is the core's
+:class:`~worldsim.core.kv_cache.KVCache` on numpy buffers of a fixed number of slots, fed to the step
+whole on every call, and the step's new keys and values are appended to it when a frame is committed.
+
+Observations go in and out as the model's spaces: a state model's tokens are its normalized state
+(numpy, with the statistics from the file's metadata); a pixel model's frames pass through the exported
+encoder and decoder graphs next to the step file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from worldsim.core.kv_cache import KVCache
+from worldsim.core.normalizer import Normalizer
+from worldsim.core.schedules import schedule_from_config
+from worldsim.export.metadata import ExportFormatError, read_metadata
+from worldsim.export.providers import ProviderChoice, make_session
+from worldsim.world_model.spaces import ActionEncoder, box_from_dict
+from worldsim.world_model.streaming import SessionConfig, StreamingSessionBase, StreamSpec
+
+KIND = "world_model_step"
+ENCODER_KIND = "world_model_encoder"
+DECODER_KIND = "world_model_decoder"
+STEP_INPUTS = ("x", "level", "cond", "cache_keys", "cache_values", "cache_frames")
+STEP_OUTPUTS = ("pred", "keys", "values")
+
+
+def codec_paths(step_path: str | Path) -> dict[str, Path]:
+    """Where a pixel model's frame encoder and decoder graphs sit next to its step file."""
+    step_path = Path(step_path)
+    stem = step_path.name[: -len(".onnx")] if step_path.name.endswith(".onnx") else step_path.name
+    return {role: step_path.with_name(f"{stem}.{role}.onnx") for role in ("encoder", "decoder")}
+
+
+def _check_graph(session: ort.InferenceSession, path: Path, inputs: dict, outputs: tuple[str, ...]) -> None:
+    """Refuse a graph whose inputs and outputs differ from what its metadata promises."""
+    got_inputs = {i.name: i.shape for i in session.get_inputs()}
+    got_outputs = [o.name for o in session.get_outputs()]
+    if set(got_inputs) != set(inputs) or not set(outputs) <= set(got_outputs):
+        raise ExportFormatError(
+            f"{path} has inputs {sorted(got_inputs)} and outputs {got_outputs}; expected {sorted(inputs)} -> "
+            f"{list(outputs)} (re-export it with worldsim)"
+        )
+    for name, shape in inputs.items():
+        # Dynamic axes are named strings in the graph (None here); every fixed size must agree.
+        fixed = [(a, b) for a, b in zip(got_inputs[name], shape, strict=False) if isinstance(a, int) and b is not None]
+        if len(got_inputs[name]) != len(shape) or any(a != b for a, b in fixed):
+            raise ExportFormatError(
+                f"{path}: input {name!r} has shape {got_inputs[name]}, but the metadata describes {list(shape)}"
+            )
+
+
+class _StateCodec:
+    """A state model's tokens: the normalized state vector, one token per frame."""
+
+    def __init__(self, normalizer: Normalizer):
+        self.normalizer = normalizer
+
+    def encode(self, obs: np.ndarray) -> np.ndarray:
+        return self.normalizer.normalize(np.asarray(obs, np.float32))[:, None, :]
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        return self.normalizer.unnormalize(tokens[:, 0]).astype(np.float32, copy=False)
+
+
+class _OnnxFrameCodec:
+    """A pixel model's frames through its exported encoder and decoder graphs."""
+
+    def __init__(self, step_path: Path, meta: dict, choice: ProviderChoice | None, threads: int | None):
+        paths = codec_paths(step_path)
+        p, d = meta["cache"]["tokens_per_frame"], meta["token_dim"]
+        shape = meta["observation_space"]["shape"]
+        sessions = {}
+        for role, kind, inputs, outputs in (
+            ("encoder", ENCODER_KIND, {"frames": (None, *shape)}, ("tokens",)),
+            ("decoder", DECODER_KIND, {"tokens": (None, p, d)}, ("frames",)),
+        ):
+            role_meta = read_metadata(paths[role], kind)
+            if role_meta.get("export_id") != meta["export_id"]:
+                raise ExportFormatError(
+                    f"{paths[role]} comes from another export than {step_path}; export them together again"
+                )
+            sessions[role] = make_session(paths[role], choice, threads=threads)
+            _check_graph(sessions[role], paths[role], inputs, outputs)
+        self.encoder, self.decoder = sessions["encoder"], sessions["decoder"]
+
+    def encode(self, obs: np.ndarray) -> np.ndarray:
+        return self.encoder.run(["tokens"], {"frames": np.ascontiguousarray(obs, np.uint8)})[0]
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        return self.decoder.run(["frames"], {"tokens": np.ascontiguousarray(tokens, np.float32)})[0]
+
+
+class OnnxWorldModelSession(StreamingSessionBase):
+    """The :class:`~worldsim.world_model.session.StreamingSession` interface on an exported world model.
+
+    ``reset(context_obs, context_actions)``, then ``step(action) -> next_obs``; ``config`` chooses the
+    sampler as for the torch session, within the export's cache slots (``metadata["cache"]``).
+    ``seed`` seeds the numpy generator that draws all noise; ``threads`` caps onnxruntime's threads.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: SessionConfig | None = None,
+        *,
+        providers: ProviderChoice | None = None,
+        seed: int | None = None,
+        threads: int | None = 1,
+    ):
+        path = Path(path)
+        meta = read_metadata(path, KIND)
+        self.metadata = meta
+        cache = meta["cache"]
+        p, d, cond_dim = cache["tokens_per_frame"], meta["token_dim"], meta["cond_dim"]
+        self.slot_frames = cache["slot_frames"]
+        slots = self.slot_frames * p
+        cache_dims = (cache["layers"], None, cache["heads"], slots, cache["head_dim"])  # None: the batch axis
+        batch1 = tuple(1 if n is None else n for n in cache_dims)
+        # One TensorRT engine for every call a session makes: 1 to slot_frames frames of tokens at batch 1.
+        trt_profile = {
+            "x": ((1, p, d), (1, p, d), (1, slots, d)),
+            "level": ((1, p), (1, p), (1, slots)),
+            "cond": ((1, p, cond_dim), (1, p, cond_dim), (1, slots, cond_dim)),
+            "cache_keys": (batch1,) * 3,
+            "cache_values": (batch1,) * 3,
+        }
+        self.session = make_session(path, providers, threads=threads, trt_profile=trt_profile)
+        inputs = {"x": (None, None, d), "level": (None, None), "cond": (None, None, cond_dim)}
+        inputs |= {"cache_keys": cache_dims, "cache_values": cache_dims, "cache_frames": ()}
+        _check_graph(self.session, path, inputs, STEP_OUTPUTS)
+        tokenizer = meta["tokenizer"]
+        if tokenizer["kind"] == "state":
+            normalizer = Normalizer.from_state_dict(meta["tokenizer_tensors"], "tokenizer.state", tokenizer["mode"])
+            self._codec: _StateCodec | _OnnxFrameCodec = _StateCodec(normalizer)
+        else:
+            self._codec = _OnnxFrameCodec(path, meta, providers, threads)
+        model = meta["config"]
+        spec = StreamSpec(
+            observation_space=box_from_dict(meta["observation_space"]),
+            action_encoder=ActionEncoder.from_tensors(meta["action_tensors"], meta["action"]),
+            schedule=schedule_from_config(meta["schedule"]),
+            parameterization=model["parameterization"],
+            tokens_per_frame=p,
+            token_dim=d,
+            sink_frames=model["sink_frames"],
+            window_frames=model["window_frames"],
+        )
+        super().__init__(spec, config, generator=np.random.default_rng(seed), like=np.zeros((), np.float32))
+        if self.sink_frames + self.window_frames > self.slot_frames:
+            raise ValueError(
+                f"a cache of {self.sink_frames} sink + {self.window_frames} window frames does not fit the "
+                f"{self.slot_frames} slots of {path}; export again with slot_frames >= "
+                f"{self.sink_frames + self.window_frames}"
+            )
+        self._cache_frames = np.zeros((), np.int64)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the step actually runs on."""
+        return self.session.get_providers()
+
+    def _new_cache(self) -> KVCache:
+        c = self.metadata["cache"]
+        return KVCache(
+            num_layers=c["layers"],
+            batch_size=1,
+            num_heads=c["heads"],
+            head_dim=c["head_dim"],
+            tokens_per_frame=c["tokens_per_frame"],
+            sink_frames=self.sink_frames,
+            window_frames=self.window_frames,
+            ema_decay=self.config.ema_decay,
+            slot_frames=self.slot_frames,
+        )
+
+    def _network(self, x, level, cond, *, update_cache: bool) -> np.ndarray:
+        cache = self.cache
+        self._cache_frames[...] = cache.num_frames
+        feeds = {
+            "x": np.ascontiguousarray(x, np.float32),
+            "level": np.ascontiguousarray(level, np.float32),
+            "cond": np.ascontiguousarray(cond, np.float32),
+            "cache_keys": cache.keys,
+            "cache_values": cache.values,
+            "cache_frames": self._cache_frames,
+        }
+        pred, keys, values = self.session.run(STEP_OUTPUTS, feeds)
+        if update_cache:
+            cache.append(keys, values)
+        return pred
+
+    def _encode(self, obs: np.ndarray) -> np.ndarray:
+        return self._codec.encode(obs)
+
+    def _decode(self, tokens: np.ndarray) -> np.ndarray:
+        return self._codec.decode(tokens)
