@@ -62,8 +62,9 @@ def collect_dataset(
     code_permalink: str | None = None,
     progress: bool = True,
     num_envs: int = 1,
+    expert: Callable[..., Callable[[gym.Env], np.ndarray]] | None = None,
 ) -> minari.MinariDataset:
-    """Record ``num_episodes`` episodes of the task's scripted expert into a new Minari dataset.
+    """Record ``num_episodes`` episodes of a scripted expert into a new Minari dataset.
 
     Episode ``i`` is reset with seed ``seed + i`` and the expert's own generator is seeded with ``seed``, so
     a dataset is reproducible. Every episode is kept, successful or not (``is_success`` is recorded in the
@@ -76,7 +77,7 @@ def collect_dataset(
     ones differ from it (there one expert generator runs on through all the episodes).
 
     Args:
-        env_id: a registered task with a scripted expert (see ``EXPERTS``).
+        env_id: a Gymnasium id: one of worldsim's tasks (see ``EXPERTS``), or any env given ``expert``.
         dataset_id: Minari id, e.g. ``"worldsim/pusht/expert-v0"``; must not exist yet.
         num_episodes: number of episodes (>= 1).
         seed: first reset seed.
@@ -88,28 +89,43 @@ def collect_dataset(
         code_permalink: link to the code version that made the data, recorded in the metadata.
         progress: show a progress bar.
         num_envs: environment processes recording in parallel (1: record in this process).
+        expert: a factory called as ``expert(seed=...)`` that returns a controller with ``reset()`` (called
+            before each episode) and ``__call__(env) -> action`` (it may read the simulator through
+            ``env.unwrapped``); default: the task's scripted expert. With ``num_envs > 1`` it must be
+            importable by the env processes (defined at module level).
 
     Returns:
         The created ``minari.MinariDataset``.
     """
-    if env_id not in EXPERTS:
-        raise ValueError(f"no scripted expert for {env_id!r}; available: {sorted(EXPERTS)}")
+    make_expert = expert if expert is not None else EXPERTS.get(env_id)
+    if make_expert is None:
+        raise ValueError(
+            f"no scripted expert for {env_id!r}: pass expert=<factory of your controller>, or use one of "
+            f"{sorted(EXPERTS)}"
+        )
+    if env_id not in EXPERTS and obs_type != "state":
+        raise ValueError(f"obs_type={obs_type!r} applies to worldsim's tasks only; {env_id} has its own observations")
     if not isinstance(num_episodes, int) or num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
     if data_format not in ("hdf5", "arrow"):
         raise ValueError(f"data_format must be 'hdf5' or 'arrow', got {data_format!r}")
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-    kwargs = {"obs_type": obs_type} if obs_type == "state" else {"obs_type": obs_type, "image_size": image_size}
+    if env_id not in EXPERTS:
+        kwargs = {}
+    elif obs_type == "state":
+        kwargs = {"obs_type": obs_type}
+    else:
+        kwargs = {"obs_type": obs_type, "image_size": image_size}
     with _datasets_root(path):
         if get_dataset_path(dataset_id).exists():
             raise ValueError(f"dataset {dataset_id!r} already exists; delete it or choose another id")
         env = gym.make(env_id, **kwargs)
         if num_envs == 1:
-            expert = EXPERTS[env_id](seed=seed)
-            buffers = (_record_episode(env, expert, index, seed + index) for index in range(num_episodes))
+            controller = make_expert(seed=seed)
+            buffers = (_record_episode(env, controller, index, seed + index) for index in range(num_episodes))
         else:
-            buffers = _record_in_parallel(env_id, kwargs, num_episodes, seed, num_envs)
+            buffers = _record_in_parallel(env_id, kwargs, num_episodes, seed, num_envs, make_expert)
         try:
             with warnings.catch_warnings():
                 # Minari recommends these metadata for published datasets; local demonstrations may omit them.
@@ -120,7 +136,7 @@ def collect_dataset(
                     buffer=tqdm(buffers, total=num_episodes, desc=f"collecting {dataset_id}", disable=not progress),
                     env=env,
                     eval_env=env.spec,
-                    algorithm_name=f"worldsim scripted expert ({EXPERTS[env_id].__name__})",
+                    algorithm_name=f"scripted expert ({getattr(make_expert, '__name__', type(make_expert).__name__)})",
                     description=f"Scripted-expert demonstrations of {env_id} ({obs_type} observations).",
                     author=author,
                     code_permalink=code_permalink,
@@ -210,8 +226,8 @@ class _ExpertInTheLoop(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def _expert_env(env_id: str, kwargs: dict) -> gym.Env:
-    return _ExpertInTheLoop(gym.make(env_id, **kwargs), EXPERTS[env_id])
+def _expert_env(env_id: str, kwargs: dict, make_expert: Callable[..., Callable[[gym.Env], np.ndarray]]) -> gym.Env:
+    return _ExpertInTheLoop(gym.make(env_id, **kwargs), make_expert)
 
 
 def _row(batch, k: int):
@@ -231,7 +247,12 @@ def _sub_info(infos: dict, k: int) -> dict:
 
 
 def _record_in_parallel(
-    env_id: str, kwargs: dict, num_episodes: int, seed: int, num_envs: int
+    env_id: str,
+    kwargs: dict,
+    num_episodes: int,
+    seed: int,
+    num_envs: int,
+    make_expert: Callable[..., Callable[[gym.Env], np.ndarray]],
 ) -> Iterator[EpisodeBuffer]:
     """Episodes ``0 .. num_episodes - 1`` recorded by ``num_envs`` processes, yielded in episode order.
 
@@ -241,7 +262,7 @@ def _record_in_parallel(
     """
     num_envs = min(num_envs, num_episodes)
     envs = gym.vector.AsyncVectorEnv(
-        [functools.partial(_expert_env, env_id, kwargs)] * num_envs,
+        [functools.partial(_expert_env, env_id, kwargs, make_expert)] * num_envs,
         # Fresh processes: a forked child inherits the parent's rendering (EGL) state and can hang in it.
         context="spawn",
         autoreset_mode=gym.vector.AutoresetMode.DISABLED,
