@@ -83,12 +83,49 @@ def test_missing_or_existing_datasets_raise(push_t_dataset):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"env_id": "CartPole-v1"}, {"num_episodes": 0}, {"data_format": "csv"}, {"num_envs": 0}],
+    [
+        {"env_id": "CartPole-v1"},  # no worldsim expert and none given
+        {"env_id": "MountainCarContinuous-v0", "expert": lambda seed: None, "obs_type": "pixels"},
+        {"num_episodes": 0},
+        {"data_format": "csv"},
+        {"num_envs": 0},
+    ],
 )
 def test_bad_collection_arguments_raise(tmp_path, kwargs):
     arguments = {"env_id": "worldsim/PushT-v0", "num_episodes": 1, **kwargs}
     with pytest.raises(ValueError):
         collect_dataset(dataset_id="worldsim/bad/x-v0", path=tmp_path, progress=False, **arguments)
+
+
+class PushWithVelocity:
+    """A user's own controller for a Gymnasium env worldsim knows nothing about."""
+
+    def __init__(self, seed=None):
+        self.episodes = 0
+
+    def reset(self):
+        self.episodes += 1
+
+    def __call__(self, env):
+        return np.array([1.0 if env.unwrapped.state[1] >= 0 else -1.0], np.float32)
+
+
+def test_collect_with_your_own_expert_on_any_env(tmp_path):
+    collect_dataset(
+        "MountainCarContinuous-v0", "mountaincar/test-v0", 2, seed=3, expert=PushWithVelocity, path=tmp_path,
+        progress=False,
+    )  # fmt: skip
+    episodes = load_demonstrations("mountaincar/test-v0", "MountainCarContinuous-v0", path=tmp_path)
+    assert len(episodes) == 2
+    for index, episode in enumerate(episodes):
+        # The recorded actions are the controller's, replayed they give back the recorded observations.
+        env = gym.make("MountainCarContinuous-v0")
+        obs, _ = env.reset(seed=3 + index)
+        np.testing.assert_array_equal(obs, episode.observations[0])
+        for action, expected in zip(episode.actions, episode.observations[1:], strict=True):
+            assert abs(action[0]) == 1.0
+            obs, *_ = env.step(action)
+            np.testing.assert_array_equal(obs, expected)
 
 
 def test_collect_script_writes_a_pick_place_dataset(tmp_path, capsys):
