@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--autoencoder-from", default=None, help="pixel models: reuse this checkpoint's autoencoder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--distributed", action="store_true", help="under torchrun: DistributedDataParallel")
     args = parser.parse_args(argv)
     command = "python -m worldsim.world_model.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         ae_config = AutoencoderConfig(image_size=env.observation_space.shape[0], channels=args.ae_channels)
         ae_trainer = TrainerConfig(
             steps=args.ae_steps, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.99,
-            log_every=250, seed=args.seed, progress=not args.no_progress,
+            log_every=250, seed=args.seed, progress=not args.no_progress, distributed=args.distributed,
         )  # fmt: skip
         autoencoder = train_autoencoder(
             frames, ae_config, ae_trainer, args.state_dir / "autoencoder" if args.state_dir else None
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer_config = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=300, ema_decay=0.995,
         log_every=250, eval_every=max(args.steps // 4, 1), seed=args.seed, progress=not args.no_progress,
+        distributed=args.distributed,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
 
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
 
     trainer = Trainer(model, data, trainer_config, output_dir=args.state_dir, evaluate=evaluate)
     history = trainer.fit()
+    if not trainer.dist.is_main:
+        return  # rank 0 evaluates and writes the checkpoint
     final = one_step_error(trainer.ema_model, held_out_data, generator=generator)
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out one-step MSE {final['one_step_mse']:.5f} vs copy-last {final['copy_last_mse']:.5f}")
