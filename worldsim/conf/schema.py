@@ -183,7 +183,7 @@ class DemoCommand:
     tasks: list[str] = field(default_factory=lambda: ["pusht", "pickplace"])
     """Options of the ``task`` config group."""
     strategies: list[str] = field(default_factory=lambda: ["ddpm", "rti"])
-    episodes: int = 3
+    episodes: int = 10
     seed: int = 100_000
     dream_checkpoint: str = "wm-pusht-pixels"
     dream_frames: int = 120
