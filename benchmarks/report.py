@@ -136,8 +136,20 @@ def export(result: dict) -> list[str]:
     return lines
 
 
+def scale(result: dict) -> list[str]:
+    training = result["training"]
+    rows = [[f"training, {v['processes']} process(es), global batch {v['global_batch']}", v["samples_per_s"],
+             "samples/s"] for v in training.values() if isinstance(v, dict)]  # fmt: skip
+    rows += [[f"reading windows: {name.replace('_', ' ')}", v["rows_per_s"], "rows/s"]
+             for name, v in result["streaming"].items() if isinstance(v, dict)]  # fmt: skip
+    rows += [[f"collection: {name.replace('_', ' ')}", v["steps_per_s"], "env steps/s"]
+             for name, v in result["collection"].items() if isinstance(v, dict)]  # fmt: skip
+    lines = ["## Scale-out (`scale.json`)", _machine(result), "", result.get("note", ""), ""]
+    return lines + _table(["measurement", "rate", "unit"], rows)
+
+
 SECTIONS = {"core": core, "envs": envs, "policy": policy, "world_model": world_model, "bridge": bridge,
-            "export": export}  # fmt: skip
+            "export": export, "scale": scale}  # fmt: skip
 
 
 def main() -> None:
