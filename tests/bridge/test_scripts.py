@@ -107,3 +107,16 @@ def test_run_client_drives_pusht_against_a_served_policy(policy_server, capsys):
     assert run_client.main(["--address", server.address, "--episodes", "1", "--rate", "100", "--delay-ticks", "0"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["env"] == "worldsim/PushT-v0" and summary["ticks"] > 0 and summary["success_rate"] in (0.0, 1.0)
+
+
+def test_serve_builds_a_world_model_server_from_a_checkpoint():
+    args = build_parser().parse_args(
+        ["world-model", "--checkpoint", "wm-pusht-state", "--address", "tcp://127.0.0.1:*"]
+    )
+    server = build_server(args)
+    assert server.model_kind == "world_model"
+    first, second = server.open_session(), server.open_session()
+    assert first.session is not second.session  # every client streams with its own cache
+    assert first.session.model is second.session.model  # over one copy of the weights
+    with pytest.raises(ValueError, match="--onnx serves policies"):
+        build_server(build_parser().parse_args(["world-model", "--onnx", "x.onnx"]))
