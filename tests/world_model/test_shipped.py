@@ -49,3 +49,16 @@ def test_registered_neural_pusht_runs_and_rewards_coverage():
         assert obs.shape == env.observation_space.shape and 0.0 <= reward <= 1.0
     assert 0.0 <= total <= 5.0
     env.close()
+
+
+def test_the_shipped_policy_is_evaluated_inside_the_world_model():
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
+    from worldsim.policies.evaluate import evaluate_policy
+
+    policy = DiffusionPolicy.from_pretrained("pusht-state", strategy="ddim", steps=5)
+    result = evaluate_policy(
+        policy, "worldsim/NeuralPushT-v0", episodes=2, seed=0, env_kwargs={"max_episode_steps": 30}, progress=False
+    )
+    # The policy acted on generated states for whole (time-limited) episodes and was rewarded by coverage.
+    assert result["episodes"] == 2 and 0 < result["mean_steps"] <= 30
+    assert 0.0 <= result["mean_reward"] <= 30.0 and result["calls_per_step"] > 0
