@@ -14,7 +14,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,29 +38,36 @@ def device_name() -> str:
     return subprocess.run(query, capture_output=True, text=True, check=False).stdout.strip() or "unknown GPU"
 
 
-def policy_rows(path: Path, engines: Path) -> dict:
-    from worldsim.export.onnx_policy import OnnxPolicy
+Run = Callable[[ProviderChoice], tuple[np.ndarray, Any, Callable[[], object]]]
 
-    rng = np.random.default_rng(0)
-    obs = rng.uniform(-0.5, 0.5, size=(40, 2, 6)).astype(np.float32)
 
-    def chunks(choice: ProviderChoice) -> tuple[np.ndarray, OnnxPolicy]:
-        policy = OnnxPolicy(path, strategy="rti", k=10, n_action_steps=8, seed=0, providers=choice)
-        return np.stack([policy.predict_chunk(o) for o in obs]), policy
-
-    reference, cpu = chunks(ProviderChoice(prefer=("cpu",)))
-    rows = {"cpu": {"providers": cpu.providers, "rti_step": latency_ms(lambda: cpu.predict_chunk(obs[0]), repeats=300)}}
+def compare_providers(run: Run, engines: Path, step_name: str) -> dict:
+    """``run(choice) -> (outputs, runner, one_step)`` on the CPU provider, then on each GPU choice."""
+    reference, cpu, cpu_step = run(ProviderChoice(prefer=("cpu",)))
+    rows = {"cpu": {"providers": cpu.providers, step_name: latency_ms(cpu_step, repeats=300)}}
     for name, (prefer, fp16, tolerance) in CHOICES.items():
-        got, policy = chunks(ProviderChoice(prefer=prefer, fp16=fp16, engine_cache=str(engines)))
+        got, runner, one_step = run(ProviderChoice(prefer=prefer, fp16=fp16, engine_cache=str(engines)))
         diff = float(np.abs(got - reference).max())
         rows[name] = {
-            "providers": policy.providers,
+            "providers": runner.providers,
             "max_abs_diff_vs_cpu": diff,
             "tolerance": tolerance,
             "within_tolerance": diff <= tolerance,
-            "rti_step": latency_ms(lambda policy=policy: policy.predict_chunk(obs[0]), repeats=300),
+            step_name: latency_ms(one_step, repeats=300),
         }
     return rows
+
+
+def policy_rows(path: Path, engines: Path) -> dict:
+    from worldsim.export.onnx_policy import OnnxPolicy
+
+    obs = np.random.default_rng(0).uniform(-0.5, 0.5, size=(40, 2, 6)).astype(np.float32)
+
+    def chunks(choice: ProviderChoice):
+        policy = OnnxPolicy(path, strategy="rti", k=10, n_action_steps=8, seed=0, providers=choice)
+        return np.stack([policy.predict_chunk(o) for o in obs]), policy, lambda: policy.predict_chunk(obs[0])
+
+    return compare_providers(chunks, engines, "rti_step")
 
 
 def world_model_rows(path: Path, engines: Path) -> dict:
@@ -68,24 +77,12 @@ def world_model_rows(path: Path, engines: Path) -> dict:
 
     observations, actions = env_rollout(WorldModel.from_pretrained("wm-pusht-state"), 100, seed=0)
 
-    def rollout(choice: ProviderChoice) -> tuple[np.ndarray, OnnxWorldModelSession]:
+    def rollout(choice: ProviderChoice):
         session = OnnxWorldModelSession(path, providers=choice, seed=0)
         session.reset(observations[:1])
-        return np.stack([session.step(a) for a in actions]), session
+        return np.stack([session.step(a) for a in actions]), session, lambda: session.step(actions[0])
 
-    reference, cpu = rollout(ProviderChoice(prefer=("cpu",)))
-    rows = {"cpu": {"providers": cpu.providers, "frame": latency_ms(lambda: cpu.step(actions[0]), repeats=300)}}
-    for name, (prefer, fp16, tolerance) in CHOICES.items():
-        got, session = rollout(ProviderChoice(prefer=prefer, fp16=fp16, engine_cache=str(engines)))
-        diff = float(np.abs(got - reference).max())
-        rows[name] = {
-            "providers": session.providers,
-            "max_abs_diff_vs_cpu": diff,
-            "tolerance": tolerance,
-            "within_tolerance": diff <= tolerance,
-            "frame": latency_ms(lambda session=session: session.step(actions[0]), repeats=300),
-        }
-    return rows
+    return compare_providers(rollout, engines, "frame")
 
 
 def main() -> None:
