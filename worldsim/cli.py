@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # Hydra's own flags: kept out of the override check; the second set takes a value.
 _FLAGS = {"-m", "--multirun", "-h", "--help", "--hydra-help", "--info", "--resolve", "--version"}
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info"}
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p"}
 
 
 # Lines of Hydra's and OmegaConf's messages that are diagnostics, not advice.
@@ -144,11 +144,6 @@ def _summary(error: BaseException) -> str:
     return " ".join(kept).rstrip(";") or type(error).__name__
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
-
-
 def _run_hydra(name: str, config_name: str, args: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -165,7 +160,7 @@ def _run_hydra(name: str, config_name: str, args: list[str]) -> int:
             # worldsim's own errors (CheckpointError, ExportError, bad input) are reports, not crashes.
             if isinstance(error, RuntimeError) and not type(error).__module__.startswith("worldsim."):
                 raise
-            raise SystemExit(_fail(name, _first_line(error))) from None
+            raise SystemExit(_fail(name, _summary(error))) from None
 
     saved = sys.argv
     sys.argv = [f"worldsim {name}", *args]
@@ -224,7 +219,8 @@ def _train_world_model(c: schema.TrainWorldModelCommand, out: Path) -> None:
         "--env", c.task.env_id, "--env-kwargs", json.dumps(w.env_kwargs), "--episodes", str(w.episodes),
         "--max-steps", str(w.max_steps), "--seed", str(t.seed), "--out", c.out or str(out / "checkpoint"),
         "--state-dir", str(out), "--steps", str(t.steps), "--batch-size", str(t.batch_size),
-        "--lr", str(t.lr), "--width", str(w.width), "--depth", str(w.depth),
+        "--lr", str(t.lr), "--warmup", str(t.warmup), "--ema-decay", str(t.ema_decay),
+        "--width", str(w.width), "--depth", str(w.depth),
         "--sequence-frames", str(w.sequence_frames), "--sink-frames", str(w.sink_frames),
         "--window-frames", str(w.window_frames), "--context-noise", str(w.context_noise),
         "--tokens-per-frame", str(w.tokens_per_frame), "--ae-steps", str(w.ae_steps),

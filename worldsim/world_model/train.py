@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="world-model training steps")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=300, help="learning-rate warm-up steps")
+    parser.add_argument("--ema-decay", type=float, default=0.995)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--sequence-frames", type=int, default=10)
@@ -183,9 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     held_out_data = model.training_data(held_out, stride=7)
     print(f"{len(data['frames'])} training windows of {model_config.sequence_frames} frames")
     trainer_config = TrainerConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=300, ema_decay=0.995,
-        log_every=250, eval_every=max(args.steps // 4, 1), seed=args.seed, progress=not args.no_progress,
-        distributed=args.distributed,
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
+        ema_decay=args.ema_decay, log_every=250, eval_every=max(args.steps // 4, 1), seed=args.seed,
+        progress=not args.no_progress, distributed=args.distributed,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
 
