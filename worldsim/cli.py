@@ -341,7 +341,9 @@ def _demo(c: schema.DemoCommand, out: Path) -> None:
             tasks[name] = OmegaConf.to_object(compose("eval", overrides=[f"task={name}"]).task)
         except MissingConfigException:
             raise UserError(f"no task config {name!r}; tasks= takes options of the task group") from None
-    run_demo(c, tasks, out)
+    failed = [part.name for part in run_demo(c, tasks, out) if part.status.startswith("failed")]
+    if failed:
+        raise UserError(f"demo part(s) {', '.join(failed)} failed; see report.md and <part>_error.txt in {out}")
 
 
 RUNNERS: dict[str, Callable[[Any, Path], None]] = {

@@ -65,15 +65,13 @@ def run_demo(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path) -> li
     for index, (name, run) in enumerate(PARTS.items(), 1):
         part = Part(name)
         if name not in config.parts:
-            part.status = "skipped: not in demo.parts"
+            part.status = f"skipped: not in parts={list(config.parts)}"
         else:
             print(f"[{index}/{len(PARTS)}] {name} ...", flush=True)
             begun = time.perf_counter()
             try:
                 run(config, tasks, out, part)
                 part.status = "done"
-            except SkipPart as reason:
-                part.status = f"skipped: {reason}"
             except Exception as error:  # a failed part is reported and the demo goes on to the next
                 part.status = f"failed: {type(error).__name__}: {error}"
                 (out / f"{name}_error.txt").write_text(traceback.format_exc())
@@ -83,10 +81,6 @@ def run_demo(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path) -> li
     report = write_report(parts, out, time.perf_counter() - started, config)
     print(f"report: {report}")
     return parts
-
-
-class SkipPart(Exception):
-    """A part cannot run here (a missing optional dependency); the message says why."""
 
 
 # --- 1. policies ------------------------------------------------------------------------------------------
