@@ -271,10 +271,10 @@ class Connection:
         # A blocking receive with RCVTIMEO is much cheaper than zmq_poll, but counts whole milliseconds:
         # sleep off a sub-millisecond rest instead, so that a control loop never wakes late.
         wait_ms = int(wait_s * 1e3)
-        if wait_ms == 0 and not socket.getsockopt(_EVENTS) & _POLLIN:
+        if wait_ms == 0 and not socket.get(_EVENTS) & _POLLIN:
             if wait_s > 0:
                 time.sleep(wait_s)
-            if not socket.getsockopt(_EVENTS) & _POLLIN:
+            if not socket.get(_EVENTS) & _POLLIN:
                 return None
         if wait_ms != self._rcvtimeo_ms:
             socket.rcvtimeo = self._rcvtimeo_ms = wait_ms
@@ -283,7 +283,7 @@ class Connection:
         except zmq.Again:
             return None
         found = self._dispatch(message, wanted)
-        while found is None and self._socket is not None and self._socket.getsockopt(_EVENTS) & _POLLIN:
+        while found is None and self._socket is not None and self._socket.get(_EVENTS) & _POLLIN:
             found = self._dispatch(protocol.receive(socket, self.config.limits, protocol.REPLY_TYPES), wanted)
         return found
 

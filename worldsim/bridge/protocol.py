@@ -30,8 +30,10 @@ _NUMPY_DTYPES = {
 }
 DTYPES = frozenset(_NUMPY_DTYPES)
 
-# Plain ints: combining pyzmq's enum flags costs more than the system call they go to, on every message.
+# Plain ints: combining pyzmq's enum flags costs more than the system call they go to, on every message
+# (which is also why ``send`` loops over frames itself instead of calling ``send_multipart``).
 _NOBLOCK, RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+_NOBLOCK_MORE = _NOBLOCK | int(zmq.SNDMORE)
 
 # Below this size copying a buffer into a ZeroMQ message is cheaper than pinning it (pyzmq's own threshold).
 ZERO_COPY_BYTES = 65536
@@ -131,8 +133,13 @@ def _new_spec(key: tuple[str, np.dtype, tuple[int, ...]]) -> dict[str, Any]:
 def send(socket: zmq.Socket, frames: list[Any], routing_id: bytes | None = None) -> None:
     """Send without blocking (a full queue raises ``zmq.Again``); large buffers go zero-copy."""
     # With copy=False pyzmq still copies every frame below its copy_threshold (64 KiB), so one flag suffices.
-    large = any(type(frame) is np.ndarray and frame.nbytes >= ZERO_COPY_BYTES for frame in frames)
-    socket.send_multipart(frames if routing_id is None else [routing_id, *frames], _NOBLOCK, copy=not large)
+    copy = not any(type(frame) is np.ndarray and frame.nbytes >= ZERO_COPY_BYTES for frame in frames)
+    # Only the first part of a message can meet a full queue: ZeroMQ then accepts the rest of it.
+    if routing_id is not None:
+        socket.send(routing_id, _NOBLOCK_MORE)
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        socket.send(frame, _NOBLOCK_MORE if index < last else _NOBLOCK, copy=copy)
 
 
 def _reject_ext(code: int, data: bytes) -> None:
@@ -140,7 +147,7 @@ def _reject_ext(code: int, data: bytes) -> None:
 
 
 def _drain(socket: zmq.Socket) -> None:
-    while socket.getsockopt(RCVMORE):
+    while socket.get(RCVMORE):
         socket.recv(copy=False)
 
 
@@ -232,7 +239,7 @@ def receive(socket: zmq.Socket, limits: Limits, types: frozenset[str]) -> Messag
         raise
     arrays = {}
     for name, dtype, shape, nbytes in specs:
-        if not socket.getsockopt(RCVMORE):
+        if not socket.get(RCVMORE):
             raise ProtocolError("bad_array", f"header declares {len(specs)} buffers, fewer were sent", request_id)
         frame = socket.recv(copy=nbytes < ZERO_COPY_BYTES)
         buffer = frame if type(frame) is bytes else frame.buffer
@@ -242,7 +249,7 @@ def receive(socket: zmq.Socket, limits: Limits, types: frozenset[str]) -> Messag
                 "bad_array", f"array {name!r}: buffer has {len(buffer)} bytes, dtype and shape say {nbytes}", request_id
             )
         arrays[name] = np.ndarray(shape, dtype, buffer)  # read-only: the buffer is immutable
-    if socket.getsockopt(RCVMORE):
+    if socket.get(RCVMORE):
         _drain(socket)
         raise ProtocolError("bad_array", f"header declares {len(specs)} buffers, more were sent", request_id)
     return Message(header["type"], request_id, float(header["time"]), arrays, header.get("body") or {})

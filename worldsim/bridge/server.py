@@ -225,7 +225,7 @@ class Server(ABC):
             log.warning("dropped a reply to a client whose queue is full")
 
     def _answer(self, socket: zmq.Socket, routing_id: bytes, now: float) -> list[Any]:
-        if not socket.getsockopt(protocol.RCVMORE):
+        if not socket.get(protocol.RCVMORE):
             raise ProtocolError("malformed", "empty message")
         message = protocol.receive(socket, self.config.limits, protocol.REQUEST_TYPES)
         request_id = message.request_id

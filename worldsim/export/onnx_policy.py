@@ -30,8 +30,11 @@ class OnnxPolicy(ChunkPolicy):
         strategy: Strategy | str = "ddpm",
         providers: ProviderChoice | None = None,
         seed: int | None = None,
+        threads: int | None = 1,
         **strategy_kwargs,
     ):
+        """``threads`` caps onnxruntime's intra-op threads (None: one per core). One thread is fastest for
+        batch-1 control and keeps a served policy from spinning idle threads on cores its robot loop needs."""
         meta = read_metadata(path, KIND)
         self.config = DiffusionPolicyConfig.from_dict(meta["config"])
         stats = meta["action_normalizer"]
@@ -41,7 +44,7 @@ class OnnxPolicy(ChunkPolicy):
         self.codec = ActionCodec(self.config, normalizer)
         self.schedule = schedule_from_config(meta["schedule"])
         self.metadata = meta
-        self.session = make_session(path, providers)
+        self.session = make_session(path, providers, threads=threads)
         self._check_io()
         self.generator = np.random.default_rng(seed)
         self.strategy = make_strategy(strategy, **strategy_kwargs) if isinstance(strategy, str) else strategy

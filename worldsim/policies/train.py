@@ -128,8 +128,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.init_from:
         # The weights were fitted to the parent's normalization statistics, so they come along with them.
         parent = DiffusionPolicy.from_pretrained(args.init_from)
-        if parent.config.to_dict() != config.to_dict():
-            raise ValueError(f"--init-from {args.init_from}: its config differs from this run's; pass the same sizes")
+        # The prediction target may change (re-targeting the output head is fine-tuning too); sizes may not.
+        differs = {
+            key: (theirs, config.to_dict()[key])
+            for key, theirs in parent.config.to_dict().items()
+            if key != "parameterization" and theirs != config.to_dict()[key]
+        }
+        if differs:
+            raise ValueError(
+                f"--init-from {args.init_from}: its config differs from this run's in "
+                + ", ".join(f"{key} ({theirs} there, {ours} here)" for key, (theirs, ours) in differs.items())
+                + "; pass the same sizes"
+            )
         obs_normalizer, action_normalizer = parent.obs_normalizer, parent.codec.normalizer
     policy = DiffusionPolicy(config, obs_normalizer=obs_normalizer, action_normalizer=action_normalizer)
     if args.init_from:
