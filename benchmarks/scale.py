@@ -51,15 +51,18 @@ WARMUP_STEPS = 5
 
 
 # ---------------------------------------------------------------------------------------------- training
-def train_worker(out: Path, steps: int, batch_size: int) -> None:
+def train_worker(
+    out: Path, steps: int, batch_size: int, *, width: int = 96, depth: int = 3, mixed_precision: str = "no",
+    compile: bool = False,
+) -> None:
     """One torchrun rank: time ``steps`` training steps after a short warm-up; rank 0 writes the figures."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(8192, OBS_HORIZON, OBS_DIM)).astype(np.float32)
     actions = rng.uniform(-1, 1, size=(8192, HORIZON, ACTION_DIM)).astype(np.float32)
     config = DiffusionPolicyConfig(
-        obs_shape=(OBS_DIM,), action_dim=ACTION_DIM, obs_horizon=OBS_HORIZON, horizon=HORIZON, width=96, depth=3,
-        heads=4, obs_feature_dim=96, action_low=(-1.0,) * ACTION_DIM, action_high=(1.0,) * ACTION_DIM,
+        obs_shape=(OBS_DIM,), action_dim=ACTION_DIM, obs_horizon=OBS_HORIZON, horizon=HORIZON, width=width, depth=depth,
+        heads=4, obs_feature_dim=width, action_low=(-1.0,) * ACTION_DIM, action_high=(1.0,) * ACTION_DIM,
     )  # fmt: skip
     torch.manual_seed(0)
     policy = DiffusionPolicy(
@@ -70,13 +73,15 @@ def train_worker(out: Path, steps: int, batch_size: int) -> None:
         {"obs": torch.from_numpy(obs), "action": torch.from_numpy(actions)},
         TrainerConfig(
             steps=WARMUP_STEPS + steps, batch_size=batch_size, warmup_steps=10, log_every=10_000, progress=False,
-            distributed=True,
+            distributed=True, mixed_precision=mixed_precision, compile=compile,
         ),
     )  # fmt: skip
     trainer.fit(until=WARMUP_STEPS)
     trainer.dist.barrier()
     start = time.perf_counter()
     trainer.fit()
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
     seconds = time.perf_counter() - start
     if trainer.dist.is_main:
         result = {
@@ -87,10 +92,29 @@ def train_worker(out: Path, steps: int, batch_size: int) -> None:
             "seconds": seconds,
             "steps_per_s": steps / seconds,
             "samples_per_s": steps * batch_size / seconds,
+            "width": width,
+            "depth": depth,
             "parameters_m": sum(p.numel() for p in policy.parameters()) / 1e6,
             "final_loss": trainer.history[-1]["loss"],
+            "device": str(trainer.device),
+            "mixed_precision": mixed_precision,
+            "compile": compile,
         }
         out.write_text(json.dumps(result))
+
+
+def timed_training(processes: int, steps: int, batch_size: int, options: tuple[str, ...] = ()) -> dict:
+    """``train_worker`` under ``torchrun`` with ``processes`` ranks; ``options``: more worker flags."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "train.json"
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            __file__, "--train-worker", str(out), "--train-steps", str(steps), "--batch-size", str(batch_size),
+            *options,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+        subprocess.run(command, check=True, env=env, cwd=ROOT)
+        return json.loads(out.read_text())
 
 
 def training(steps: int, batch_size: int, repeats: int) -> dict:
@@ -99,15 +123,7 @@ def training(steps: int, batch_size: int, repeats: int) -> dict:
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for _ in range(repeats):
         for processes in runs:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "train.json"
-                command = [
-                    sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                    __file__, "--train-worker", str(out), "--train-steps", str(steps), "--batch-size", str(batch_size),
-                ]  # fmt: skip
-                env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-                subprocess.run(command, check=True, env=env, cwd=ROOT)
-                runs[processes].append(json.loads(out.read_text()))
+            runs[processes].append(timed_training(processes, steps, batch_size))
             print(f"training, {processes} process(es): {runs[processes][-1]['samples_per_s']:.0f} samples/s")
     result = {}
     for processes, attempts in runs.items():
@@ -245,9 +261,16 @@ def main() -> None:
     parser.add_argument("--state-episodes", type=int, default=40)
     parser.add_argument("--pixel-episodes", type=int, default=10, help="96 px pixel observations")
     parser.add_argument("--train-worker", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--width", type=int, default=96, help=argparse.SUPPRESS)
+    parser.add_argument("--depth", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--mixed-precision", default="no", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_worker is not None:
-        train_worker(args.train_worker, args.train_steps, args.batch_size)
+        train_worker(
+            args.train_worker, args.train_steps, args.batch_size, width=args.width, depth=args.depth,
+            mixed_precision=args.mixed_precision, compile=args.compile,
+        )  # fmt: skip
         return
     torch.set_num_threads(1)
     result = {

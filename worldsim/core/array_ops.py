@@ -58,6 +58,9 @@ def randn_like(x, generator=None):
         if isinstance(generator, np.random.Generator):
             # A numpy generator drives torch too, so torch and onnxruntime runs can share one noise stream.
             return torch.as_tensor(generator.standard_normal(tuple(x.shape)), dtype=x.dtype, device=x.device)
+        if generator is not None and generator.device != x.device:
+            # Draw where the generator lives (a CPU generator seeds GPU runs reproducibly too), then move.
+            return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     rng = generator if generator is not None else np.random.default_rng()
     return rng.standard_normal(x.shape).astype(x.dtype, copy=False)

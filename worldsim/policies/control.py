@@ -12,6 +12,7 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
+from worldsim.core.array_ops import all_finite
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.strategies import Strategy, make_strategy
@@ -75,7 +76,8 @@ class ChunkPolicy:
             raise ValueError(
                 f"observation history must have shape {what}{', '.join(map(str, expected))}], got {tuple(obs.shape)}"
             )
-        if not np.isfinite(np.asarray(obs, dtype=np.float64)).all():
+        # On the array's own namespace: a training batch may be a CUDA tensor, which numpy cannot read.
+        if not all_finite(obs):
             raise ValueError("observation history contains NaN or infinite values")
 
     def predict_chunk(self, obs_history: np.ndarray, *, executed_steps: int | None = None) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from worldsim.core.array_ops import randn_like
 from worldsim.core.plans import frozen_prefix
 from worldsim.core.sampling import denoise
 from worldsim.world_model.model import WorldModel
@@ -19,12 +20,13 @@ def one_step_error(
     DDIM steps (a frozen-prefix plan, without a cache); ``copy_last`` predicts the previous frame.
     ``data`` is ``{"frames": [M, T, P, D], "cond": [M, T, C]}`` as made by ``WorldModel.training_data``.
     """
-    frames, cond = data["frames"], data["cond"]
+    device = next(model.parameters()).device
+    frames, cond = data["frames"].to(device), data["cond"].to(device)
     m, t, p, d = frames.shape
     config = model.config
     target = frames[:, -1]
     x = frames.reshape(m, t * p, d).clone()
-    x[:, -p:] = torch.randn(m, p, d, generator=generator)
+    x[:, -p:] = randn_like(x[:, -p:], generator)
     plan = frozen_prefix(t * p, (t - 1) * p, steps)
 
     def denoiser(x_t, level, c):
