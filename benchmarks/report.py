@@ -148,8 +148,26 @@ def scale(result: dict) -> list[str]:
     return lines + _table(["measurement", "rate", "unit"], rows)
 
 
+def gpu_training(result: dict) -> list[str]:
+    rows = [
+        [f"width {r['width']}, depth {r['depth']}", r["global_batch"], r["mixed_precision"], r["compile"],
+         r.get("samples_per_s", r.get("failed"))]
+        for r in result["throughput"]
+    ]  # fmt: skip
+    lines = ["## Training on a GPU (`gpu_training.json`)", f"*{result['device']}, torch {result['torch']}*", ""]
+    lines += _table(["policy size", "global batch", "precision", "compile", "samples/s"], rows) + [""]
+    for run in result["end_to_end"].values():
+        outcome = "passed" if run["returncode"] == 0 else f"failed (exit {run['returncode']})"
+        lines.append(f"- `{run['command']}`: {outcome} in {run['seconds']:.0f} s")
+    providers = result["onnxruntime_providers"]
+    missing = "" if "CUDAExecutionProvider" in providers else " (no CUDA provider: `export_gpu.py` cannot run there)"
+    listed = ", ".join(providers) if isinstance(providers, list) else providers
+    lines.append(f"- onnxruntime providers on that machine: {listed}{missing}")
+    return lines
+
+
 SECTIONS = {"core": core, "envs": envs, "policy": policy, "world_model": world_model, "bridge": bridge,
-            "export": export, "scale": scale}  # fmt: skip
+            "export": export, "scale": scale, "gpu_training": gpu_training}  # fmt: skip
 
 
 def main() -> None:
