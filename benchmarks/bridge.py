@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -37,7 +37,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, latency_ms, write_result  # noqa: E402
+from common import RESULTS, summarize_ms, write_result  # noqa: E402
 
 import worldsim  # noqa: E402, F401 - registers worldsim/PushT-v0
 from worldsim.bridge import (  # noqa: E402
@@ -189,7 +189,9 @@ def client_keys(keys: Path | None) -> CurveClientKeys | None:
 
 
 # --- measurements ------------------------------------------------------------------------------------------
-def raw_round_trip(address: str, keys: Path | None, frames: list[bytes], repeats: int) -> dict:
+@contextlib.contextmanager
+def raw_pinger(address: str, keys: Path | None, frames: list[bytes]) -> Iterator[Callable[[], None]]:
+    """One raw pyzmq DEALER round trip of ``frames`` per call (the socket stays open)."""
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.linger = 0
@@ -205,41 +207,48 @@ def raw_round_trip(address: str, keys: Path | None, frames: list[bytes], repeats
         socket.recv_multipart()
 
     try:
-        return latency_ms(ping, repeats=repeats, warmup=200)
+        yield ping
     finally:
         socket.close(linger=0)
         context.term()
 
 
-def bridge_round_trip(address: str, keys: Path | None, repeats: int) -> dict:
+@contextlib.contextmanager
+def bridge_pinger(address: str, keys: Path | None) -> Iterator[Callable[[], None]]:
+    """One ``PolicyClient.infer`` of a 2 KB observation history per call."""
     obs = np.random.default_rng(0).standard_normal((2, OBS_DIM)).astype(np.float32)
     with PolicyClient(address, ClientConfig(timeout_s=5.0, curve=client_keys(keys))) as client:
         client.connect()
-        return latency_ms(lambda: client.infer(obs), repeats=repeats, warmup=200)
+        yield lambda: client.infer(obs)
 
 
-ROUNDS = 5  # raw and bridge measured in alternation, so that a change of machine load hits both alike
+BLOCK = 100  # round trips per source before switching to the next one
 
 
-def _over_rounds(rounds: list[dict]) -> dict:
-    """p50: the median of the rounds' p50s; p99: the worst round's p99 (conservative)."""
-    return {
-        "p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
-        "p99_ms": float(max(r["p99_ms"] for r in rounds)),
-        "p99_ms_median_of_rounds": float(np.median([r["p99_ms"] for r in rounds])),
-        "mean_ms": float(np.median([r["mean_ms"] for r in rounds])),
-        "repeats": sum(r["repeats"] for r in rounds),
-        "rounds": rounds,
-    }
+def interleaved_ms(pingers: dict[str, Callable[[], None]], repeats: int, warmup: int = 200) -> dict[str, dict]:
+    """Each source ``repeats`` times, in alternating blocks of ``BLOCK``: on a shared machine the load changes
+    over seconds, and short alternating blocks expose every source to the same changes."""
+    for ping in pingers.values():
+        for _ in range(warmup):
+            ping()
+    samples: dict[str, list[float]] = {name: [] for name in pingers}
+    clock = time.perf_counter
+    for _ in range(max(repeats // BLOCK, 1)):
+        for name, ping in pingers.items():
+            block = samples[name]
+            for _ in range(BLOCK):
+                start = clock()
+                ping()
+                block.append(clock() - start)
+    return {name: summarize_ms(np.asarray(values) * 1e3) for name, values in samples.items()}
 
 
 def latency_suite(keys: Path, workdir: Path, repeats: int) -> dict:
     """Per transport and CURVE setting: the raw floor, a raw client against the bridge server (the server's
-    share of the overhead) and the bridge client against the bridge server, alternating in rounds."""
+    share of the overhead) and the bridge client against the bridge server, interleaved."""
     obs = np.random.default_rng(0).standard_normal((2, OBS_DIM)).astype(np.float32)
     header, buffer = protocol.encode("infer", 1, {"obs_history": obs})
     frames = [header, buffer.tobytes()]  # exactly what the bridge client sends for one infer
-    per_round = max(repeats // ROUNDS, 1)
     results = {}
     for transport in ("tcp", "ipc"):
         for curve in (False, True):
@@ -248,16 +257,17 @@ def latency_suite(keys: Path, workdir: Path, repeats: int) -> dict:
             echo_address = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{workdir}/{name}-echo.sock"
             bridge_address = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{workdir}/{name}.sock"
             echo_argv = [__file__, "--echo-server", echo_address] + (["--keys", str(keys)] if curve else [])
-            rounds: dict[str, list[dict]] = {"raw_pyzmq": [], "raw_client_bridge_server": [], "bridge": []}
             with (
                 process(echo_argv, "echoing on ") as (_, echo),
                 served("benchmarks.bridge:make_echo_policy", bridge_address, key_dir) as (_, bridge),
+                raw_pinger(echo, key_dir, frames) as raw_ping,
+                raw_pinger(bridge, key_dir, frames) as raw_to_bridge_ping,
+                bridge_pinger(bridge, key_dir) as bridge_ping,
             ):
-                for _ in range(ROUNDS):
-                    rounds["raw_pyzmq"].append(raw_round_trip(echo, key_dir, frames, per_round))
-                    rounds["raw_client_bridge_server"].append(raw_round_trip(bridge, key_dir, frames, per_round))
-                    rounds["bridge"].append(bridge_round_trip(bridge, key_dir, per_round))
-            entry = {source: _over_rounds(r) for source, r in rounds.items()}
+                entry = interleaved_ms(
+                    {"raw_pyzmq": raw_ping, "raw_client_bridge_server": raw_to_bridge_ping, "bridge": bridge_ping},
+                    repeats,
+                )
             raw, full = entry["raw_pyzmq"], entry["bridge"]
             entry["ratio_p50"] = full["p50_ms"] / raw["p50_ms"]
             entry["ratio_p99"] = full["p99_ms"] / raw["p99_ms"]
@@ -548,7 +558,9 @@ def main() -> None:
                 "note": "measured with " + ("the stand-in policy" if default_policy else description),
             },
         },
-        "settings": {"repeats": args.repeats, "rounds": ROUNDS, "ticks": args.ticks, "server_blas_threads": 1},
+        "settings": {
+            "repeats": args.repeats, "interleaved_block": BLOCK, "ticks": args.ticks, "server_blas_threads": 1
+        },
         "load_average_1min": {
             **load,
             "note": "other jobs shared the machine's cores during the run; the loads are os.getloadavg()",

@@ -45,12 +45,16 @@ def latency_ms(fn: Callable[[], object], *, repeats: int, warmup: int = 5) -> di
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
-    samples = np.asarray(samples)
+    return summarize_ms(np.asarray(samples))
+
+
+def summarize_ms(samples: np.ndarray) -> dict:
+    """p50 / p99 / mean of latency samples in milliseconds."""
     return {
         "p50_ms": float(np.percentile(samples, 50)),
         "p99_ms": float(np.percentile(samples, 99)),
         "mean_ms": float(samples.mean()),
-        "repeats": repeats,
+        "repeats": len(samples),
     }
 
 

@@ -9,6 +9,7 @@ carrying the error code and the request id (when it could be read) for the ``err
 from __future__ import annotations
 
 import math
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -97,37 +98,58 @@ def encode(
     body: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """The frames of one message: the packed header, then each array as a C-contiguous buffer."""
-    specs = []
+    keys = []
     buffers: list[Any] = []
-    for name, array in (arrays or {}).items():
+    for name, array in (arrays or _EMPTY).items():
         array = np.asarray(array)
         if not array.flags.c_contiguous:  # (np.ascontiguousarray would also turn 0-d arrays into 1-d ones)
             array = array.copy(order="C")
-        key = (name, array.dtype, array.shape)
-        spec = _SPECS.get(key)
-        if spec is None:
-            spec = _new_spec(key)
-        specs.append(spec)
+        keys.append((name, array.dtype, array.shape))
         buffers.append(array)
-    header = {"version": PROTOCOL_VERSION, "type": msg_type, "id": request_id, "time": time.time(), "arrays": specs}
+    # The header map is {version, type, id, time, arrays[, body]}, packed from cached pieces: a stream
+    # repeats the same message types and array specs, and only the id and the time change.
+    head = _HEADS.get((msg_type, bool(body)))
+    if head is None:
+        head = _new_head(msg_type, bool(body))
+    specs = _SPECS.get(tuple(keys))
+    if specs is None:
+        specs = _new_specs(tuple(keys))
+    header = b"".join((head, _packb(request_id), _TIME_KEY, _pack_double(time.time()), specs))
     if body:
-        header["body"] = dict(body)
-    return [msgpack.packb(header), *buffers]
+        header += _BODY_KEY + _packb(dict(body))
+    return [header, *buffers]
 
 
-# Encoded specs by (name, dtype, shape): a stream repeats the same few, and building one costs as much as
-# packing the whole header. Bounded, because names and shapes come from the caller.
-_SPECS: dict[tuple[str, np.dtype, tuple[int, ...]], dict[str, Any]] = {}
+_packb = msgpack.Packer().pack  # autoreset: each call returns one packed object
+_pack_double = struct.Struct(">d").pack
+_TIME_KEY = _packb("time") + b"\xcb"  # msgpack float 64 follows
+_BODY_KEY = _packb("body")
+
+# Packed pieces by message type and by array specs; bounded, because types, names and shapes come from callers.
+_HEADS: dict[tuple[str, bool], bytes] = {}
+_SPECS: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...], bytes] = {}
 
 
-def _new_spec(key: tuple[str, np.dtype, tuple[int, ...]]) -> dict[str, Any]:
-    name, dtype, shape = key
-    if dtype.str not in DTYPES:
-        raise ValueError(f"array {name!r}: dtype {dtype} is not one the protocol carries ({sorted(DTYPES)})")
+def _new_head(msg_type: str, with_body: bool) -> bytes:
+    if len(_HEADS) >= 64:
+        _HEADS.clear()
+    entries = 6 if with_body else 5
+    head = _HEADS[(msg_type, with_body)] = (
+        bytes([0x80 | entries]) + _packb("version") + _packb(PROTOCOL_VERSION) + _packb("type") + _packb(msg_type)
+        + _packb("id")
+    )  # fmt: skip
+    return head
+
+
+def _new_specs(keys: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]) -> bytes:
+    for name, dtype, _ in keys:
+        if dtype.str not in DTYPES:
+            raise ValueError(f"array {name!r}: dtype {dtype} is not one the protocol carries ({sorted(DTYPES)})")
     if len(_SPECS) >= 256:
         _SPECS.clear()
-    spec = _SPECS[key] = {"name": name, "dtype": dtype.str, "shape": list(shape)}
-    return spec
+    specs = [{"name": name, "dtype": dtype.str, "shape": list(shape)} for name, dtype, shape in keys]
+    packed = _SPECS[keys] = _packb("arrays") + _packb(specs)
+    return packed
 
 
 def send(socket: zmq.Socket, frames: list[Any], routing_id: bytes | None = None) -> None:
