@@ -92,7 +92,10 @@ def world_model(result: dict) -> list[str]:
         horizons = [str(h) for h in result["horizons"]]
         rows = [["copy last frame", *[m["copy_last_frame"]["mse"][h] for h in horizons]]]
         rows += [[mode, *[v["mse"][h] for h in horizons]] for mode, v in m["modes"].items()]
-        fps = ", ".join(f"{k} {v['fps_p50']:.0f} FPS" for k, v in m["speed"].items())
+        fps = "; ".join(
+            f"{mode}: " + ", ".join(f"{backend} {v['fps_p50']:.0f}" for backend, v in backends.items()) + " FPS"
+            for mode, backends in m["speed"].items()
+        )
         lines += ["", f"**{name}** — {fps}; memory ratio 10,000 / 1,000 frames {m['memory']['session_ratio']:.3f}", ""]
         lines += _table(["open-loop MSE at horizon", *horizons], rows)
     return lines

@@ -7,6 +7,10 @@ random-walk actions, ignoring termination, for ``--horizon`` steps. Each model s
 observation and replays the same actions open loop; the error at horizon h is the mean squared error of
 its h-th observation against the simulator's (state units, or pixels scaled to [0, 1]), averaged over
 episodes. Copy-last-frame predicts the first observation forever.
+
+Also: frames per second at batch 1 for each sampler, in eager PyTorch and exported to onnxruntime (one
+thread each); the streaming session's memory after 1,000 and 10,000 frames; the issue's targets beside
+the measured figures (``targets`` per model).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +38,8 @@ from common import RESULTS, latency_ms, write_result  # noqa: E402
 
 import worldsim  # noqa: E402, F401
 from worldsim.envs.datasets import EXPERTS  # noqa: E402
+from worldsim.export.onnx_world_model import OnnxWorldModelSession  # noqa: E402
+from worldsim.export.world_model_export import env_rollout, export_world_model  # noqa: E402
 from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
 from worldsim.world_model.model import WorldModel  # noqa: E402
 from worldsim.world_model.session import SessionConfig, StreamingSession  # noqa: E402
@@ -96,13 +103,34 @@ def at_horizons(errors: np.ndarray) -> dict[str, float]:
     return {str(h): float(errors[:, h - 1].mean()) for h in HORIZONS if h <= errors.shape[1]}
 
 
-def frames_per_second(model: WorldModel, config: SessionConfig, repeats: int) -> dict:
-    session = StreamingSession(model, config, seed=0)
-    obs = np.zeros((1, *model.observation_space.shape), model.observation_space.dtype)
-    session.reset(obs)
+SPEED_MODES = {
+    "autoregressive_1_step": SessionConfig(steps=1),
+    "autoregressive_2_steps": SessionConfig(steps=2),
+    "rolling_window_3": SessionConfig(sampling="rolling", rolling_window=3),
+}
+
+
+def frames_per_second(session, model: WorldModel, repeats: int) -> dict:
+    """Batch-1 ``step`` rate of a torch or onnxruntime streaming session, after a full cache."""
+    session.reset(np.zeros((1, *model.observation_space.shape), model.observation_space.dtype))
     action = model.action_space.sample()
-    stats = latency_ms(lambda: session.step(action), repeats=repeats, warmup=20)
+    stats = latency_ms(lambda: session.step(action), repeats=repeats, warmup=model.config.window_frames + 20)
     return {**stats, "fps_p50": 1e3 / stats["p50_ms"], "fps_mean": 1e3 / stats["mean_ms"]}
+
+
+def speeds(model: WorldModel, name: str, repeats: int) -> dict:
+    """Per sampler, eager PyTorch and the exported graph on onnxruntime (one thread each)."""
+    obs, actions = env_rollout(model, 20)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "world_model.onnx"
+        export_world_model(model, path, real_obs=obs, real_actions=actions, source=name)
+        return {
+            mode: {
+                "torch": frames_per_second(StreamingSession(model, config, seed=0), model, repeats),
+                "onnxruntime": frames_per_second(OnnxWorldModelSession(path, config, seed=0), model, repeats),
+            }
+            for mode, config in SPEED_MODES.items()
+        }
 
 
 def rss_bytes() -> int:
@@ -149,16 +177,36 @@ def bench_model(name: str, args) -> dict:
             "curve": log_curve(errors.mean(0)),
         }
         print(f"  {mode}: {result['modes'][mode]['mse']} ({time.perf_counter() - started:.0f} s)")
-    result["speed"] = {
-        "autoregressive_1_step": frames_per_second(model, SessionConfig(steps=1), args.repeats),
-        "autoregressive_2_steps": frames_per_second(model, SessionConfig(steps=2), args.repeats),
-        "rolling_window_3": frames_per_second(model, SessionConfig(sampling="rolling", rolling_window=3), args.repeats),
-    }
+    result["speed"] = speeds(model, name, args.repeats)
     result["memory"] = memory_over_stream(model, SessionConfig(steps=1), args.memory_frames)
-    print(f"  speed {[round(v['fps_p50']) for v in result['speed'].values()]} fps, memory {result['memory']}")
+    result["targets"] = targets(result, pixels=model.observation_space.dtype == np.uint8)
+    print(f"  speed {json.dumps(result['speed']['autoregressive_1_step'])[:200]}, memory {result['memory']}")
+    print(f"  targets {result['targets']}")
     if model.observation_space.dtype == np.uint8:
         plot_frames(snapshots, episodes[0].observations)
     return result
+
+
+def targets(result: dict, *, pixels: bool) -> dict:
+    """The issue's targets beside the figures measured for one model."""
+    modes = result["modes"]
+    rolling, plain = modes["rolling+sink"]["mse"].get("100"), modes["autoregressive"]["mse"].get("100")
+    fps = {
+        f"{mode}, {backend}": entry["fps_p50"]
+        for mode, backends in result["speed"].items()
+        for backend, entry in backends.items()
+    }
+    best = max(fps, key=fps.get)
+    minimum = 30 if pixels else 1000
+    memory = result["memory"]["session_ratio"]
+    out = {
+        "memory_10000_over_1000": {"target": "<= 1.05", "measured": memory, "met": memory <= 1.05},
+        "fps_batch1": {"target": f">= {minimum}", "measured": fps[best], "best_of": best, "met": fps[best] >= minimum},
+    }
+    if rolling is not None and plain is not None:
+        ratio = rolling / plain
+        out["rolling_sink_over_autoregressive_at_100"] = {"target": "<= 0.5", "measured": ratio, "met": ratio <= 0.5}
+    return out
 
 
 def log_curve(curve: np.ndarray, points: int = 40) -> dict:

@@ -197,3 +197,14 @@ def test_make_strategy_validates():
         policy = make_policy()
         policy.set_strategy("rti", k=K + 1, warm_start=False)
         policy.predict_chunk(np.zeros((2, OBS_DIM), np.float32))
+
+
+def test_init_from_accepts_a_new_prediction_target_but_not_new_sizes():
+    from dataclasses import replace
+
+    from worldsim.policies.train import check_init_from
+
+    parent = make_policy().config
+    check_init_from(parent, replace(parent, parameterization="epsilon"), "parent")
+    with pytest.raises(ValueError, match=r"width \(32 there, 64 here\)"):
+        check_init_from(parent, replace(parent, width=64), "parent")

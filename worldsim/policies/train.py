@@ -84,6 +84,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_init_from(parent: DiffusionPolicyConfig, config: DiffusionPolicyConfig, name: str) -> None:
+    """Raise unless ``parent``'s weights fit ``config``: the prediction target may change (re-targeting the
+    output is fine-tuning too), the sizes and data layout may not."""
+    ours = config.to_dict()
+    differs = {key: (theirs, ours[key]) for key, theirs in parent.to_dict().items() if theirs != ours[key]}
+    differs.pop("parameterization", None)
+    if differs:
+        raise ValueError(
+            f"--init-from {name}: its config differs from this run's in "
+            + ", ".join(f"{key} ({theirs} there, {mine} here)" for key, (theirs, mine) in differs.items())
+            + "; pass the same sizes"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python -m worldsim.policies.train " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -128,18 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.init_from:
         # The weights were fitted to the parent's normalization statistics, so they come along with them.
         parent = DiffusionPolicy.from_pretrained(args.init_from)
-        # The prediction target may change (re-targeting the output head is fine-tuning too); sizes may not.
-        differs = {
-            key: (theirs, config.to_dict()[key])
-            for key, theirs in parent.config.to_dict().items()
-            if key != "parameterization" and theirs != config.to_dict()[key]
-        }
-        if differs:
-            raise ValueError(
-                f"--init-from {args.init_from}: its config differs from this run's in "
-                + ", ".join(f"{key} ({theirs} there, {ours} here)" for key, (theirs, ours) in differs.items())
-                + "; pass the same sizes"
-            )
+        check_init_from(parent.config, config, args.init_from)
         obs_normalizer, action_normalizer = parent.obs_normalizer, parent.codec.normalizer
     policy = DiffusionPolicy(config, obs_normalizer=obs_normalizer, action_normalizer=action_normalizer)
     if args.init_from:
