@@ -105,3 +105,24 @@ def test_a_damaged_latest_state_is_refused_and_the_previous_one_resumes(tmp_path
     (tmp_path / "train_state.prev" / "train_state.json").write_text("{")
     with pytest.raises(CheckpointError, match="no usable 'train_state' checkpoint.*checksum.*not valid JSON"):
         Trainer(NoisyRegression(), data(), config(20)).load_state(tmp_path)
+
+
+def test_replaced_data_is_what_the_rest_of_the_run_trains_on():
+    class Recorder(NoisyRegression):
+        seen: list[float] = []
+
+        def compute_loss(self, batch):
+            self.seen.extend(batch["x"][:, 0].tolist())
+            return super().compute_loss(batch)
+
+    torch.manual_seed(0)
+    first = data()
+    trainer = Trainer(Recorder(), first, config(12))
+    trainer.fit(until=6)
+    seen_before = len(Recorder.seen)
+    second = {"x": torch.full((40, 3), 7.0), "y": torch.zeros(40, 1)}
+    trainer.replace_data(second)
+    trainer.fit()
+    assert trainer.step == 12 and trainer.num_examples == 40
+    assert set(Recorder.seen[:seen_before]) <= set(first["x"][:, 0].tolist())
+    assert set(Recorder.seen[seen_before:]) == {7.0}

@@ -5,8 +5,9 @@ slightly wrong frames, and the errors compound (exposure bias). Here each traini
 by the model itself from its first true frame with the window's actions (batched, no cache, the same
 DDIM steps as streaming); the generated frames become the context and the *true* last frame the only
 target, so the model learns to pull a drifted context back towards the truth (Self-Forcing, DAgger).
-Rollouts are made once per fine-tuning run with the weights being fine-tuned (an offline variant: the
-full method re-rolls with the current weights every step, which costs a rollout per batch).
+The own windows are re-rolled ``--rounds`` times during the fine-tune, each time with the weights reached
+so far (their EMA), as DAgger iterates: the model keeps training on the mistakes it makes now, not on
+those of its starting point. (Self-Forcing proper re-rolls every batch, which costs a rollout per step.)
 
     python -m worldsim.world_model.self_forcing --checkpoint worldsim/checkpoints/wm-pusht-state \\
         --out worldsim/checkpoints/wm-pusht-state-sf
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", required=True, help="world model to fine-tune (name or directory)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--episodes", type=int, default=150, help="rollout episodes to draw windows from")
-    parser.add_argument("--windows", type=int, default=8000, help="self-forcing windows (own rollouts)")
+    parser.add_argument("--windows", type=int, default=8000, help="self-forcing windows (own rollouts) per round")
+    parser.add_argument("--rounds", type=int, default=4, help="times the own windows are re-rolled")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -82,14 +84,20 @@ def main(argv: list[str] | None = None) -> None:
     data_config = DataConfig(meta["env_id"], meta.get("env_kwargs", {}), args.episodes, seed=args.seed * 10_000)
     train, held_out, _ = gather_episodes(data_config, progress=not args.no_progress)
     teacher = model.training_data(train, stride=2)
+    if args.rounds < 1 or args.steps < args.rounds:
+        parser.error(f"--rounds must be between 1 and --steps ({args.steps}), got {args.rounds}")
     generator = torch.Generator().manual_seed(args.seed)
-    pick = torch.randperm(len(teacher["frames"]), generator=generator)[: args.windows]
-    own = own_rollout_windows(model, {k: v[pick] for k, v in teacher.items()}, generator=generator)
     # Teacher-forced windows stay in the mix (every frame a target) so the fine-tune does not forget them.
-    teacher["target"] = torch.ones(teacher["frames"].shape[:2], dtype=torch.bool)
-    data = {k: torch.cat([teacher[k], own[k]]) for k in teacher}
+    targeted = {**teacher, "target": torch.ones(teacher["frames"].shape[:2], dtype=torch.bool)}
+
+    def mixed_data(roller: WorldModel) -> dict[str, torch.Tensor]:
+        pick = torch.randperm(len(teacher["frames"]), generator=generator)[: args.windows]
+        own = own_rollout_windows(roller, {k: v[pick] for k, v in teacher.items()}, generator=generator)
+        return {k: torch.cat([targeted[k], own[k]]) for k in own}
+
     held_out_data = model.training_data(held_out, stride=7)
     before = one_step_error(model, held_out_data, generator=torch.Generator().manual_seed(0))
+    data = mixed_data(model)
     model.train().requires_grad_(True)
     if hasattr(model.tokenizer, "autoencoder"):
         model.tokenizer.autoencoder.requires_grad_(False)
@@ -98,13 +106,16 @@ def main(argv: list[str] | None = None) -> None:
         log_every=250, seed=args.seed, progress=not args.no_progress,
     )  # fmt: skip
     trainer = Trainer(model, data, config)
-    trainer.fit()
+    for round_index in range(args.rounds):
+        if round_index:
+            trainer.replace_data(mixed_data(trainer.ema_model))
+        trainer.fit(until=args.steps * (round_index + 1) // args.rounds)
     after = one_step_error(trainer.ema_model, held_out_data, generator=torch.Generator().manual_seed(0))
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out one-step MSE {before['one_step_mse']:.5f} -> {after['one_step_mse']:.5f}")
     training = {
         "minutes": round(minutes, 1), "threads": args.threads, "held_out": after, "held_out_before": before,
-        "self_forcing_windows": len(own["frames"]), "base_command": meta.get("command"),
+        "self_forcing_windows": args.windows, "rounds": args.rounds, "base_command": meta.get("command"),
         "base_training": meta.get("training"),
     }  # fmt: skip
     extra = {k: meta[k] for k in ("env_id", "env_kwargs") if k in meta}
