@@ -190,7 +190,11 @@ def bench_model(name: str, args) -> dict:
 def targets(result: dict, *, pixels: bool) -> dict:
     """The issue's targets beside the figures measured for one model."""
     modes = result["modes"]
-    rolling, plain = modes["rolling+sink"]["mse"].get("100"), modes["autoregressive"]["mse"].get("100")
+    # "rolling+sink+context_noise" is what a default SessionConfig(sampling="rolling") runs; "autoregressive"
+    # is the plain baseline: every frame fully denoised and committed clean, no sink.
+    plain = modes["autoregressive"]["mse"].get("100")
+    rolling = modes["rolling+sink+context_noise"]["mse"].get("100")
+    rolling_clean = modes["rolling+sink"]["mse"].get("100")
     fps = {
         f"{mode}, {backend}": entry["fps_p50"]
         for mode, backends in result["speed"].items()
@@ -203,9 +207,13 @@ def targets(result: dict, *, pixels: bool) -> dict:
         "memory_10000_over_1000": {"target": "<= 1.05", "measured": memory, "met": memory <= 1.05},
         "fps_batch1": {"target": f">= {minimum}", "measured": fps[best], "best_of": best, "met": fps[best] >= minimum},
     }
-    if rolling is not None and plain is not None:
+    if plain is not None:
         ratio = rolling / plain
-        out["rolling_sink_over_autoregressive_at_100"] = {"target": "<= 0.5", "measured": ratio, "met": ratio <= 0.5}
+        out["rolling_sink_over_autoregressive_at_100"] = {
+            "target": "<= 0.5", "measured": ratio, "met": ratio <= 0.5,
+            "modes": "rolling+sink+context_noise (the session's defaults) / autoregressive",
+            "with_clean_context": rolling_clean / plain,
+        }  # fmt: skip
     return out
 
 
