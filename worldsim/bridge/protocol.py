@@ -120,7 +120,10 @@ def encode(
     return [header, *buffers]
 
 
-_packb = msgpack.Packer().pack  # autoreset: each call returns one packed object
+# One shared packer: with autoreset each call returns one packed object, and packing these plain types runs
+# no Python code and never releases the GIL, so threads (a server and its clients in one process) cannot
+# interleave inside a call.
+_packb = msgpack.Packer().pack
 _pack_double = struct.Struct(">d").pack
 _TIME_KEY = _packb("time") + b"\xcb"  # msgpack float 64 follows
 _BODY_KEY = _packb("body")
