@@ -9,7 +9,8 @@ Servers run in their own processes, started with ``python -m worldsim.bridge.ser
 path), one BLAS thread each. Writes ``benchmarks/results/bridge.json`` and ``bridge.png``:
 
 - latency: 2 KB observation round trip (``infer`` -> ``action``) over tcp loopback and ipc, CURVE off and
-  on, beside a raw pyzmq DEALER/ROUTER ping-pong of the same request bytes measured in the same run;
+  on, beside a raw pyzmq DEALER/ROUTER ping-pong of the same request bytes, the two (and a raw client
+  against the bridge server) interleaved in blocks of 100 round trips over open connections;
 - control loop: deadline misses over N ticks of ``worldsim/PushT-v0`` at 50 Hz and 200 Hz against a served
   policy (default: a numpy stand-in for RTI, see ``StandInRTIPolicy``), asynchronous inference;
 - fuzz: malformed and mutated messages sent to a served policy, error replies counted, crashes detected.
