@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.steps < args.rounds:
+        parser.error(f"--rounds must be between 1 and --steps ({args.steps}), got {args.rounds}")
     command = "python -m worldsim.world_model.self_forcing " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -84,8 +86,6 @@ def main(argv: list[str] | None = None) -> None:
     data_config = DataConfig(meta["env_id"], meta.get("env_kwargs", {}), args.episodes, seed=args.seed * 10_000)
     train, held_out, _ = gather_episodes(data_config, progress=not args.no_progress)
     teacher = model.training_data(train, stride=2)
-    if args.rounds < 1 or args.steps < args.rounds:
-        parser.error(f"--rounds must be between 1 and --steps ({args.steps}), got {args.rounds}")
     generator = torch.Generator().manual_seed(args.seed)
     # Teacher-forced windows stay in the mix (every frame a target) so the fine-tune does not forget them.
     targeted = {**teacher, "target": torch.ones(teacher["frames"].shape[:2], dtype=torch.bool)}
