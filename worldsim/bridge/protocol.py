@@ -111,9 +111,10 @@ def encode(
     head = _HEADS.get((msg_type, bool(body)))
     if head is None:
         head = _new_head(msg_type, bool(body))
-    specs = _SPECS.get(tuple(keys))
+    spec_key = tuple(keys)
+    specs = _SPECS.get(spec_key)
     if specs is None:
-        specs = _new_specs(tuple(keys))
+        specs = _new_specs(spec_key)
     header = b"".join((head, _packb(request_id), _TIME_KEY, _pack_double(time.time()), specs))
     if body:
         header += _BODY_KEY + _packb(dict(body))
