@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,7 @@ def throughput() -> list[dict]:
                          "compile": compiled, "failed": f"exit status {error.returncode}"})  # fmt: skip
             print(f"FAILED: {rows[-1]}", flush=True)
             continue
-        rows.append({"steps": STEPS, **row})
+        rows.append(row)
         print(
             f"width {width} depth {depth} batch {batch} {precision} compile={compiled}: "
             f"{row['samples_per_s']:.0f} samples/s ({row['steps_per_s']:.1f} steps/s) on {row['device']}",
@@ -72,9 +71,7 @@ def run_torchrun(module_args: list[str]) -> tuple[dict, bool]:
     """``torchrun --standalone --nproc_per_node=1 -m <module_args>``: its figures, and whether it succeeded."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", *module_args]
     start = time.perf_counter()
-    completed = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, check=False
-    )
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     print(completed.stdout[-1500:], completed.stderr[-3000:], sep="\n", flush=True)
     result = {
         "command": "torchrun --standalone --nproc_per_node=1 -m " + " ".join(module_args),

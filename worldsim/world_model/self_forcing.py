@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"held-out one-step MSE {before['one_step_mse']:.5f} -> {after['one_step_mse']:.5f}")
     training = {
         "minutes": round(minutes, 1), "threads": args.threads, "held_out": after, "held_out_before": before,
-        "self_forcing_windows": args.windows, "rounds": args.rounds, "base_command": meta.get("command"),
+        "self_forcing_windows": min(args.windows, len(teacher["frames"])), "rounds": args.rounds,
+        "base_command": meta.get("command"),
         "base_training": meta.get("training"),
     }  # fmt: skip
     extra = {k: meta[k] for k in ("env_id", "env_kwargs") if k in meta}
