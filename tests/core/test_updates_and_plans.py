@@ -40,6 +40,13 @@ def test_model_call_counts():
     assert plans.autoregressive(3, 10).num_model_calls == 30
 
 
+def test_warm_start_on_a_grid_rounds_its_levels():
+    assert plans.warm_start(3, 0.5, 2, grid_steps=4).levels[:, 0].tolist() == [0.5, 0.25, 0.0]
+    assert plans.warm_start(3, 0.6, 2, grid_steps=5).levels[:, 0].tolist() == [0.6, 0.4, 0.0]  # 0.3 -> 0.4
+    with pytest.raises(ValueError, match="need more than 4 grid steps"):
+        plans.warm_start(3, 0.5, 3, grid_steps=4)
+
+
 def test_plan_validation():
     with pytest.raises(ValueError, match="inside \\[0, 1\\]"):
         Plan(np.array([[1.5, 0.0]]))

@@ -117,6 +117,19 @@ def test_rti_cold_start_can_be_a_short_ddim_run():
         make_strategy("rti", cold_start_steps=0)
 
 
+def test_rti_calls_stride_over_the_training_grid():
+    policy = make_policy()
+    policy.set_strategy("rti", k=9, calls=2, cold_start_steps=4)
+    assert policy.strategy.plan(8, K, renoise=False).levels[:, 0].tolist() == [9 / K, 4 / K, 0.0]  # 4.5 -> 4
+    obs = np.random.default_rng(2).normal(size=(2, OBS_DIM)).astype(np.float32)
+    policy.predict_chunk(obs)
+    policy.predict_chunk(obs)
+    assert policy.calls_last_prediction == 2
+    for calls in (0, 10):
+        with pytest.raises(ValueError, match="calls must be between 1 and k=9"):
+            make_strategy("rti", k=9, calls=calls)
+
+
 def test_rti_clip_rule_shrinks_the_guess():
     policy = make_policy(discrete_rule="clip")
     guess = torch.tensor([[[0.3, -0.2, 0.9], [0.1, 0.0, -0.4]]])

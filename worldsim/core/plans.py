@@ -115,16 +115,27 @@ def frozen_prefix(num_tokens: int, num_frozen: int, num_steps: int, start_level:
     return Plan(plan)
 
 
-def warm_start(num_tokens: int, start_level: float, num_steps: int, *, renoise: bool = False) -> Plan:
+def warm_start(
+    num_tokens: int, start_level: float, num_steps: int, *, renoise: bool = False, grid_steps: int | None = None
+) -> Plan:
     """RTI: start from a previous solution at ``start_level`` (k) and denoise it to 0 in ``num_steps``.
 
     ``renoise=False`` treats the guess as if it already sat at level k (RTI-DP's reference code);
     ``renoise=True`` adds a first row at level 0, so the clean guess is forward-diffused to level k
-    before denoising (the principled reading of the warm start).
+    before denoising (the principled reading of the warm start). ``grid_steps`` rounds the levels to
+    multiples of ``1 / grid_steps``: a model trained on a discrete grid of K levels has never seen the
+    levels in between, which equal steps from k/K would otherwise visit.
     """
     if not 0.0 < start_level <= 1.0:
         raise ValueError(f"start_level must be in (0, 1], got {start_level}")
     plan = full_sequence(num_tokens, num_steps, start_level).levels
+    if grid_steps is not None:
+        _check_count("grid_steps", grid_steps, 1)
+        plan = np.round(plan * grid_steps) / grid_steps
+        if (np.diff(plan[:, 0]) >= 0).any():
+            raise ValueError(
+                f"{num_steps} steps from level {start_level} to 0 need more than {grid_steps} grid steps"
+            )
     if renoise:
         plan = np.concatenate([np.zeros((1, num_tokens)), plan])
     return Plan(plan)

@@ -9,10 +9,10 @@ name       what one prediction does                                             
 =========  ==================================================================  =======================
 ddpm       full DDPM from noise (``steps`` = the training grid K by default)   K
 ddim       deterministic DDIM from noise in ``steps``                           steps
-rti        first call: full DDPM; then warm-start from the previous chunk       K, then k
-           shifted by the executed actions (last action repeated), denoised
+rti        first call: full DDPM; then warm-start from the previous chunk       K, then k (or
+           shifted by the executed actions (last action repeated), denoised     ``calls``)
            from level k / K to 0 (RTI-DP); ``renoise`` forward-diffuses the
-           guess to that level first
+           guess to that level first; ``calls`` < k strides over the levels
 rolling    a window of ``horizon`` actions at staggered levels (Streaming       first chunk, then 1
            Diffusion Policy): each call moves every action down one notch
            and emits the now-clean first action
@@ -117,8 +117,11 @@ class DDIMStrategy(Strategy):
 class RTIStrategy(Strategy):
     """Real-Time Iteration (RTI-DP): warm-start each prediction from the previous one.
 
-    ``k``: denoising steps of a warm-started call, starting at level ``k / K`` on the training grid
-    (RTI-DP's timestep list ``[2, 1, 0]`` is ``k = 3``). ``warm_start=False`` samples every call from
+    ``k``: a warm-started call starts at level ``k / K`` on the training grid (RTI-DP's timestep list
+    ``[2, 1, 0]`` is ``k = 3``) and, by default, takes ``k`` denoising steps, one per training step below
+    it. ``calls`` (1 to k) walks the same stretch in fewer, evenly spaced steps on the training grid: the
+    level k says how far the shifted guess is from the new solution (``choose_rti_k``), the number of
+    calls is a separate speed knob. ``warm_start=False`` samples every call from
     noise with the same k-step plan (with ``k = K`` that is exactly full DDPM). ``cold_start_steps``: the
     first prediction of an episode is full DDPM as in RTI-DP (None), or DDIM in that many steps, so a live
     loop never waits for K calls.
@@ -134,9 +137,12 @@ class RTIStrategy(Strategy):
         warm_start: bool = True,
         n_action_steps: int = 1,
         cold_start_steps: int | None = None,
+        calls: int | None = None,
     ):
         if k < 1:
             raise ValueError(f"rti needs k >= 1, got {k}")
+        if calls is not None and not 1 <= calls <= k:
+            raise ValueError(f"rti calls must be between 1 and k={k}, got {calls}")
         if cold_start_steps is not None and cold_start_steps < 1:
             raise ValueError(f"cold_start_steps must be >= 1 or None, got {cold_start_steps}")
         self.k = k
@@ -144,16 +150,20 @@ class RTIStrategy(Strategy):
         self.warm_start = warm_start
         self.n_action_steps = n_action_steps
         self.cold_start_steps = cold_start_steps
+        self.calls = calls or k
         self._previous = None
 
     def reset(self) -> None:
         self._previous = None
 
     def plan(self, horizon: int, num_train_steps: int, *, renoise: bool) -> Plan:
-        """Levels ``k/K, (k-1)/K, ..., 0`` for every action (after a row at 0 when re-noising)."""
+        """Levels from ``k/K`` to 0 in ``calls`` equal steps for every action (after a row at 0 when
+        re-noising); by default ``k/K, (k-1)/K, ..., 0``."""
         if self.k > num_train_steps:
             raise ValueError(f"rti k={self.k} exceeds the model's {num_train_steps} training steps")
-        return plans.warm_start(horizon, self.k / num_train_steps, self.k, renoise=renoise)
+        # With fewer calls than k, keep every level on the training grid (one call per grid step already is).
+        grid = num_train_steps if self.calls < self.k else None
+        return plans.warm_start(horizon, self.k / num_train_steps, self.calls, renoise=renoise, grid_steps=grid)
 
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         horizon, steps = sampler.like.shape[1], sampler.num_train_steps
