@@ -158,14 +158,16 @@ def _new_specs(keys: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]) -> bytes
 
 def send(socket: zmq.Socket, frames: list[Any], routing_id: bytes | None = None) -> None:
     """Send without blocking (a full queue raises ``zmq.Again``); large buffers go zero-copy."""
-    # With copy=False pyzmq still copies every frame below its copy_threshold (64 KiB), so one flag suffices.
-    copy = not any(type(frame) is np.ndarray and frame.nbytes >= ZERO_COPY_BYTES for frame in frames)
     # Only the first part of a message can meet a full queue: ZeroMQ then accepts the rest of it.
     if routing_id is not None:
         socket.send(routing_id, _NOBLOCK_MORE)
     last = len(frames) - 1
     for index, frame in enumerate(frames):
-        socket.send(frame, _NOBLOCK_MORE if index < last else _NOBLOCK, copy=copy)
+        flags = _NOBLOCK_MORE if index < last else _NOBLOCK
+        if type(frame) is np.ndarray and frame.nbytes >= ZERO_COPY_BYTES:
+            socket.send(frame, flags, copy=False)
+        else:
+            socket.send(frame, flags)
 
 
 def _reject_ext(code: int, data: bytes) -> None:

@@ -225,8 +225,7 @@ class Server(ABC):
             log.warning("dropped a reply to a client whose queue is full")
 
     def _answer(self, socket: zmq.Socket, routing_id: bytes, now: float) -> list[Any]:
-        if not socket.get(protocol.RCVMORE):
-            raise ProtocolError("malformed", "empty message")
+        # A ROUTER always delivers the routing id followed by a message of at least one part.
         message = protocol.receive(socket, self.config.limits, protocol.REQUEST_TYPES)
         request_id = message.request_id
         if message.type == "hello":
