@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import Literal
 
-from worldsim.core.array_ops import namespace
+from worldsim.core.array_ops import clip, namespace
 
 Parameterization = Literal["epsilon", "sample", "v_prediction", "velocity"]
 PARAMETERIZATIONS: tuple[str, ...] = ("epsilon", "sample", "v_prediction", "velocity")
@@ -25,7 +25,7 @@ _TINY = 1e-12
 def _safe(x):
     """Keep the sign, keep |x| >= _TINY."""
     xp = namespace(x)
-    return xp.where(x >= 0, xp.clip(x, _TINY, None), xp.clip(x, None, -_TINY))
+    return xp.where(x >= 0, clip(x, _TINY), clip(x, high=-_TINY))
 
 
 class NoiseSchedule(ABC):
@@ -138,7 +138,7 @@ class CosineSchedule(NoiseSchedule):
 
     def alpha_bar(self, level):
         xp = namespace(level)
-        return xp.clip(xp.cos(self._theta(level)) ** 2 / self._f0, self._floor, 1.0)
+        return clip(xp.cos(self._theta(level)) ** 2 / self._f0, self._floor, 1.0)
 
     def alpha(self, level):
         return namespace(level).sqrt(self.alpha_bar(level))

@@ -7,7 +7,7 @@ by forward diffusion (a warm start that begins from a clean guess). Works on num
 
 from __future__ import annotations
 
-from worldsim.core.array_ops import namespace
+from worldsim.core.array_ops import clip, namespace
 from worldsim.core.schedules import NoiseSchedule, Parameterization, _expand, _safe
 
 
@@ -46,18 +46,18 @@ def step(
     if any_down:
         x0, eps = schedule.split(pred, x_t, level, parameterization)
         if clip_x0 is not None:
-            x0 = xp.clip(x0, -clip_x0, clip_x0)
+            x0 = clip(x0, -clip_x0, clip_x0)
             eps = (x_t - a_t * x0) / _safe(s_t)
         if eta == 0:
             denoised = a_s * x0 + s_s * eps
         else:
             # Variance of the posterior q(x_s | x_t, x0) of a Gaussian path; eta scales its std.
             var = s_s * s_s - (a_t * a_t * s_s**4) / _safe(a_s * a_s * s_t * s_t)
-            c = eta * xp.sqrt(xp.clip(var, 0.0, None))
-            denoised = a_s * x0 + xp.sqrt(xp.clip(s_s * s_s - c * c, 0.0, None)) * eps + c * noise
+            c = eta * xp.sqrt(clip(var, 0.0))
+            denoised = a_s * x0 + xp.sqrt(clip(s_s * s_s - c * c, 0.0)) * eps + c * noise
         out = xp.where(_expand(down, x_t), denoised, out)
     if any_up:
         ratio = a_s / _safe(a_t)
-        renoised = ratio * x_t + xp.sqrt(xp.clip(s_s * s_s - ratio * ratio * s_t * s_t, 0.0, None)) * noise
+        renoised = ratio * x_t + xp.sqrt(clip(s_s * s_s - ratio * ratio * s_t * s_t, 0.0)) * noise
         out = xp.where(_expand(up, x_t), renoised, out)
     return out

@@ -152,6 +152,7 @@ class RTIStrategy(Strategy):
         self.cold_start_steps = cold_start_steps
         self.calls = calls or k
         self._previous = None
+        self._plans: dict[tuple[int, int, bool], Plan] = {}  # built once: a control loop asks every tick
 
     def reset(self) -> None:
         self._previous = None
@@ -159,11 +160,15 @@ class RTIStrategy(Strategy):
     def plan(self, horizon: int, num_train_steps: int, *, renoise: bool) -> Plan:
         """Levels from ``k/K`` to 0 in ``calls`` equal steps for every action (after a row at 0 when
         re-noising); by default ``k/K, (k-1)/K, ..., 0``."""
-        if self.k > num_train_steps:
-            raise ValueError(f"rti k={self.k} exceeds the model's {num_train_steps} training steps")
-        # With fewer calls than k, keep every level on the training grid (one call per grid step already is).
-        grid = num_train_steps if self.calls < self.k else None
-        return plans.warm_start(horizon, self.k / num_train_steps, self.calls, renoise=renoise, grid_steps=grid)
+        key = (horizon, num_train_steps, renoise)
+        if key not in self._plans:
+            if self.k > num_train_steps:
+                raise ValueError(f"rti k={self.k} exceeds the model's {num_train_steps} training steps")
+            # With fewer calls than k, keep every level on the training grid (one call per grid step already is).
+            grid = num_train_steps if self.calls < self.k else None
+            start = self.k / num_train_steps
+            self._plans[key] = plans.warm_start(horizon, start, self.calls, renoise=renoise, grid_steps=grid)
+        return self._plans[key]
 
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         horizon, steps = sampler.like.shape[1], sampler.num_train_steps
