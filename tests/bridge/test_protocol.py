@@ -80,11 +80,13 @@ def test_object_arrays_cannot_be_encoded():
         ([header(id=-1)], "malformed"),
         ([header(id="7")], "malformed"),
         ([header(type="launch")], "unknown_type"),
+        ([header(type=["infer"]), b"x" * 8], "unknown_type"),  # unhashable: must not escape as a TypeError
         ([header(time="now")], "malformed"),
         ([header(body=[1])], "malformed"),
         ([header(extra=1)], "malformed"),
         ([header(arrays={"name": "obs"})], "malformed"),
         ([header(arrays=[{"name": "obs", "dtype": "|O", "shape": [1]}]), b"x" * 8], "bad_array"),
+        ([header(arrays=[{"name": "obs", "dtype": ["<f4"], "shape": [1]}]), b"x" * 4], "bad_array"),
         ([header(arrays=[{"name": "obs", "dtype": ">f4", "shape": [1]}]), b"x" * 4], "bad_array"),
         ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [-1]}]), b""], "bad_array"),
         ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [1.5]}]), b""], "bad_array"),

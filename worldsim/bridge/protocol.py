@@ -208,7 +208,8 @@ def _array_specs(specs: Any, limits: Limits, request_id: int) -> list[tuple[str,
     for spec in specs:
         if type(spec) is not dict or spec.keys() != _SPEC_KEYS:
             raise ProtocolError("malformed", "an array spec is a map of exactly name, dtype, shape", request_id)
-        name, dtype, shape = spec["name"], _NUMPY_DTYPES.get(spec["dtype"]), spec["shape"]
+        name, shape = spec["name"], spec["shape"]
+        dtype = _NUMPY_DTYPES.get(spec["dtype"]) if type(spec["dtype"]) is str else None
         if type(name) is not str or not 0 < len(name) <= limits.max_name_length or name in names:
             raise ProtocolError(
                 "malformed", f"array names must be unique strings of 1-{limits.max_name_length} chars", request_id
@@ -242,7 +243,8 @@ def _check_header(header: dict[str, Any], limits: Limits, types: frozenset[str])
         raise ProtocolError(
             "malformed", f"unknown header keys {sorted(map(str, header.keys() - _HEADER_KEYS))}", request_id
         )
-    if header.get("type") not in types:
+    msg_type = header.get("type")
+    if type(msg_type) is not str or msg_type not in types:
         raise ProtocolError(
             "unknown_type", f"message type {header.get('type')!r} is not one of {sorted(types)}", request_id
         )
@@ -259,12 +261,16 @@ def receive(socket: zmq.Socket, limits: Limits, types: frozenset[str]) -> Messag
     The whole multipart message is always consumed, also when it is refused, so the next receive starts
     at a message boundary.
     """
+    raw = socket.recv()  # a timeout (zmq.Again) here leaves nothing half-read
     try:
-        header = _unpack_header(socket.recv(), limits)
+        header = _unpack_header(raw, limits)
         request_id, specs = _check_header(header, limits, types)
     except ProtocolError:
         _drain(socket)
         raise
+    except Exception as error:  # a check that missed some odd value must still leave a message boundary
+        _drain(socket)
+        raise ProtocolError("malformed", f"header could not be checked ({type(error).__name__})") from None
     arrays = {}
     for name, dtype, shape, nbytes in specs:
         if not socket.get(RCVMORE):
