@@ -39,6 +39,11 @@ SHIPPED = {"worldsim/PushT-v0": "pusht-state", "worldsim/PickPlace-v0": "pickpla
 HELD_OUT_SEED = 200_000  # episodes for choosing k: neither training nor evaluation seeds
 
 
+def strategy_name(row: str) -> str:
+    """The strategy a benchmark row runs: ``rti_2calls_chunked`` is ``rti`` with options."""
+    return row.split("_")[0]
+
+
 def expert_success(env_id: str, episodes: int) -> float:
     env = gym.make(env_id)
     expert = EXPERTS[env_id](seed=0)
@@ -103,6 +108,12 @@ def main() -> None:
             "rti": {"k": choice.k},
             # RTI over action chunks: the guess is shifted by the chunk's executed actions (see docs/policy.md).
             "rti_chunked": {"k": choice.k, "n_action_steps": policy.config.n_action_steps},
+            # The same warm start from level k walked in 2 calls on the training grid, after a 10-step DDIM
+            # cold start: RTI's speed knob (see RTIStrategy).
+            "rti_2calls": {"k": choice.k, "calls": 2, "cold_start_steps": 10},
+            "rti_2calls_chunked": {
+                "k": choice.k, "calls": 2, "cold_start_steps": 10, "n_action_steps": policy.config.n_action_steps,
+            },  # fmt: skip
             "rolling": {},
         }
         # Full DDPM executing one action per prediction, like RTI: the equal-footing baseline for calls
@@ -118,10 +129,10 @@ def main() -> None:
             "latency_sweep": {},
         }
         for name, kwargs in strategies.items():
-            policy.set_strategy(name.removesuffix("_chunked"), **kwargs)
+            policy.set_strategy(strategy_name(name), **kwargs)
             result = evaluate_policy(policy, env_id, episodes=args.episodes, seed=EVAL_SEED, score_key=score_key)
             task["strategies"][name] = {"options": kwargs, **result}
-            print(f"  {name:8s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}  "
+            print(f"  {name:18s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}  "
                   f"p50 {result['latency_ms_p50']:.2f} ms  p99 {result['latency_ms_p99']:.2f} ms")  # fmt: skip
         policy.set_strategy("ddpm", **closed_loop)
         result = evaluate_policy(
@@ -131,7 +142,7 @@ def main() -> None:
         print(f"  ddpm, 1 action per prediction: success {result['success_rate']:.2f}  "
               f"calls/step {result['calls_per_step']:.2f}")  # fmt: skip
         for name in ("ddim", "rti", "rti_chunked"):
-            policy.set_strategy(name.removesuffix("_chunked"), **strategies[name])
+            policy.set_strategy(strategy_name(name), **strategies[name])
             task["latency_sweep"][name] = {}
             for ticks in (0, 1, 2, 4):
                 result = evaluate_policy(
@@ -143,7 +154,7 @@ def main() -> None:
         s = task["strategies"]
         # Success rates are multiples of 1/episodes: round away float noise before comparing with targets.
         task["targets"] = {}
-        for rti in ("rti", "rti_chunked"):
+        for rti in ("rti", "rti_chunked", "rti_2calls", "rti_2calls_chunked"):
             # Each RTI variant against the DDPM run that executes as many actions per prediction.
             n_actions = strategies[rti].get("n_action_steps", 1)
             ddpm = task["ddpm_closed_loop"] if n_actions == 1 else s["ddpm"]
@@ -186,6 +197,8 @@ def plot(results: dict) -> None:
         axes[row, 1].bar(names, calls, color="#55a868")
         axes[row, 1].set_yscale("log")
         axes[row, 1].set_title("network calls per control step")
+        for axis in axes[row, :2]:
+            axis.tick_params(axis="x", labelrotation=35)
         for name, sweep in task["latency_sweep"].items():
             axes[row, 2].plot([int(t) for t in sweep], list(sweep.values()), marker="o", label=name)
         axes[row, 2].set_xlabel("inference latency (control ticks)")
