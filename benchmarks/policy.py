@@ -112,8 +112,11 @@ def main() -> None:
             # cold start: RTI's speed knob (see RTIStrategy).
             "rti_2calls": {"k": choice.k, "calls": 2, "cold_start_steps": 10},
             "rti_2calls_chunked": {
-                "k": choice.k, "calls": 2, "cold_start_steps": 10, "n_action_steps": policy.config.n_action_steps,
-            },  # fmt: skip
+                "k": choice.k,
+                "calls": 2,
+                "cold_start_steps": 10,
+                "n_action_steps": policy.config.n_action_steps,
+            },
             "rolling": {},
         }
         # Full DDPM executing one action per prediction, like RTI: the equal-footing baseline for calls

@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+
 from worldsim.core.array_ops import clip
 
 

@@ -133,9 +133,7 @@ def warm_start(
         _check_count("grid_steps", grid_steps, 1)
         plan = np.round(plan * grid_steps) / grid_steps
         if (np.diff(plan[:, 0]) >= 0).any():
-            raise ValueError(
-                f"{num_steps} steps from level {start_level} to 0 need more than {grid_steps} grid steps"
-            )
+            raise ValueError(f"{num_steps} steps from level {start_level} to 0 need more than {grid_steps} grid steps")
     if renoise:
         plan = np.concatenate([np.zeros((1, num_tokens)), plan])
     return Plan(plan)
