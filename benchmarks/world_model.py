@@ -255,7 +255,7 @@ def plot_frames(snapshots: dict[str, np.ndarray], truth: np.ndarray) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoints", nargs="+", default=["wm-pusht-state", "wm-pusht-pixels"])
+    parser.add_argument("--checkpoints", nargs="+", default=["wm-pusht-state", "wm-pusht-state-sf", "wm-pusht-pixels"])
     parser.add_argument("--episodes", type=int, default=6)
     parser.add_argument("--horizon", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=300)
