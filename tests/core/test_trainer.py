@@ -81,6 +81,18 @@ def test_bad_data_is_refused():
         Trainer(NoisyRegression(), {"x": torch.zeros(10, 3), "y": torch.zeros(10, 1)}, config(1))
 
 
+def test_device_choice():
+    trainer = Trainer(NoisyRegression(), data(), TrainerConfig(steps=1, batch_size=16, device="auto"))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert trainer.device.type == expected and next(trainer.ema_model.parameters()).device.type == expected
+    assert Trainer(NoisyRegression(), data(), config(1)).device.type == "cpu"  # None: left alone
+    with pytest.raises(ValueError, match="device must be"):
+        TrainerConfig(device="gpu0")
+    missing = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"this machine has {missing} CUDA GPU"):
+        TrainerConfig(device=f"cuda:{missing}")
+
+
 def test_a_damaged_latest_state_is_refused_and_the_previous_one_resumes(tmp_path):
     torch.manual_seed(0)
     full = Trainer(NoisyRegression(), data(), config(20))

@@ -63,6 +63,10 @@ class TrainerConfig:
     """``"bf16"``: compute the loss under bfloat16 autocast. Needs a CUDA device (refused on CPU)."""
     compile: bool = False
     """``torch.compile`` the loss computation (the first steps are slow while it compiles)."""
+    device: str | None = None
+    """Where a single-process run trains: ``None`` leaves the model where the caller put it, ``"auto"`` takes
+    the first CUDA GPU when there is one (else the CPU), or a torch device such as ``"cpu"`` or ``"cuda:1"``.
+    Under torchrun each rank trains on its own GPU instead."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -73,6 +77,22 @@ class TrainerConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        resolve_device(self.device)
+
+
+def resolve_device(name: str | None) -> torch.device | None:
+    """``TrainerConfig.device`` as a torch device (None stays None); a GPU that is not there is refused."""
+    if name is None:
+        return None
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from error
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 class _Loss(nn.Module):
@@ -108,8 +128,9 @@ class Trainer:
         self.dist = init_distributed() if config.distributed else DistributedContext()
         self.config = config
         self.replace_data(data)
-        if self.dist.device is not None:
-            model.to(self.dist.device)
+        device = self.dist.device or resolve_device(config.device)
+        if device is not None:
+            model.to(device)
         self.device = next(model.parameters()).device
         if config.mixed_precision == "bf16" and self.device.type != "cuda":
             raise ValueError(

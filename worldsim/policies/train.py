@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (torchrun: each rank's GPU)",
+    )
     parser.add_argument("--init-from", default=None, help="start from this policy checkpoint's weights (fine-tuning)")
     parser.add_argument("--resume", action="store_true", help="continue from the training state kept in --out")
     parser.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
         ema_decay=args.ema_decay, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
         log_every=200, distributed=context.in_group, mixed_precision=args.mixed_precision, compile=args.compile,
+        device=args.device,
     )  # fmt: skip
     # The resumable state goes to <out>/train_state/ (and the one before it to <out>/train_state.prev/).
     trainer = Trainer(policy, data, trainer_config, output_dir=args.out, evaluate=evaluate, save=save)

@@ -122,7 +122,7 @@ class WorldModel(nn.Module):
         for episode in episodes:
             obs = episode.observations[obs_key] if obs_key is not None else episode.observations
             tokens = torch.cat([self.tokenizer.encode(obs[i : i + batch_size]) for i in range(0, len(obs), batch_size)])
-            tokenized.append(dataclasses.replace(episode, observations=tokens.numpy()))
+            tokenized.append(dataclasses.replace(episode, observations=tokens.cpu().numpy()))
         frames, actions = sequence_windows(tokenized, self.config.sequence_frames - 1, stride=stride)
         return {"frames": torch.from_numpy(frames), "cond": self.frame_conditions(actions)}
 

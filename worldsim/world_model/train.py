@@ -112,7 +112,7 @@ def build_model(
         tokenizer = PixelTokenizer(autoencoder, None, tokens_per_frame)
         with torch.no_grad():
             raw = torch.cat([tokenizer.raw_tokens(frames[i : i + 512]) for i in range(0, len(frames), 512)])
-        tokenizer.latent_normalizer = Normalizer.fit(raw.reshape(-1, raw.shape[-1]).numpy(), "meanstd")
+        tokenizer.latent_normalizer = Normalizer.fit(raw.reshape(-1, raw.shape[-1]).cpu().numpy(), "meanstd")
     return WorldModel(model_config, tokenizer, ActionEncoder(action_space, action_normalizer), obs_space)
 
 
@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ae-channels", type=int, default=32, help="pixel models: autoencoder width")
     parser.add_argument("--autoencoder-from", default=None, help="pixel models: reuse this checkpoint's autoencoder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (torchrun: each rank's GPU)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--distributed", action="store_true", help="under torchrun: DistributedDataParallel")
     args = parser.parse_args(argv)
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         ae_trainer = TrainerConfig(
             steps=args.ae_steps, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.99,
             log_every=250, seed=args.seed, progress=not args.no_progress, distributed=args.distributed,
+            device=args.device,
         )  # fmt: skip
         autoencoder = train_autoencoder(
             frames, ae_config, ae_trainer, args.state_dir / "autoencoder" if args.state_dir else None
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer_config = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
         ema_decay=args.ema_decay, log_every=250, eval_every=max(args.steps // 4, 1), seed=args.seed,
-        progress=not args.no_progress, distributed=args.distributed,
+        progress=not args.no_progress, distributed=args.distributed, device=args.device,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed)
 
