@@ -4,6 +4,10 @@
     python benchmarks/policy.py --episodes 10        # a quick look
 
 Writes benchmarks/results/policy.json and policy.png.
+
+RTI runs with k chosen by RTI-DP's offline rule (for chunked rows, from decisions as far apart as the actions
+a chunk executes), and as each task's Hydra config sets it (``policy_rti_options`` in
+``worldsim/conf/task/*.yaml``, the options the demo and ``worldsim serve`` use), a row named ``rti_task``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info, write_result  # noqa: E402
@@ -35,13 +40,8 @@ from worldsim.policies.evaluate import evaluate_policy  # noqa: E402
 from worldsim.policies.rti_k import choose_rti_k  # noqa: E402
 from worldsim.policies.train import EVAL_SEED, TASKS  # noqa: E402
 
-SHIPPED = {"worldsim/PushT-v0": "pusht-state", "worldsim/PickPlace-v0": "pickplace-state"}
+TASK_CONFIGS = {"worldsim/PushT-v0": "pusht", "worldsim/PickPlace-v0": "pickplace"}  # conf/task/<name>.yaml
 HELD_OUT_SEED = 200_000  # episodes for choosing k: neither training nor evaluation seeds
-
-
-def strategy_name(row: str) -> str:
-    """The strategy a benchmark row runs: ``rti_2calls_chunked`` is ``rti`` with options."""
-    return row.split("_")[0]
 
 
 def expert_success(env_id: str, episodes: int) -> float:
@@ -79,12 +79,18 @@ def held_out_observations(env_id: str, episodes: int) -> list[np.ndarray]:
     return sequences
 
 
+def task_config(env_id: str) -> dict:
+    """The task's Hydra config (``worldsim/conf/task/<name>.yaml``): its shipped policy and RTI options."""
+    path = Path(worldsim.__file__).parent / "conf" / "task" / f"{TASK_CONFIGS[env_id]}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--latency-episodes", type=int, default=50)
     parser.add_argument("--closed-loop-episodes", type=int, default=20)
-    parser.add_argument("--tasks", nargs="*", default=list(SHIPPED))
+    parser.add_argument("--tasks", nargs="*", default=list(TASK_CONFIGS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = the batch-1 control setting)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,43 +104,47 @@ def main() -> None:
         results["tasks"] = {k: v for k, v in kept.items() if k not in args.tasks}
     for env_id in args.tasks:
         score_key = TASKS[env_id]["score_key"]
-        policy = DiffusionPolicy.from_pretrained(SHIPPED[env_id])
+        config = task_config(env_id)
+        policy = DiffusionPolicy.from_pretrained(config["policy_checkpoint"])
         started = time.time()
-        choice = choose_rti_k(policy, held_out_observations(env_id, 10), executed_steps=1)
-        print(f"{env_id}: RTI-DP's offline rule chose k = {choice.k} from {choice.pairs} held-out pairs")
+        chunk = policy.config.n_action_steps
+        held_out = held_out_observations(env_id, 10)
+        choice = choose_rti_k(policy, held_out, executed_steps=1)
+        # Executing a chunk shifts the guess by all its actions: the rule then pairs decisions that far apart.
+        choice_chunked = choose_rti_k(policy, held_out, executed_steps=chunk)
+        print(f"{env_id}: RTI-DP's offline rule chose k = {choice.k} (k = {choice_chunked.k} for chunks of {chunk})")
+        # row -> (strategy, its options)
         strategies = {
-            "ddpm": {"steps": policy.config.num_train_steps},
-            "ddim": {"steps": 10},
-            "rti": {"k": choice.k},
+            "ddpm": ("ddpm", {"steps": policy.config.num_train_steps}),
+            "ddim": ("ddim", {"steps": 10}),
+            # A cold sampler as cheap as a few-call RTI: what the warm start adds over fewer steps alone.
+            "ddim3": ("ddim", {"steps": 3}),
+            "rti": ("rti", {"k": choice.k}),
             # RTI over action chunks: the guess is shifted by the chunk's executed actions (see docs/policy.md).
-            "rti_chunked": {"k": choice.k, "n_action_steps": policy.config.n_action_steps},
-            # The same warm start from level k walked in 2 calls on the training grid, after a 10-step DDIM
-            # cold start: RTI's speed knob (see RTIStrategy).
-            "rti_2calls": {"k": choice.k, "calls": 2, "cold_start_steps": 10},
-            "rti_2calls_chunked": {
-                "k": choice.k,
-                "calls": 2,
-                "cold_start_steps": 10,
-                "n_action_steps": policy.config.n_action_steps,
-            },
-            "rolling": {},
+            "rti_chunked": ("rti", {"k": choice_chunked.k, "n_action_steps": chunk}),
+            # The warm start from level k walked in 2 calls on the training grid, after a 10-step DDIM cold
+            # start: RTI's speed knob (see RTIStrategy).
+            "rti_2calls": ("rti", {"k": choice.k, "calls": 2, "cold_start_steps": 10}),
+            "rti_task": ("rti", config["policy_rti_options"]),
+            "rolling": ("rolling", {}),
         }
         # Full DDPM executing one action per prediction, like RTI: the equal-footing baseline for calls
         # per action (costly, so measured on fewer episodes).
         closed_loop = {"steps": policy.config.num_train_steps, "n_action_steps": 1}
         task: dict = {
-            "checkpoint": SHIPPED[env_id],
+            "checkpoint": config["policy_checkpoint"],
             "machine": machine_info(),
             "episodes": args.episodes,
             "expert_success_rate": expert_success(env_id, args.episodes),
             "rti_k_choice": choice.to_dict(),
+            "rti_k_choice_chunked": {"executed_steps": chunk, **choice_chunked.to_dict()},
             "strategies": {},
             "latency_sweep": {},
         }
-        for name, kwargs in strategies.items():
-            policy.set_strategy(strategy_name(name), **kwargs)
+        for name, (strategy, kwargs) in strategies.items():
+            policy.set_strategy(strategy, **kwargs)
             result = evaluate_policy(policy, env_id, episodes=args.episodes, seed=EVAL_SEED, score_key=score_key)
-            task["strategies"][name] = {"options": kwargs, **result}
+            task["strategies"][name] = {"strategy": strategy, "options": kwargs, **result}
             print(f"  {name:18s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}  "
                   f"p50 {result['latency_ms_p50']:.2f} ms  p99 {result['latency_ms_p99']:.2f} ms")  # fmt: skip
         policy.set_strategy("ddpm", **closed_loop)
@@ -144,8 +154,9 @@ def main() -> None:
         task["ddpm_closed_loop"] = {"options": closed_loop, **result}
         print(f"  ddpm, 1 action per prediction: success {result['success_rate']:.2f}  "
               f"calls/step {result['calls_per_step']:.2f}")  # fmt: skip
-        for name in ("ddim", "rti", "rti_chunked"):
-            policy.set_strategy(strategy_name(name), **strategies[name])
+        for name in ("ddim", "rti", "rti_chunked", "rti_task"):
+            strategy, kwargs = strategies[name]
+            policy.set_strategy(strategy, **kwargs)
             task["latency_sweep"][name] = {}
             for ticks in (0, 1, 2, 4):
                 result = evaluate_policy(
@@ -157,9 +168,9 @@ def main() -> None:
         s = task["strategies"]
         # Success rates are multiples of 1/episodes: round away float noise before comparing with targets.
         task["targets"] = {}
-        for rti in ("rti", "rti_chunked", "rti_2calls", "rti_2calls_chunked"):
+        for rti in ("rti", "rti_chunked", "rti_2calls", "rti_task"):
             # Each RTI variant against the DDPM run that executes as many actions per prediction.
-            n_actions = strategies[rti].get("n_action_steps", 1)
+            n_actions = strategies[rti][1].get("n_action_steps", 1)
             ddpm = task["ddpm_closed_loop"] if n_actions == 1 else s["ddpm"]
             reduction = ddpm["calls_per_step"] / s[rti]["calls_per_step"]
             gap = round(100 * (s[rti]["success_rate"] - ddpm["success_rate"]), 6)

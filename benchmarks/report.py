@@ -73,8 +73,10 @@ def policy(result: dict) -> list[str]:
             ]
             for name, s in t["strategies"].items()
         ]
+        chunked = t.get("rti_k_choice_chunked")
+        chunked = f", {chunked['k']} for chunks of {chunked['executed_steps']}" if chunked else ""
         lines += ["", f"**{task}** ({t['checkpoint']}; expert {t['expert_success_rate']:.2f}; RTI k = "
-                      f"{t['rti_k_choice']['k']} by RTI-DP's rule)", ""]  # fmt: skip
+                      f"{t['rti_k_choice']['k']}{chunked} by RTI-DP's rule)", ""]  # fmt: skip
         lines += _table(["strategy", "success", "calls/step", "p50 ms", "p99 ms", "action change MSE"], rows)
         sweep = "; ".join(f"{n}: " + ", ".join(f"{k} ticks {v:.2f}" for k, v in s.items())
                           for n, s in t["latency_sweep"].items())  # fmt: skip

@@ -197,6 +197,7 @@ def _train_policy(c: schema.TrainPolicyCommand, out: Path) -> None:
         "--steps", str(t.steps), "--batch-size", str(t.batch_size), "--lr", str(t.lr), "--warmup", str(t.warmup),
         "--ema-decay", str(t.ema_decay), "--eval-every", str(t.eval_every), "--eval-episodes", str(t.eval_episodes),
         "--checkpoint-every", str(t.checkpoint_every), "--seed", str(t.seed), "--threads", str(t.threads),
+        "--device", t.device,
         "--horizon", str(p.horizon), "--obs-horizon", str(p.obs_horizon), "--n-action-steps", str(p.n_action_steps),
         "--num-train-steps", str(p.num_train_steps), "--parameterization", p.parameterization,
         "--width", str(p.width), "--depth", str(p.depth), "--heads", str(p.heads),
@@ -224,7 +225,7 @@ def _train_world_model(c: schema.TrainWorldModelCommand, out: Path) -> None:
         "--sequence-frames", str(w.sequence_frames), "--sink-frames", str(w.sink_frames),
         "--window-frames", str(w.window_frames), "--context-noise", str(w.context_noise),
         "--tokens-per-frame", str(w.tokens_per_frame), "--ae-steps", str(w.ae_steps),
-        "--ae-channels", str(w.ae_channels), "--threads", str(t.threads),
+        "--ae-channels", str(w.ae_channels), "--threads", str(t.threads), "--device", t.device,
     ]  # fmt: skip
     if t.distributed:
         argv.append("--distributed")

@@ -82,6 +82,8 @@ class TrainingConfig:
     checkpoint_every: int = 1_000
     seed: int = 0
     threads: int = 1
+    device: str = "auto"
+    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     distributed: bool = False
     """Run under ``torchrun`` with DistributedDataParallel (see docs/training_at_scale.md)."""
 
