@@ -7,7 +7,7 @@ Writes benchmarks/results/policy.json and policy.png.
 
 RTI runs with k chosen by RTI-DP's offline rule (for chunked rows, from decisions as far apart as the actions
 a chunk executes), and as each task's Hydra config sets it (``policy_rti_options`` in
-``worldsim/conf/task/*.yaml``, the options the demo and ``worldsim serve`` use), a row named ``rti_task``.
+``worldsim/conf/task/*.yaml``, the options the demo runs), a row named ``rti_task``.
 """
 
 from __future__ import annotations
