@@ -93,6 +93,15 @@ def test_device_choice():
         TrainerConfig(device=f"cuda:{missing}")
 
 
+def test_training_commands_refuse_a_bad_device_while_parsing(capsys):
+    from worldsim.policies.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--task", "t", "--dataset-id", "d", "--out", "o", "--device", "gpu0"])
+    assert "argument --device: device must be" in capsys.readouterr().err
+    assert parse_args(["--task", "t", "--dataset-id", "d", "--out", "o"]).device == "auto"
+
+
 def test_a_damaged_latest_state_is_refused_and_the_previous_one_resumes(tmp_path):
     torch.manual_seed(0)
     full = Trainer(NoisyRegression(), data(), config(20))

@@ -16,6 +16,7 @@ rank 0 alone evaluates, shows progress and writes checkpoints. See docs/training
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import json
@@ -93,6 +94,22 @@ def resolve_device(name: str | None) -> torch.device | None:
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return device
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """The training commands' ``--device``, checked while parsing: a bad one is refused before any work."""
+
+    def checked(name: str) -> str:
+        try:
+            resolve_device(name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return name
+
+    parser.add_argument(
+        "--device", default="auto", type=checked,
+        help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (torchrun: each rank's GPU)",
+    )  # fmt: skip
 
 
 class _Loss(nn.Module):

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 import worldsim  # noqa: E402, F401  (registers the environments)
 from worldsim.core.distributed import DistributedContext, init_distributed  # noqa: E402
-from worldsim.core.trainer import MIXED_PRECISION, Trainer, TrainerConfig  # noqa: E402
+from worldsim.core.trainer import MIXED_PRECISION, Trainer, TrainerConfig, add_device_argument  # noqa: E402
 from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations, policy_windows  # noqa: E402
 from worldsim.policies.config import DiffusionPolicyConfig  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
@@ -76,11 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (torchrun: each rank's GPU)",
-    )
+    add_device_argument(parser)
     parser.add_argument("--init-from", default=None, help="start from this policy checkpoint's weights (fine-tuning)")
     parser.add_argument("--resume", action="store_true", help="continue from the training state kept in --out")
     parser.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import worldsim  # noqa: E402, F401  (registers the worldsim/ environments)
 from worldsim.core.normalizer import Normalizer  # noqa: E402
-from worldsim.core.trainer import Trainer, TrainerConfig  # noqa: E402
+from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument  # noqa: E402
 from worldsim.envs.datasets import EXPERTS, Episode, load_demonstrations  # noqa: E402
 from worldsim.world_model.autoencoder import AutoencoderConfig, ConvAutoencoder  # noqa: E402
 from worldsim.world_model.data import Actor, NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
@@ -142,11 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ae-channels", type=int, default=32, help="pixel models: autoencoder width")
     parser.add_argument("--autoencoder-from", default=None, help="pixel models: reuse this checkpoint's autoencoder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (torchrun: each rank's GPU)",
-    )
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--distributed", action="store_true", help="under torchrun: DistributedDataParallel")
     args = parser.parse_args(argv)
