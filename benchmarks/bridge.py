@@ -562,7 +562,10 @@ def main() -> None:
             },
         },
         "settings": {
-            "repeats": args.repeats, "interleaved_block": BLOCK, "ticks": args.ticks, "server_blas_threads": 1
+            "repeats": args.repeats,
+            "interleaved_block": BLOCK,
+            "ticks": args.ticks,
+            "server_blas_threads": 1,
         },
         "load_average_1min": {
             **load,

@@ -52,7 +52,13 @@ WARMUP_STEPS = 5
 
 # ---------------------------------------------------------------------------------------------- training
 def train_worker(
-    out: Path, steps: int, batch_size: int, *, width: int = 96, depth: int = 3, mixed_precision: str = "no",
+    out: Path,
+    steps: int,
+    batch_size: int,
+    *,
+    width: int = 96,
+    depth: int = 3,
+    mixed_precision: str = "no",
     compile: bool = False,
 ) -> None:
     """One torchrun rank: time ``steps`` training steps after a short warm-up; rank 0 writes the figures."""
