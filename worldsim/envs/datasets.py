@@ -11,7 +11,7 @@ import functools
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ EXPERTS: dict[str, Callable[..., Callable[[gym.Env], np.ndarray]]] = {
 
 
 @contextlib.contextmanager
-def _datasets_root(path: str | os.PathLike | None) -> Iterator[None]:
+def datasets_root(path: str | os.PathLike | None) -> Iterator[None]:
     """Point Minari at ``path`` for the duration (Minari reads its root only from the environment)."""
     if path is None:
         yield
@@ -117,38 +117,70 @@ def collect_dataset(
         kwargs = {"obs_type": obs_type}
     else:
         kwargs = {"obs_type": obs_type, "image_size": image_size}
-    with _datasets_root(path):
-        if get_dataset_path(dataset_id).exists():
-            raise ValueError(f"dataset {dataset_id!r} already exists; delete it or choose another id")
+    with datasets_root(path):
+        check_new_dataset_id(dataset_id)
         env = gym.make(env_id, **kwargs)
-        if num_envs == 1:
-            controller = make_expert(seed=seed)
-            buffers = (_record_episode(env, controller, index, seed + index) for index in range(num_episodes))
-        else:
-            buffers = _record_in_parallel(env_id, kwargs, num_episodes, seed, num_envs, make_expert)
         try:
-            with warnings.catch_warnings():
-                # Minari recommends these metadata for published datasets; local demonstrations may omit them.
-                warnings.filterwarnings("ignore", message=r"`(author|author_email|code_permalink)` is set to None")
-                # Minari's DataCollector needs jax (minari[create]); writing buffers directly does not.
-                return minari.create_dataset_from_buffers(
-                    dataset_id=dataset_id,
-                    buffer=tqdm(buffers, total=num_episodes, desc=f"collecting {dataset_id}", disable=not progress),
-                    env=env,
-                    eval_env=env.spec,
-                    algorithm_name=f"scripted expert ({getattr(make_expert, '__name__', type(make_expert).__name__)})",
-                    description=f"Scripted-expert demonstrations of {env_id} ({obs_type} observations).",
-                    author=author,
-                    code_permalink=code_permalink,
-                    data_format=data_format,
-                    jpeg_encoding=False,
-                )
-        except BaseException:
-            # An interrupted recording must not leave a half-written dataset under the requested id.
-            shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
-            raise
+            if num_envs == 1:
+                controller = make_expert(seed=seed)
+                buffers = (_record_episode(env, controller, index, seed + index) for index in range(num_episodes))
+            else:
+                buffers = _record_in_parallel(env_id, kwargs, num_episodes, seed, num_envs, make_expert)
+            return write_dataset(
+                dataset_id,
+                tqdm(buffers, total=num_episodes, desc=f"collecting {dataset_id}", disable=not progress),
+                env,
+                algorithm_name=f"scripted expert ({getattr(make_expert, '__name__', type(make_expert).__name__)})",
+                description=f"Scripted-expert demonstrations of {env_id} ({obs_type} observations).",
+                author=author,
+                code_permalink=code_permalink,
+                data_format=data_format,
+            )
         finally:
             env.close()
+
+
+def check_new_dataset_id(dataset_id: str) -> None:
+    """Refuse an id that already names a dataset under Minari's current root, before anything is recorded."""
+    if get_dataset_path(dataset_id).exists():
+        raise ValueError(f"dataset {dataset_id!r} already exists; delete it or choose another id")
+
+
+def write_dataset(
+    dataset_id: str,
+    buffers: Iterable[EpisodeBuffer],
+    env: gym.Env,
+    *,
+    algorithm_name: str,
+    description: str,
+    author: str | None = None,
+    code_permalink: str | None = None,
+    data_format: str = "hdf5",
+) -> minari.MinariDataset:
+    """Stream episode buffers (recorded as they are iterated) into a new Minari dataset under the current root.
+
+    An interrupted or failed recording leaves no half-written dataset under ``dataset_id``.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Minari recommends these metadata for published datasets; local demonstrations may omit them.
+            warnings.filterwarnings("ignore", message=r"`(author|author_email|code_permalink)` is set to None")
+            # Minari's DataCollector needs jax (minari[create]); writing buffers directly does not.
+            return minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=env,
+                eval_env=env.spec,
+                algorithm_name=algorithm_name,
+                description=description,
+                author=author,
+                code_permalink=code_permalink,
+                data_format=data_format,
+                jpeg_encoding=False,
+            )
+    except BaseException:
+        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+        raise
 
 
 def _stack(items: list):
@@ -157,7 +189,7 @@ def _stack(items: list):
     return np.stack([np.asarray(item) for item in items])
 
 
-class _EpisodeRecorder:
+class EpisodeRecorder:
     """Collects one episode's steps and hands them to Minari as an ``EpisodeBuffer``."""
 
     def __init__(self, index: int, seed: int, obs, info: dict):
@@ -189,7 +221,7 @@ class _EpisodeRecorder:
 def _record_episode(env: gym.Env, expert, index: int, seed: int) -> EpisodeBuffer:
     obs, info = env.reset(seed=seed)
     expert.reset()
-    recorder = _EpisodeRecorder(index, seed, obs, info)
+    recorder = EpisodeRecorder(index, seed, obs, info)
     terminated = truncated = False
     while not (terminated or truncated):
         action = expert(env)
@@ -270,8 +302,8 @@ def _record_in_parallel(
     try:
         obs, infos = envs.reset(seed=[seed + k for k in range(num_envs)])
         # The episode each sub-environment is recording; None once no episode is left for it.
-        recording: list[_EpisodeRecorder | None] = [
-            _EpisodeRecorder(k, seed + k, _row(obs, k), _sub_info(infos, k)) for k in range(num_envs)
+        recording: list[EpisodeRecorder | None] = [
+            EpisodeRecorder(k, seed + k, _row(obs, k), _sub_info(infos, k)) for k in range(num_envs)
         ]
         actions = np.stack([infos[EXPERT_ACTION][k] for k in range(num_envs)])
         started, done, next_out = num_envs, {}, 0
@@ -299,7 +331,7 @@ def _record_in_parallel(
                 mask = np.array([k in starting for k in range(num_envs)])
                 obs, infos = envs.reset(seed=seeds, options={"reset_mask": mask})
                 for k, index in starting.items():
-                    recording[k] = _EpisodeRecorder(index, seed + index, _row(obs, k), _sub_info(infos, k))
+                    recording[k] = EpisodeRecorder(index, seed + index, _row(obs, k), _sub_info(infos, k))
                     actions[k] = infos[EXPERT_ACTION][k]
     finally:
         envs.close()
@@ -341,7 +373,7 @@ def load_demonstrations(
         env_kwargs: keyword arguments for that environment (e.g. ``{"obs_type": "pixels"}``).
         path: datasets root; defaults to ``$MINARI_DATASETS_PATH``.
     """
-    with _datasets_root(path):
+    with datasets_root(path):
         if not get_dataset_path(dataset_id).exists():
             raise ValueError(f"no local Minari dataset {dataset_id!r} under {get_dataset_path()}")
         dataset = minari.load_dataset(dataset_id)

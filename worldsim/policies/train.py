@@ -51,7 +51,9 @@ EVAL_SEED = 100_000  # evaluation episodes never reuse the demonstrations' reset
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, help="Gymnasium env id")
-    parser.add_argument("--dataset-id", required=True, help="Minari dataset id")
+    parser.add_argument(
+        "--dataset-id", required=True, nargs="+", help="Minari dataset id; several are trained on together"
+    )
     parser.add_argument("--data-path", default=None, help="Minari datasets root (default $MINARI_DATASETS_PATH)")
     parser.add_argument("--collect", type=int, default=0, help="record this many expert episodes if missing")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -82,7 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")
     parser.add_argument("--mixed-precision", default="no", choices=MIXED_PRECISION, help="bf16 needs a CUDA GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training loss")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.collect and len(args.dataset_id) > 1:
+        parser.error("--collect records one dataset: give a single --dataset-id with it")
+    return args
 
 
 def check_init_from(parent: DiffusionPolicyConfig, config: DiffusionPolicyConfig, name: str) -> None:
@@ -119,14 +124,18 @@ def main(argv: list[str] | None = None) -> None:
     # 1. Demonstrations -> (observation history, action chunk) windows and normalization statistics.
     if args.collect and context.is_main:
         try:
-            load_demonstrations(args.dataset_id, path=args.data_path)
+            load_demonstrations(args.dataset_id[0], path=args.data_path)
         except ValueError:
-            collect_dataset(args.task, args.dataset_id, args.collect, seed=0, path=args.data_path)
+            collect_dataset(args.task, args.dataset_id[0], args.collect, seed=0, path=args.data_path)
     context.barrier()
-    episodes = load_demonstrations(args.dataset_id, args.task, path=args.data_path)
+    episodes = [
+        episode
+        for dataset_id in args.dataset_id
+        for episode in load_demonstrations(dataset_id, args.task, path=args.data_path)
+    ]
     obs, actions = policy_windows(episodes, args.obs_horizon, args.horizon)
     normalizers = fit_normalizers(episodes)
-    report(f"{len(episodes)} episodes, {len(obs)} training windows from {args.dataset_id}")
+    report(f"{len(episodes)} episodes, {len(obs)} training windows from {', '.join(args.dataset_id)}")
 
     # 2. The policy, sized for a CPU.
     env = gym.make(args.task)
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out,
             extra={
                 "task": args.task,
-                "dataset_id": args.dataset_id,
+                "dataset_id": args.dataset_id[0] if len(args.dataset_id) == 1 else args.dataset_id,
                 "train_command": command,
                 "train_steps": step,
                 "train_minutes": round((time.time() - started) / 60, 1),
