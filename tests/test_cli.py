@@ -139,3 +139,18 @@ def test_demo_fast_mode_writes_a_report_with_numbers(tmp_path):
     assert any(re.search(r"\d\.\d+e-0\d", row) for row in table_rows)  # export parity
     assert (report.parent / "dream_error.png").is_file() and (report.parent / "pusht_policy.onnx").is_file()
     assert list(report.parent.glob("dream.*"))
+
+
+def test_takeover_records_recovery_demonstrations_and_refuses_an_existing_dataset(tmp_path, capsys):
+    from worldsim.envs.datasets import load_demonstrations
+
+    args = ["takeover", "task=pickplace", "episodes=2", "handover_steps=[2,4]", f"path={tmp_path / 'data'}"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    recorded = int(re.search(r"recorded (\d+) segments", out).group(1))
+    assert "as worldsim/pickplace/expert-takeover-v0" in out and recorded >= 1
+    assert len(load_demonstrations("worldsim/pickplace/expert-takeover-v0", path=tmp_path / "data")) == recorded
+    assert cli.main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main([*args[:-1], "handover_steps=[3]"]) == 2
+    assert "handover_steps takes [low, high]" in capsys.readouterr().err

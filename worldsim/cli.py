@@ -27,6 +27,7 @@ from worldsim.conf import schema
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the policies, a dream rollout, a live bridge loop and an ONNX export; write report.md"),
     "collect": ("collect", "record scripted-expert demonstrations of a task as a Minari dataset"),
+    "takeover": ("takeover", "record the expert taking over from a policy's rollouts (recovery demonstrations)"),
     "train policy": ("train_policy", "train a diffusion policy on a task's demonstrations"),
     "train world-model": ("train_world_model", "train a streaming world model on a task's rollouts"),
     "eval": ("eval", "roll a policy out with an inference strategy and report success, calls and latency"),
@@ -185,6 +186,28 @@ def _collect(c: schema.CollectCommand, out: Path) -> None:
         data_format=c.data_format, path=c.path,
     )  # fmt: skip
     print(f"recorded {episodes} episodes of {c.task.env_id} as {c.task.dataset_id}")
+
+
+def _takeover(c: schema.TakeoverCommand, out: Path) -> None:
+    import torch
+
+    from worldsim.policies.takeover import collect_takeover_dataset
+
+    if len(c.handover_steps) != 2:
+        raise UserError(f"handover_steps takes [low, high], got {c.handover_steps}")
+    torch.set_num_threads(1)
+    name, _, version = c.task.dataset_id.rpartition("-v")
+    dataset_id = c.dataset_id or f"{name}-takeover-v{version}"
+    policy = load_policy(c.checkpoint or c.task.policy_checkpoint, c.strategy)
+    _, stats = collect_takeover_dataset(
+        policy, c.task.env_id, dataset_id, c.episodes, c.seed, handover_steps=tuple(c.handover_steps),
+        expert_steps=c.expert_steps, path=c.path,
+    )  # fmt: skip
+    print(
+        f"{stats.episodes} rollouts of {c.task.env_id}: the policy finished {stats.policy_succeeded}, the expert "
+        f"failed {stats.expert_failed}; recorded {stats.recorded} segments ({stats.recorded_steps} steps) as "
+        f"{dataset_id}"
+    )
 
 
 def _train_policy(c: schema.TrainPolicyCommand, out: Path) -> None:
@@ -349,6 +372,7 @@ def _demo(c: schema.DemoCommand, out: Path) -> None:
 
 RUNNERS: dict[str, Callable[[Any, Path], None]] = {
     "collect": _collect,
+    "takeover": _takeover,
     "train_policy": _train_policy,
     "train_world_model": _train_world_model,
     "eval": _eval,

@@ -102,6 +102,23 @@ class CollectCommand:
 
 
 @dataclass
+class TakeoverCommand:
+    task: TaskConfig = MISSING
+    strategy: StrategyConfig = MISSING
+    checkpoint: str | None = None
+    """The policy that drives before the expert takes over; default: the task's shipped policy."""
+    dataset_id: str | None = None
+    """The new Minari dataset; default: the task's dataset id with ``-takeover`` before its version."""
+    episodes: int = 400
+    seed: int = 500_000
+    handover_steps: list[int] = field(default_factory=lambda: [10, 290])
+    """Inclusive range of the policy's steps before the expert takes over."""
+    expert_steps: int = 300
+    path: str | None = None
+    """Minari datasets root; default ``$MINARI_DATASETS_PATH``."""
+
+
+@dataclass
 class TrainPolicyCommand:
     task: TaskConfig = MISSING
     policy: PolicyConfig = MISSING
@@ -196,6 +213,7 @@ class DemoCommand:
 
 COMMANDS: dict[str, type] = {
     "collect": CollectCommand,
+    "takeover": TakeoverCommand,
     "train_policy": TrainPolicyCommand,
     "train_world_model": TrainWorldModelCommand,
     "eval": EvalCommand,
