@@ -197,6 +197,8 @@ def _takeover(c: schema.TakeoverCommand, out: Path) -> None:
         raise UserError(f"handover_steps takes [low, high], got {c.handover_steps}")
     torch.set_num_threads(1)
     name, _, version = c.task.dataset_id.rpartition("-v")
+    if not (c.dataset_id or name):
+        raise UserError(f"task.dataset_id {c.task.dataset_id!r} has no -vN version to derive from; pass dataset_id=")
     dataset_id = c.dataset_id or f"{name}-takeover-v{version}"
     policy = load_policy(c.checkpoint or c.task.policy_checkpoint, c.strategy)
     _, stats = collect_takeover_dataset(
@@ -204,7 +206,7 @@ def _takeover(c: schema.TakeoverCommand, out: Path) -> None:
         expert_steps=c.expert_steps, path=c.path,
     )  # fmt: skip
     print(
-        f"{stats.episodes} rollouts of {c.task.env_id}: the policy finished {stats.policy_succeeded}, the expert "
+        f"{stats.episodes} rollouts of {c.task.env_id}: the policy finished {stats.policy_finished}, the expert "
         f"failed {stats.expert_failed}; recorded {stats.recorded} segments ({stats.recorded_steps} steps) as "
         f"{dataset_id}"
     )

@@ -41,7 +41,7 @@ def test_segments_are_the_expert_finishing_from_where_the_policy_left_it(tmp_pat
         ParkedPolicy(), TASK, "worldsim/pusht/takeover-test-v0", 2, seed, handover_steps=handover,
         path=tmp_path, progress=False,
     )  # fmt: skip
-    assert stats.episodes == 2 and stats.policy_succeeded == 0
+    assert stats.episodes == 2 and stats.policy_finished == 0
     assert stats.recorded + stats.expert_failed == 2 and stats.recorded >= 1
     episodes = load_demonstrations("worldsim/pusht/takeover-test-v0", TASK, path=tmp_path)
     assert len(episodes) == stats.recorded == dataset.total_episodes
@@ -77,7 +77,7 @@ def test_episodes_the_policy_finishes_record_nothing():
     stats = TakeoverStats()
     segments = takeover_episodes(ExpertAsPolicy(env), env, PushTExpert, 2, 3, (400, 400), 300, stats)
     assert list(segments) == []
-    assert stats == TakeoverStats(episodes=2, policy_succeeded=2)
+    assert stats == TakeoverStats(episodes=2, policy_finished=2)
 
 
 def test_bad_requests_are_refused_before_anything_is_recorded(tmp_path):
@@ -96,6 +96,15 @@ def test_bad_requests_are_refused_before_anything_is_recorded(tmp_path):
     collect()
     with pytest.raises(ValueError, match="already exists"):
         collect()
+
+
+def test_the_command_reports_bad_arguments_in_one_line(tmp_path, capsys):
+    from worldsim.policies.takeover import main
+
+    with pytest.raises(SystemExit):
+        main(["--policy", "pusht-state", "--task", TASK, "--dataset-id", "a/b-v0", "--handover", "9", "3",
+              "--path", str(tmp_path)])  # fmt: skip
+    assert "handover_steps must be (low, high)" in capsys.readouterr().err
 
 
 def test_training_reads_several_datasets_together(tmp_path, capsys):

@@ -39,8 +39,8 @@ class TakeoverStats:
     """What happened to the episodes of one recording."""
 
     episodes: int = 0
-    policy_succeeded: int = 0
-    """Episodes the policy finished before its handover step: nothing to record."""
+    policy_finished: int = 0
+    """Episodes that ended (mostly: the policy succeeded) before their handover step: nothing to record."""
     recorded: int = 0
     """Expert segments that succeeded and were kept."""
     expert_failed: int = 0
@@ -65,9 +65,10 @@ def takeover_episodes(
     """Yield the kept expert segments; ``stats`` is updated as episodes finish.
 
     Episode ``i`` depends on ``seed + i`` alone: its reset seed, its handover step (drawn uniformly from
-    ``handover_steps``, inclusive), its expert (``make_expert(seed=seed + i)``) and the policy's sampling
-    noise (torch's global generator is reseeded). ``env`` must not truncate before ``max(handover_steps) +
-    expert_steps``.
+    ``handover_steps``, inclusive), its expert (``make_expert(seed=seed + i)``) and, for a policy that draws
+    its noise from torch's global generator (a ``DiffusionPolicy`` without its own ``generator``), the
+    policy's sampling noise: that generator is reseeded. ``env`` must not truncate before
+    ``max(handover_steps) + expert_steps``.
     """
     for index in range(episodes):
         episode_seed = seed + index
@@ -83,7 +84,7 @@ def takeover_episodes(
                 finished = True
                 break
         if finished:
-            stats.policy_succeeded += 1
+            stats.policy_finished += 1
             continue
         expert = make_expert(seed=episode_seed)
         expert.reset()
@@ -127,8 +128,8 @@ def collect_takeover_dataset(
         env_id: the Gymnasium id; its observations must be what ``policy`` reads.
         dataset_id: new Minari id; must not exist yet.
         episodes: number of policy rollouts (>= 1); fewer segments are kept (see ``TakeoverStats``).
-        seed: seed of the first rollout; rollout ``i`` (its reset, handover step, expert and the policy's
-            sampling noise) is seeded with ``seed + i`` alone.
+        seed: seed of the first rollout; rollout ``i`` (its reset, handover step, expert and torch's global
+            generator) is seeded with ``seed + i`` alone.
         handover_steps: inclusive range of the policy's steps before the expert takes over.
         expert_steps: most steps the expert gets to succeed.
         expert: a factory ``expert(seed=...)`` of a controller with ``reset()`` and ``__call__(env)``;
@@ -186,19 +187,22 @@ def main(argv: list[str] | None = None) -> None:
     from worldsim.policies.diffusion_policy import DiffusionPolicy
 
     torch.set_num_threads(args.threads)
-    policy = DiffusionPolicy.from_pretrained(args.policy, strategy=args.strategy)
-    dataset, stats = collect_takeover_dataset(
-        policy,
-        args.task,
-        args.dataset_id,
-        args.episodes,
-        args.seed,
-        handover_steps=tuple(args.handover),
-        expert_steps=args.expert_steps,
-        path=args.path,
-    )
+    try:
+        policy = DiffusionPolicy.from_pretrained(args.policy, strategy=args.strategy)
+        dataset, stats = collect_takeover_dataset(
+            policy,
+            args.task,
+            args.dataset_id,
+            args.episodes,
+            args.seed,
+            handover_steps=tuple(args.handover),
+            expert_steps=args.expert_steps,
+            path=args.path,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     print(
-        f"{stats.episodes} rollouts: the policy finished {stats.policy_succeeded}, the expert failed "
+        f"{stats.episodes} rollouts: the policy finished {stats.policy_finished}, the expert failed "
         f"{stats.expert_failed}; wrote {stats.recorded} segments, {stats.recorded_steps} steps to "
         f"{dataset.spec.data_path}"
     )
