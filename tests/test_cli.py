@@ -154,3 +154,22 @@ def test_takeover_records_recovery_demonstrations_and_refuses_an_existing_datase
     assert "already exists" in capsys.readouterr().err
     assert cli.main([*args[:-1], "handover_steps=[3]"]) == 2
     assert "handover_steps takes [low, high]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "task,relative,n_action_steps", [("pusht", ["0", "1"], "4"), ("pickplace", None, "8")], ids=["pusht", "pickplace"]
+)
+def test_train_policy_passes_the_task_s_action_coding(monkeypatch, task, relative, n_action_steps):
+    from worldsim.policies import train
+
+    seen = []
+    monkeypatch.setattr(train, "main", seen.append)
+    assert cli.main(["train", "policy", f"task={task}", "training=smoke"]) == 0
+    (argv,) = seen
+    assert argv[argv.index("--n-action-steps") + 1] == n_action_steps
+    if relative is None:
+        assert "--relative-to-obs" not in argv
+    else:
+        start = argv.index("--relative-to-obs") + 1
+        assert argv[start : start + len(relative)] == relative
+    train.parse_args(argv)  # and the training script accepts them

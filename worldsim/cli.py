@@ -216,6 +216,7 @@ def _train_policy(c: schema.TrainPolicyCommand, out: Path) -> None:
     from worldsim.policies import train
 
     p, t = c.policy, c.training
+    n_action_steps = c.task.policy_n_action_steps or p.n_action_steps
     argv = [
         "--task", c.task.env_id, "--dataset-id", c.task.dataset_id, "--collect", str(c.task.demo_episodes),
         "--out", c.out or str(out / "checkpoint"),
@@ -223,13 +224,15 @@ def _train_policy(c: schema.TrainPolicyCommand, out: Path) -> None:
         "--ema-decay", str(t.ema_decay), "--eval-every", str(t.eval_every), "--eval-episodes", str(t.eval_episodes),
         "--checkpoint-every", str(t.checkpoint_every), "--seed", str(t.seed), "--threads", str(t.threads),
         "--device", t.device,
-        "--horizon", str(p.horizon), "--obs-horizon", str(p.obs_horizon), "--n-action-steps", str(p.n_action_steps),
+        "--horizon", str(p.horizon), "--obs-horizon", str(p.obs_horizon), "--n-action-steps", str(n_action_steps),
         "--num-train-steps", str(p.num_train_steps), "--parameterization", p.parameterization,
         "--width", str(p.width), "--depth", str(p.depth), "--heads", str(p.heads),
         "--shared-level-prob", str(p.shared_level_prob), "--discrete-dims", *map(str, c.task.discrete_dims),
     ]  # fmt: skip
     if c.task.score_key:
         argv += ["--score-key", c.task.score_key]
+    if c.task.relative_to_obs:
+        argv += ["--relative-to-obs", *map(str, c.task.relative_to_obs)]
     if c.data_path:
         argv += ["--data-path", c.data_path]
     if t.distributed:

@@ -30,9 +30,19 @@ def test_export_passes_parity_and_reports(exported):
     assert "parity" in str(report)
 
 
+@pytest.fixture(scope="module")
+def exported_relative(tmp_path_factory):
+    """A policy whose first two actions are relative to the observation, normalized per chunk position."""
+    policy = make_policy(discrete_dims=(), relative=True)
+    path = tmp_path_factory.mktemp("onnx") / "relative.onnx"
+    export_policy(policy, path, source="pytest")
+    return policy, path, None
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_runner_matches_torch_over_an_episode_with_shared_noise(exported, name):
-    policy, path, _ = exported
+def test_runner_matches_torch_over_an_episode_with_shared_noise(request, relative, name):
+    policy, path, _ = request.getfixturevalue("exported_relative" if relative else "exported")
     kwargs = {"ddim": {"steps": 5}, "rti": {"k": 3}, "rolling": {"first_steps": 5}}.get(name, {})
     runner = OnnxPolicy(path, strategy=name, seed=0, **kwargs)
     policy.set_strategy(name, **kwargs)

@@ -12,17 +12,21 @@ OBS_DIM, ACTION_DIM, HORIZON, K = 4, 3, 8, 20
 STRATEGY_KWARGS = {"ddpm": {}, "ddim": {"steps": 5}, "rti": {"k": 3}, "rolling": {"first_steps": 5}}
 
 
-def make_policy(discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(2,)) -> DiffusionPolicy:
+def make_policy(discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(2,), relative=False) -> DiffusionPolicy:
+    """``relative``: the first two action dimensions relative to observation dimensions 0 and 1, with an
+    action normalizer per chunk position (how relative policies are trained)."""
     torch.manual_seed(seed)
     obs_shape = (OBS_DIM,) if obs_type == "state" else (16, 16, 3)
     config = DiffusionPolicyConfig(
         obs_shape=obs_shape, action_dim=ACTION_DIM, obs_type=obs_type, horizon=HORIZON, n_action_steps=4,
         num_train_steps=K, width=32, depth=2, heads=2, obs_feature_dim=32, discrete_dims=discrete_dims,
         discrete_rule=discrete_rule, action_low=(-1, -1, -1), action_high=(1, 1, 1),
+        relative_to_obs=(0, 1, -1) if relative else (),
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     obs_norm = Normalizer.fit(rng.normal(size=(100, OBS_DIM))) if obs_type == "state" else None
-    actions = np.concatenate([rng.uniform(-1, 1, (100, 2)), rng.choice([-1.0, 1.0], (100, 1))], 1)
+    rows = (100, HORIZON) if relative else (100,)
+    actions = np.concatenate([rng.uniform(-1, 1, (*rows, 2)), rng.choice([-1.0, 1.0], (*rows, 1))], -1)
     policy = DiffusionPolicy(config, obs_normalizer=obs_norm, action_normalizer=Normalizer.fit(actions))
     with torch.no_grad():  # an untrained adaLN-zero net predicts zeros; make the outputs depend on the weights
         for p in policy.denoiser.parameters():

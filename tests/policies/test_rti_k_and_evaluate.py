@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from worldsim.core.schedules import CosineSchedule
+from worldsim.policies.action_codec import shift_chunk
 from worldsim.policies.rti_k import choose_rti_k
-from worldsim.policies.strategies import shift_chunk
 
 
 class FakePolicy:
@@ -16,7 +16,11 @@ class FakePolicy:
         self.config = SimpleNamespace(num_train_steps=100, obs_horizon=2)
         self.schedule = CosineSchedule(100)
         self.strategy, self.generator = "original", None
-        self.codec = SimpleNamespace(prepare_guess=lambda guess: guess)
+        self.codec = SimpleNamespace(
+            prepare_guess=lambda guess: guess,
+            reference=lambda obs: None,
+            carry_over=lambda chunk, executed, *references: shift_chunk(chunk, executed),
+        )
         self._solve = solve
 
     def predict_normalized(self, obs, executed_steps):

@@ -25,6 +25,11 @@ class TaskConfig:
     score_key: str | None = None
     """A per-step ``info`` value whose episode maximum is reported (Push-T's ``coverage``)."""
     discrete_dims: list[int] = field(default_factory=list)
+    relative_to_obs: list[int] = field(default_factory=list)
+    """Per action dimension, the observation dimension its policy predicts it relative to (-1: absolute);
+    empty: absolute actions. Push-T's pusher targets are relative to the pusher, observation dims 0 and 1."""
+    policy_n_action_steps: int | None = None
+    """Actions executed per chunk by this task's policy; None keeps ``policy.n_action_steps``."""
     policy_checkpoint: str = MISSING
     """The shipped policy of this task (a name under ``worldsim/checkpoints`` or a directory)."""
     policy_rti_options: dict[str, Any] = field(default_factory=lambda: {"k": 10})

@@ -75,6 +75,14 @@ class RollingDenoiser:
         """The window's current (partly noisy) tokens ``[B, slots * tokens_per_slot, ...]``, or None."""
         return self._x
 
+    def replace_tokens(self, tokens) -> None:
+        """Swap the window's tokens for ``tokens`` of the same shape, at the same levels: for a caller whose
+        token coordinates change between ticks (actions relative to a moving reference)."""
+        if self._x is None or tuple(tokens.shape) != tuple(self._x.shape):
+            current = None if self._x is None else tuple(self._x.shape)
+            raise ValueError(f"replacement tokens of shape {tuple(tokens.shape)} do not fit the window {current}")
+        self._x = tokens
+
     def _token_levels(self, x, remaining: np.ndarray):
         levels = self.top_level * remaining / (self.window * self.substeps)
         per_token = np.repeat(levels, self.tokens_per_slot)

@@ -78,7 +78,7 @@ class OnnxPolicy(ChunkPolicy):
         sampler = ChunkSampler(
             denoiser=step, cond=obs, schedule=self.schedule, parameterization=c.parameterization,
             num_train_steps=c.num_train_steps, like=np.empty((obs.shape[0], c.horizon, c.action_dim), np.float32),
-            clip_x0=c.clip_sample, generator=self.generator, prepare_guess=self.codec.prepare_guess,
+            clip_x0=c.clip_sample, generator=self.generator, codec=self.codec, reference=self.codec.reference(obs),
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls

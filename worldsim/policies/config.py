@@ -41,12 +41,18 @@ class DiffusionPolicyConfig:
     ``clip`` leaves training alone and shrinks them in each warm-start guess to ``sign(g) * discrete_scale``.
     Either way outputs are snapped to ±1."""
     discrete_scale: float = 0.1
+    relative_to_obs: tuple[int, ...] = ()
+    """For each action dimension, the observation dimension it is predicted relative to (the action
+    minus that observation at the tick of the prediction), or -1 for an absolute dimension; empty: all
+    absolute. Push-T's targets are relative to the pusher's position ``(0, 1)``: the chunk then codes
+    small offsets, normalized per chunk position, instead of positions anywhere on the table."""
     action_low: tuple[float, ...] = field(default_factory=tuple)
     action_high: tuple[float, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         self.obs_shape = tuple(int(s) for s in self.obs_shape)
         self.discrete_dims = tuple(int(d) for d in self.discrete_dims)
+        self.relative_to_obs = tuple(int(d) for d in self.relative_to_obs)
         self.action_low, self.action_high = tuple(self.action_low), tuple(self.action_high)
         if self.obs_type == "state" and len(self.obs_shape) != 1:
             raise ValueError(f"state observations must be flat, got shape {self.obs_shape}")
@@ -59,8 +65,25 @@ class DiffusionPolicyConfig:
         bad = [d for d in self.discrete_dims if not 0 <= d < self.action_dim]
         if bad:
             raise ValueError(f"discrete_dims {bad} are outside the {self.action_dim} action dimensions")
+        if self.relative_to_obs:
+            self._check_relative()
         if not 0 < self.discrete_scale <= 1:
             raise ValueError(f"discrete_scale must be in (0, 1], got {self.discrete_scale}")
+
+    def _check_relative(self) -> None:
+        if self.obs_type != "state":
+            raise ValueError("relative_to_obs needs state observations (it names observation dimensions)")
+        if len(self.relative_to_obs) != self.action_dim:
+            raise ValueError(
+                f"relative_to_obs needs one entry per action dimension ({self.action_dim}), "
+                f"-1 for an absolute one; got {self.relative_to_obs}"
+            )
+        bad = [d for d in self.relative_to_obs if not -1 <= d < self.obs_shape[0]]
+        if bad:
+            raise ValueError(f"relative_to_obs {bad} are outside the {self.obs_shape[0]} observation dimensions")
+        relative_discrete = [d for d in self.discrete_dims if self.relative_to_obs[d] >= 0]
+        if relative_discrete:
+            raise ValueError(f"discrete action dimensions {relative_discrete} cannot be relative (use -1)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -73,8 +73,9 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
                 f"actions must have shape [batch, {self.config.horizon}, {self.config.action_dim}], "
                 f"got {tuple(actions.shape)}"
             )
+        clean = self.codec.to_model(actions, self.codec.reference(obs))
         return diffusion_forcing_loss(
-            self.denoiser, self.codec.to_model(actions), self.schedule, parameterization=self.config.parameterization,
+            self.denoiser, clean, self.schedule, parameterization=self.config.parameterization,
             cond=self._encode(obs), shared_level_prob=self.config.shared_level_prob,
         )  # fmt: skip
 
@@ -88,7 +89,7 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
         sampler = ChunkSampler(
             denoiser=self.denoiser, cond=cond, schedule=self.schedule, parameterization=self.config.parameterization,
             num_train_steps=self.config.num_train_steps, like=like, clip_x0=self.config.clip_sample,
-            generator=self.generator, prepare_guess=self.codec.prepare_guess,
+            generator=self.generator, codec=self.codec, reference=self.codec.reference(obs_history.float()),
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls

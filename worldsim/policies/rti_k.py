@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from worldsim.policies.diffusion_policy import DiffusionPolicy
-from worldsim.policies.strategies import DDPMStrategy, shift_chunk
+from worldsim.policies.strategies import DDPMStrategy
 
 
 @dataclass
@@ -77,7 +77,10 @@ def choose_rti_k(
     finally:
         policy.strategy, policy.generator = saved_strategy, saved_generator
     n = len(chosen)
-    guess = policy.codec.prepare_guess(shift_chunk(solutions[:n], executed_steps)).double()
+    references = policy.codec.reference(obs.float())
+    earlier_reference, later_reference = (None, None) if references is None else (references[:n], references[n:])
+    guess = policy.codec.carry_over(solutions[:n], executed_steps, earlier_reference, later_reference)
+    guess = policy.codec.prepare_guess(guess).double()
     target = solutions[n:].double()
     dims = target[0].numel()
     nll = {}

@@ -26,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from worldsim.core import plans
 from worldsim.core.array_ops import namespace, randn_like
 from worldsim.core.plans import Plan
 from worldsim.core.rolling import RollingDenoiser
 from worldsim.core.sampling import denoise
 from worldsim.core.schedules import NoiseSchedule, Parameterization
+from worldsim.policies.action_codec import ActionCodec, shift_chunk
 
 
 @dataclass
@@ -47,11 +50,20 @@ class ChunkSampler:
     """An array of the chunk's shape ``[B, horizon, action_dim]``, dtype and device (for noise)."""
     clip_x0: float | None = None
     generator: object = None
-    prepare_guess: Callable = staticmethod(lambda guess: guess)
+    codec: ActionCodec | None = None
+    """Moves chunks between predictions (shift, relative actions, the discrete rule); None: plain shift."""
+    reference: object = None
+    """This prediction's reference point ``[B, action_dim]`` for relative actions (``codec.reference``)."""
     calls: int = 0
 
     def noise(self):
         return randn_like(self.like, self.generator)
+
+    def warm_guess(self, previous, previous_reference, executed: int):
+        """The chunk predicted at ``previous_reference``, shifted by ``executed`` actions into this prediction."""
+        if self.codec is None:
+            return shift_chunk(previous, executed)
+        return self.codec.prepare_guess(self.codec.carry_over(previous, executed, previous_reference, self.reference))
 
     def run(self, x, plan: Plan, eta: float):
         self.calls += plan.num_model_calls
@@ -59,19 +71,6 @@ class ChunkSampler:
             self.denoiser, x, plan, self.schedule, parameterization=self.parameterization, cond=self.cond,
             eta=eta, clip_x0=self.clip_x0, generator=self.generator,
         )  # fmt: skip
-
-
-def shift_chunk(chunk, executed: int):
-    """The previous solution advanced by ``executed`` actions, the last action repeated to fill the end."""
-    horizon = chunk.shape[1]
-    if not 0 <= executed:
-        raise ValueError(f"executed steps must be >= 0, got {executed}")
-    if executed == 0:
-        return chunk
-    executed = min(executed, horizon - 1)
-    xp = namespace(chunk)
-    tail = xp.concatenate([chunk[:, -1:]] * executed, 1)
-    return xp.concatenate([chunk[:, executed:], tail], 1)
 
 
 class Strategy(ABC):
@@ -152,6 +151,7 @@ class RTIStrategy(Strategy):
         self.cold_start_steps = cold_start_steps
         self.calls = calls or k
         self._previous = None
+        self._previous_reference = None
         self._plans: dict[tuple[int, int, bool], Plan] = {}  # built once: a control loop asks every tick
 
     def reset(self) -> None:
@@ -179,9 +179,9 @@ class RTIStrategy(Strategy):
         elif self._previous is None:
             chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.cold_start_steps), eta=0.0)
         else:
-            guess = sampler.prepare_guess(shift_chunk(self._previous, executed_steps))
+            guess = sampler.warm_guess(self._previous, self._previous_reference, executed_steps)
             chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise), eta=1.0)
-        self._previous = chunk
+        self._previous, self._previous_reference = chunk, sampler.reference
         return chunk
 
 
@@ -199,9 +199,11 @@ class RollingStrategy(Strategy):
         self.first_steps = first_steps
         self.n_action_steps = 1
         self._rolling: RollingDenoiser | None = None
+        self._reference = None
 
     def reset(self) -> None:
         self._rolling = None
+        self._reference = None
 
     def sample(self, sampler: ChunkSampler, executed_steps: int):
         horizon = sampler.like.shape[1]
@@ -212,13 +214,29 @@ class RollingStrategy(Strategy):
                 clip_x0=sampler.clip_x0, generator=sampler.generator,
             )  # fmt: skip
             self._rolling.warm_start(chunk[:, 1:])
+            self._reference = sampler.reference
             return chunk
+        if sampler.codec is not None and sampler.codec.position_dependent:
+            self._move_window(sampler)
         emitted = None
         for _ in range(max(executed_steps, 1)):
             calls_before = self._rolling.num_calls
             emitted = self._rolling.tick(sampler.noise()[:, :1], cond=sampler.cond)
             sampler.calls += self._rolling.num_calls - calls_before
         return namespace(emitted).concatenate([emitted, self._rolling.tokens], 1)
+
+    def _move_window(self, sampler: ChunkSampler) -> None:
+        """Re-code the window's partly noisy actions for this prediction: each moves one position forward
+        and, for relative actions, to the new reference (the next tick treats them so)."""
+        tokens = self._rolling.tokens
+        xp = namespace(tokens)
+        signal = np.ones(tokens.shape[1] + 1)
+        signal[:-1] = sampler.schedule.alpha(self._rolling.levels)
+        # Position 0 stands for the action already emitted; the shift drops it.
+        full = xp.concatenate([tokens[:, :1], tokens], 1)
+        moved = sampler.codec.carry_over(full, 1, self._reference, sampler.reference, signal=signal)
+        self._rolling.replace_tokens(moved[:, :-1])
+        self._reference = sampler.reference
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -34,6 +34,7 @@ import worldsim  # noqa: E402, F401  (registers the environments)
 from worldsim.core.distributed import DistributedContext, init_distributed  # noqa: E402
 from worldsim.core.trainer import MIXED_PRECISION, Trainer, TrainerConfig, add_device_argument  # noqa: E402
 from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations, policy_windows  # noqa: E402
+from worldsim.policies.action_codec import fit_relative_normalizer  # noqa: E402
 from worldsim.policies.config import DiffusionPolicyConfig  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
 from worldsim.policies.evaluate import evaluate_policy  # noqa: E402
@@ -72,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--shared-level-prob", type=float, default=0.5)
     parser.add_argument("--discrete-dims", type=int, nargs="*", default=None)
+    parser.add_argument(
+        "--relative-to-obs", type=int, nargs="+", default=None, metavar="OBS_DIM",
+        help="per action dimension, the observation dimension it is predicted relative to (-1: absolute)",
+    )  # fmt: skip
     parser.add_argument("--score-key", default=None)
     parser.add_argument("--eval-every", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -144,10 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         horizon=args.horizon, n_action_steps=args.n_action_steps, num_train_steps=args.num_train_steps,
         parameterization=args.parameterization, width=args.width, depth=args.depth, heads=args.heads,
         obs_feature_dim=args.width, shared_level_prob=args.shared_level_prob, discrete_dims=discrete_dims,
+        relative_to_obs=tuple(args.relative_to_obs or ()),
         action_low=tuple(env.action_space.low.tolist()), action_high=tuple(env.action_space.high.tolist()),
     )  # fmt: skip
     env.close()
     obs_normalizer, action_normalizer = normalizers["observation"], normalizers["action"]
+    if config.relative_to_obs:
+        action_normalizer = fit_relative_normalizer(config, obs, actions, action_normalizer.mode)
     parent = None
     if args.init_from:
         # The weights were fitted to the parent's normalization statistics, so they come along with them.
