@@ -119,6 +119,24 @@ def test_rti_cold_start_can_be_a_short_ddim_run():
     assert policy.calls_last_prediction == 2
     with pytest.raises(ValueError, match="cold_start_steps"):
         make_strategy("rti", cold_start_steps=0)
+    for eta in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="rti eta must be between 0"):
+            make_strategy("rti", eta=eta)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_rti_eta_zero_refines_the_warm_start_deterministically(eta):
+    policy = make_policy()
+    policy.set_strategy("rti", k=6, calls=3, cold_start_steps=3, eta=eta)
+    obs = np.random.default_rng(3).normal(size=(2, OBS_DIM)).astype(np.float32)
+    second_chunks = []
+    for seed in (1, 2):  # the same cold start, then warm-started calls under different noise
+        policy.reset()
+        torch.manual_seed(0)
+        policy.predict_chunk(obs)
+        torch.manual_seed(seed)
+        second_chunks.append(policy.predict_chunk(obs))
+    assert np.array_equal(*second_chunks) == (eta == 0.0)
 
 
 def test_rti_calls_stride_over_the_training_grid():

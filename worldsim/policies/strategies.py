@@ -123,7 +123,8 @@ class RTIStrategy(Strategy):
     calls is a separate speed knob. ``warm_start=False`` samples every call from
     noise with the same k-step plan (with ``k = K`` that is exactly full DDPM). ``cold_start_steps``: the
     first prediction of an episode is full DDPM as in RTI-DP (None), or DDIM in that many steps, so a live
-    loop never waits for K calls.
+    loop never waits for K calls. ``eta`` is the warm-started calls' sampler: 1 the stochastic DDPM step
+    of RTI-DP, 0 deterministic DDIM steps from the guess (anything between interpolates).
     """
 
     name = "rti"
@@ -137,6 +138,7 @@ class RTIStrategy(Strategy):
         n_action_steps: int = 1,
         cold_start_steps: int | None = None,
         calls: int | None = None,
+        eta: float = 1.0,
     ):
         if k < 1:
             raise ValueError(f"rti needs k >= 1, got {k}")
@@ -144,7 +146,10 @@ class RTIStrategy(Strategy):
             raise ValueError(f"rti calls must be between 1 and k={k}, got {calls}")
         if cold_start_steps is not None and cold_start_steps < 1:
             raise ValueError(f"cold_start_steps must be >= 1 or None, got {cold_start_steps}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"rti eta must be between 0 (DDIM) and 1 (DDPM), got {eta}")
         self.k = k
+        self.eta = eta
         self.renoise = renoise
         self.warm_start = warm_start
         self.n_action_steps = n_action_steps
@@ -180,7 +185,7 @@ class RTIStrategy(Strategy):
             chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.cold_start_steps), eta=0.0)
         else:
             guess = sampler.warm_guess(self._previous, self._previous_reference, executed_steps)
-            chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise), eta=1.0)
+            chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise), eta=self.eta)
         self._previous, self._previous_reference = chunk, sampler.reference
         return chunk
 
