@@ -3,7 +3,8 @@
     python benchmarks/bridge.py                       # full run, about 6 minutes on 2 cores
     python benchmarks/bridge.py --policy pkg.mod:make_policy   # the control loops with another served policy
     python benchmarks/bridge.py --env worldsim/PickPlace-v0 \
-        --serve "--onnx pickplace.onnx --strategy rti --option k=10 --option calls=2 --option cold_start_steps=10"
+        --serve "--onnx pickplace.onnx --strategy rti --option k=10 --option calls=2 --option cold_start_steps=10" \
+        --policy-description "the shipped pickplace-state policy exported to ONNX (...)"
                                                       # the command behind results/bridge.json
     python benchmarks/bridge.py --quick               # smoke run: few repeats, 500 ticks
 

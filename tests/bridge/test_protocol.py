@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import msgpack
 import numpy as np
 import pytest
@@ -101,6 +103,9 @@ def test_object_arrays_cannot_be_encoded():
         ([msgpack.packb({"version": 1, "blob": "x" * 70000})], "too_large"),
         ([msgpack.packb(msgpack.ExtType(5, b"\x00"))], "malformed"),
         ([header(time=msgpack.Timestamp(1))], "malformed"),
+        ([header(elapsed=-0.5)], "malformed"),
+        ([header(elapsed=float("nan"))], "malformed"),
+        ([header(elapsed="1 ms")], "malformed"),
     ],
 )
 def test_malformed_messages_raise_protocol_errors_and_are_consumed_whole(pipe, frames, code):
@@ -137,3 +142,79 @@ def test_received_arrays_are_read_only(pipe):
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="max_arrays"):
         Limits(max_arrays=0)
+
+
+def _fields(message):
+    return (message.type, message.request_id, message.time, message.body, message.elapsed, list(message.arrays))
+
+
+@pytest.mark.parametrize("body", [None, {"compute_s": 0.25}, {"note": "x", "n": [1, 2]}])
+def test_a_repeated_layout_decodes_exactly_as_the_full_checks_do(pipe, body):
+    """The second message of a layout skips msgpack and the checks; it must come out the same."""
+    obs = np.arange(6, dtype=np.float32).reshape(2, 3)
+    limits = Limits()
+    for request_id in (1, 2, 2**64 - 1):
+        frames = protocol.encode("infer", request_id, {"obs": obs}, body, elapsed=0.5)
+        remembered = roundtrip(pipe, frames, limits)  # the same Limits: from the second message on, known
+        checked = roundtrip(pipe, frames, Limits())  # fresh Limits: always the full checks
+        assert _fields(remembered) == _fields(checked)
+        assert (remembered.request_id, remembered.elapsed) == (request_id, 0.5)
+        np.testing.assert_array_equal(remembered.arrays["obs"], obs)
+
+
+def test_a_known_layout_is_known_only_under_the_limits_that_checked_it(pipe):
+    frames = protocol.encode("infer", 1, {"obs": np.zeros(64, np.float32)})
+    roundtrip(pipe, frames)  # remembered under DEFAULT_LIMITS
+    with pytest.raises(ProtocolError, match="too_large"):
+        roundtrip(pipe, frames, Limits(max_array_bytes=100))
+    with pytest.raises(ProtocolError, match="unknown_type"):
+        roundtrip(pipe, frames, types=protocol.REPLY_TYPES)
+
+
+def _negative_elapsed(header_bytes: bytes) -> bytes:
+    at = header_bytes.index(b"\xa7elapsed\xcb") + 9
+    return header_bytes[:at] + struct.pack(">d", -1.0) + header_bytes[at + 8 :]
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda h: h[:-1],  # one byte short: the trailer is not where the layout has it
+        lambda h: h.replace(b"\xa4time\xcb", b"\xa4tame\xcb"),  # an unknown key in the trailer
+        lambda h: h.replace(b"\xa7elapsed\xcb", b"\xa7elapsed\xcf"),  # elapsed as a uint 64: valid, not the layout
+        _negative_elapsed,  # the layout's bytes, a value the checks refuse
+    ],
+)
+def test_a_known_layout_with_altered_bytes_decodes_as_the_full_checks_say(pipe, alter):
+    obs = {"obs": np.zeros(3, np.float32)}
+    roundtrip(pipe, protocol.encode("infer", 1, obs))  # the layout is now known under DEFAULT_LIMITS
+    header_bytes, buffer = protocol.encode("infer", 2, obs)
+    frames = [alter(header_bytes), buffer.tobytes()]
+    outcomes = []
+    for limits in (Limits(), DEFAULT_LIMITS):  # full checks, then the known layout's path
+        try:
+            outcomes.append(_fields(roundtrip(pipe, frames, limits)))
+        except ProtocolError as error:
+            outcomes.append(error.code)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_known_body_layout_with_a_body_that_is_not_a_map_is_refused(pipe):
+    roundtrip(pipe, protocol.encode("infer", 1, None, {"compute_s": 0.5}))  # remembered, with its body
+    header_bytes = protocol.encode("infer", 2, None, {"compute_s": 0.5})[0]
+    # Same length, same start: the body map {"compute_s": 0.5} (20 bytes) becomes a 20-byte string.
+    body_at = header_bytes.index(b"\x81\xa9compute_s")
+    altered = header_bytes[:body_at] + b"\xb3" + b"x" * 19 + header_bytes[body_at + 20 :]
+    with pytest.raises(ProtocolError, match="'body' must be a map"):
+        roundtrip(pipe, [altered])
+
+
+def test_a_body_layout_and_a_layout_without_body_are_never_taken_for_each_other(pipe):
+    with_body = protocol.encode("infer", 1, None, {"n": 1.0})[0]
+    roundtrip(pipe, [with_body])  # remembered, with its body
+    # The start of the bodied layout, up to its body key, then a trailer: the body key's value would be the
+    # trailer's first key, which the full checks refuse.
+    start = with_body[: with_body.index(b"\xa4body") + 5]
+    forged = start + with_body[-protocol._TRAILER_SIZE :]
+    with pytest.raises(ProtocolError):
+        roundtrip(pipe, [forged])

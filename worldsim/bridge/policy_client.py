@@ -17,7 +17,7 @@ class ChunkReply:
     actions: np.ndarray
     """``[horizon, *action_shape]``, read-only."""
     compute_s: float
-    """Time the policy spent on it inside the server."""
+    """Time the policy spent on it inside the server (the reply's ``elapsed``)."""
 
 
 class PolicyClient:
@@ -53,8 +53,10 @@ class PolicyClient:
 
     def _expected(self) -> tuple[tuple[int, ...], np.dtype, tuple[int, ...], np.dtype]:
         """Shapes and dtypes of observation histories and chunks, worked out once per server ``hello``."""
-        info = self.info
+        info = self.connection.info
         if info is not self._expected_for:
+            if info is None:
+                raise RuntimeError("not connected yet: call connect()")
             self._expected_for = info
             self._expected_cache = (
                 (info.body["obs_horizon"], *info.observation_space.shape),
@@ -79,7 +81,7 @@ class PolicyClient:
         if not self.connection.ready:
             self.connection.connect(timeout_s)
         reply = self.connection.request("infer", {"obs_history": self._checked(obs_history)}, timeout_s=timeout_s)
-        return self._chunk(reply.request_id, reply.arrays, reply.body).actions
+        return self._actions(reply.arrays)
 
     def submit(self, obs_history: np.ndarray) -> int:
         """Ask for a chunk without waiting; raises ``NotConnectedError`` while no server is reachable."""
@@ -94,7 +96,7 @@ class PolicyClient:
             return None
         if reply.type == "error":
             raise ServerError(str(reply.body.get("code")), str(reply.body.get("message")))
-        return self._chunk(reply.request_id, reply.arrays, reply.body)
+        return ChunkReply(reply.request_id, self._actions(reply.arrays), reply.elapsed)
 
     def close(self) -> None:
         self.connection.close()
@@ -106,7 +108,8 @@ class PolicyClient:
         self.close()
 
     def _checked(self, obs_history: np.ndarray) -> np.ndarray:
-        obs_history = np.asarray(obs_history)
+        if type(obs_history) is not np.ndarray:
+            obs_history = np.asarray(obs_history)
         shape, dtype, _, _ = self._expected()
         if obs_history.shape != shape or obs_history.dtype != dtype:
             raise ValueError(
@@ -114,9 +117,9 @@ class PolicyClient:
             )
         return obs_history
 
-    def _chunk(self, request_id: int, arrays: dict[str, np.ndarray], body: dict) -> ChunkReply:
+    def _actions(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         actions = arrays.get("actions")
         _, _, shape, dtype = self._expected()
         if actions is None or actions.shape != shape or actions.dtype != dtype:
             raise ServerError("malformed", f"server sent no {list(shape)} action chunk")
-        return ChunkReply(request_id, actions, float(body.get("compute_s", 0.0)))
+        return actions

@@ -6,7 +6,6 @@ runner keeps the process torch-free.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +54,7 @@ class PolicyServer(Server):
         self._obs_shape = (self.obs_horizon, *self.observation_space.shape)
         self._chunk_shape = (self.horizon, *self.action_space.shape)
         self._spare: Any = prototype  # handed to the first client instead of being thrown away
+        self._obs_dtype, self._action_dtype = self.observation_space.dtype, self.action_space.dtype
 
     def describe(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         obs_body, obs_arrays = box_to_wire(self.observation_space, "observation_space")
@@ -79,17 +79,17 @@ class PolicyServer(Server):
 
     def handle(self, policy: Any, message: Message) -> Reply:
         if message.type == "infer":
-            expect_names(message.arrays, {"obs_history"}, message.request_id)
-            obs = expect_array(
-                message.arrays, "obs_history", self.observation_space.dtype, self._obs_shape, message.request_id
-            )
-            start = time.perf_counter()
-            chunk = np.asarray(policy.predict_chunk(obs))
-            compute_s = time.perf_counter() - start
+            if len(message.arrays) != 1:
+                expect_names(message.arrays, {"obs_history"}, message.request_id)
+            obs = expect_array(message.arrays, "obs_history", self._obs_dtype, self._obs_shape, message.request_id)
+            chunk = policy.predict_chunk(obs)
+            if type(chunk) is not np.ndarray:
+                chunk = np.asarray(chunk)
             if chunk.shape != self._chunk_shape:
                 raise RuntimeError(f"policy returned a chunk of shape {chunk.shape}, expected {self._chunk_shape}")
-            chunk = chunk.astype(self.action_space.dtype, copy=False)
-            return "action", {"actions": chunk}, {"compute_s": compute_s}
+            if chunk.dtype != self._action_dtype:
+                chunk = chunk.astype(self._action_dtype)
+            return "action", {"actions": chunk}, None
         if message.type == "reset":
             expect_names(message.arrays, set(), message.request_id)
             policy.reset()

@@ -12,7 +12,7 @@ import math
 import struct
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -39,7 +39,7 @@ _NOBLOCK_MORE = _NOBLOCK | int(zmq.SNDMORE)
 # Below this size copying a buffer into a ZeroMQ message is cheaper than pinning it (pyzmq's own threshold).
 ZERO_COPY_BYTES = 65536
 
-_HEADER_KEYS = frozenset({"version", "type", "id", "time", "arrays", "body"})
+_HEADER_KEYS = frozenset({"version", "type", "id", "time", "elapsed", "arrays", "body"})
 _SPEC_KEYS = frozenset({"name", "dtype", "shape"})
 _EMPTY: dict[str, Any] = {}
 _NO_ARRAYS: list[Any] = []
@@ -74,6 +74,11 @@ class Limits:
         for name in ("max_header_bytes", "max_arrays", "max_ndim", "max_name_length", "max_array_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
+        # Header layouts that passed the checks under these limits, packed start -> (type, array specs): without
+        # a body, and with one (start up to the body's key; found through header length -> start length).
+        object.__setattr__(self, "_layouts", {})
+        object.__setattr__(self, "_body_layouts", {})
+        object.__setattr__(self, "_body_starts", {})
 
     @property
     def max_frame_bytes(self) -> int:
@@ -87,8 +92,10 @@ class Message:
     type: str
     request_id: int
     time: float
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    body: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray]
+    body: dict[str, Any]
+    elapsed: float
+    """In a reply: the seconds the server's model spent on the request (0 where it computed nothing)."""
 
 
 def encode(
@@ -96,28 +103,28 @@ def encode(
     request_id: int,
     arrays: Mapping[str, np.ndarray] | None = None,
     body: Mapping[str, Any] | None = None,
+    elapsed: float = 0.0,
 ) -> list[Any]:
-    """The frames of one message: the packed header, then each array as a C-contiguous buffer."""
-    keys = []
+    """The frames of one message: the packed header, then each array as a C-contiguous buffer (arrays of
+    ``ZERO_COPY_BYTES`` or more as frames that share their memory)."""
+    keys: tuple = ()
     buffers: list[Any] = []
-    for name, array in (arrays or _EMPTY).items():
-        array = np.asarray(array)
-        if not array.flags.c_contiguous:  # (np.ascontiguousarray would also turn 0-d arrays into 1-d ones)
-            array = array.copy(order="C")
-        keys.append((name, array.dtype, array.shape))
-        buffers.append(array)
-    # The header map is {version, type, id, time, arrays[, body]}, packed from cached pieces: a stream
-    # repeats the same message types and array specs, and only the id and the time change.
-    head = _HEADS.get((msg_type, bool(body)))
-    if head is None:
-        head = _new_head(msg_type, bool(body))
-    spec_key = tuple(keys)
-    specs = _SPECS.get(spec_key)
-    if specs is None:
-        specs = _new_specs(spec_key)
-    header = b"".join((head, _packb(request_id), _TIME_KEY, _pack_double(time.time()), specs))
-    if body:
-        header += _BODY_KEY + _packb(dict(body))
+    if arrays:
+        specs = []
+        for name, array in arrays.items():
+            if type(array) is not np.ndarray:
+                array = np.asarray(array)
+            if not array.flags.c_contiguous:  # (np.ascontiguousarray would also turn 0-d arrays into 1-d ones)
+                array = array.copy(order="C")
+            specs.append((name, array.dtype, array.shape))
+            buffers.append(zmq.Frame(array, copy=False) if array.nbytes >= ZERO_COPY_BYTES else array)
+        keys = tuple(specs)
+    # The header map is {version, type, arrays[, body], elapsed, id, time}, packed from cached pieces: a stream
+    # repeats the same message types and array specs, and only the numbers change. They come last, at fixed
+    # widths, so that a receiver recognises a layout it has checked before (see ``receive``).
+    start = _STARTS.get((msg_type, not body, keys)) or _new_start(msg_type, bool(body), keys)
+    trailer = _TRAILER.pack(_ELAPSED_TAG, elapsed, _ID_TAG, request_id, _TIME_TAG, time.time())
+    header = b"".join((start, _BODY_KEY, _packb(body), trailer)) if body else start + trailer
     return [header, *buffers]
 
 
@@ -125,49 +132,53 @@ def encode(
 # no Python code and never releases the GIL, so threads (a server and its clients in one process) cannot
 # interleave inside a call.
 _packb = msgpack.Packer().pack
-_pack_double = struct.Struct(">d").pack
-_TIME_KEY = _packb("time") + b"\xcb"  # msgpack float 64 follows
 _BODY_KEY = _packb("body")
+# The id always as msgpack uint 64, the times as float 64: fixed widths give each layout one trailer.
+_ELAPSED_TAG = _packb("elapsed") + b"\xcb"
+_ID_TAG = _packb("id") + b"\xcf"
+_TIME_TAG = _packb("time") + b"\xcb"
+_TAGS = (_ELAPSED_TAG, _ID_TAG, _TIME_TAG)
+_TRAILER = struct.Struct(f">{len(_ELAPSED_TAG)}sd{len(_ID_TAG)}sQ{len(_TIME_TAG)}sd")
+_TRAILER_SIZE = _TRAILER.size
 
-# Packed pieces by message type and by array specs; bounded, because types, names and shapes come from callers.
-_HEADS: dict[tuple[str, bool], bytes] = {}
-_SPECS: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...], bytes] = {}
-
-
-def _new_head(msg_type: str, with_body: bool) -> bytes:
-    if len(_HEADS) >= 64:
-        _HEADS.clear()
-    entries = 6 if with_body else 5
-    head = _HEADS[(msg_type, with_body)] = (
-        bytes([0x80 | entries]) + _packb("version") + _packb(PROTOCOL_VERSION) + _packb("type") + _packb(msg_type)
-        + _packb("id")
-    )  # fmt: skip
-    return head
+# Packed header starts by message type, body or not, and array specs; bounded, because types, names and
+# shapes come from callers.
+_STARTS: dict[tuple[str, bool, tuple[tuple[str, np.dtype, tuple[int, ...]], ...]], bytes] = {}  # (type, no body, specs)
 
 
-def _new_specs(keys: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]) -> bytes:
+def _new_start(msg_type: str, with_body: bool, keys: tuple[tuple[str, np.dtype, tuple[int, ...]], ...]) -> bytes:
     for name, dtype, _ in keys:
         if dtype.str not in DTYPES:
             raise ValueError(f"array {name!r}: dtype {dtype} is not one the protocol carries ({sorted(DTYPES)})")
-    if len(_SPECS) >= 256:
-        _SPECS.clear()
+    if len(_STARTS) >= 256:
+        _STARTS.clear()
     specs = [{"name": name, "dtype": dtype.str, "shape": list(shape)} for name, dtype, shape in keys]
-    packed = _SPECS[keys] = _packb("arrays") + _packb(specs)
-    return packed
+    start = _STARTS[(msg_type, not with_body, keys)] = (
+        bytes([0x80 | (7 if with_body else 6)]) + _packb("version") + _packb(PROTOCOL_VERSION) + _packb("type")
+        + _packb(msg_type) + _packb("arrays") + _packb(specs)
+    )  # fmt: skip
+    return start
 
 
 def send(socket: zmq.Socket, frames: list[Any], routing_id: bytes | None = None) -> None:
-    """Send without blocking (a full queue raises ``zmq.Again``); large buffers go zero-copy."""
+    """Send ``encode``'s frames without blocking (a full queue raises ``zmq.Again``)."""
     # Only the first part of a message can meet a full queue: ZeroMQ then accepts the rest of it.
     if routing_id is not None:
-        socket.send(routing_id, _NOBLOCK_MORE)
+        _send_frame(socket, routing_id, _NOBLOCK_MORE)
     last = len(frames) - 1
-    for index, frame in enumerate(frames):
-        flags = _NOBLOCK_MORE if index < last else _NOBLOCK
-        if type(frame) is np.ndarray and frame.nbytes >= ZERO_COPY_BYTES:
-            socket.send(frame, flags, copy=False)
-        else:
-            socket.send(frame, flags)
+    for index in range(last):
+        _send_frame(socket, frames[index], _NOBLOCK_MORE)
+    _send_frame(socket, frames[last], _NOBLOCK)
+
+
+# pyzmq's Python-level ``Socket.send`` only adds draft-API options (routing_id, group) on the way to this
+# compiled method: calling it directly saves a Python call on every frame.
+_send_frame = zmq.backend.Socket.send
+
+
+# msgpack >= 1.0's defaults (raw=False, strict_map_key=True, timestamp=0) are the protocol's, and each keyword
+# passed costs more than the decoding of a small header: only ``ext_hook`` is passed.
+_unpackb = msgpack.unpackb
 
 
 def _reject_ext(code: int, data: bytes) -> None:
@@ -183,7 +194,7 @@ def _unpack_header(raw: bytes, limits: Limits) -> dict[str, Any]:
     if len(raw) > limits.max_header_bytes:
         raise ProtocolError("too_large", f"header of {len(raw)} bytes exceeds {limits.max_header_bytes}")
     try:
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_reject_ext, timestamp=0)
+        header = _unpackb(raw, ext_hook=_reject_ext)
     except Exception as error:  # msgpack raises a zoo of types for garbage; all mean the same here
         raise ProtocolError("malformed", f"header is not valid msgpack ({type(error).__name__})") from None
     if not isinstance(header, dict):
@@ -250,6 +261,9 @@ def _check_header(header: dict[str, Any], limits: Limits, types: frozenset[str])
         )
     if type(header.get("time")) not in (int, float):
         raise ProtocolError("malformed", "'time' must be a number", request_id)
+    elapsed = header.get("elapsed", 0.0)
+    if type(elapsed) not in (int, float) or not 0.0 <= elapsed < math.inf:
+        raise ProtocolError("malformed", "'elapsed' must be a finite number of seconds >= 0", request_id)
     if type(header.get("body", _EMPTY)) is not dict:
         raise ProtocolError("malformed", "'body' must be a map", request_id)
     return request_id, _array_specs(header.get("arrays", _NO_ARRAYS), limits, request_id)
@@ -261,7 +275,24 @@ def receive(socket: zmq.Socket, limits: Limits, types: frozenset[str]) -> Messag
     The whole multipart message is always consumed, also when it is refused, so the next receive starts
     at a message boundary.
     """
-    raw = socket.recv()  # a timeout (zmq.Again) here leaves nothing half-read
+    # Frames rather than bytes: a frame knows whether more parts follow, where asking the socket (RCVMORE)
+    # costs more than the receive itself.
+    frame = socket.recv(copy=False)  # a timeout (zmq.Again) here leaves nothing half-read
+    raw = frame.bytes
+    # A stream repeats one layout: a header written as ``encode`` writes it, whose bytes but the body, the id
+    # and the time passed the full checks below once, under these limits. The same bytes get the same
+    # verdict, so only the message type, the trailer's tags and the body are left to check.
+    layout = limits._layouts.get(raw[:-_TRAILER_SIZE])
+    body: Any = {}
+    if layout is None and len(raw) in limits._body_starts:
+        start = limits._body_starts[len(raw)]
+        layout = limits._body_layouts.get(raw[:start])
+        if layout is not None:
+            body = _unpack_body(raw[start:-_TRAILER_SIZE])
+    if layout is not None and body is not None and layout[0] in types:
+        elapsed_tag, elapsed, id_tag, request_id, time_tag, sent = _TRAILER.unpack_from(raw, len(raw) - _TRAILER_SIZE)
+        if (elapsed_tag, id_tag, time_tag) == _TAGS and 0.0 <= elapsed < math.inf:
+            return _receive_arrays(socket, frame.more, layout[0], request_id, sent, layout[1], body, elapsed)
     try:
         header = _unpack_header(raw, limits)
         request_id, specs = _check_header(header, limits, types)
@@ -271,22 +302,82 @@ def receive(socket: zmq.Socket, limits: Limits, types: frozenset[str]) -> Messag
     except Exception as error:  # a check that missed some odd value must still leave a message boundary
         _drain(socket)
         raise ProtocolError("malformed", f"header could not be checked ({type(error).__name__})") from None
+    _remember_layout(raw, header, specs, limits)
+    return _receive_arrays(
+        socket,
+        frame.more,
+        header["type"],
+        request_id,
+        float(header["time"]),
+        specs,
+        header.get("body") or {},
+        float(header.get("elapsed", 0.0)),
+    )
+
+
+def _unpack_body(raw: bytes) -> dict[str, Any] | None:
+    """The body map of a known layout, or None when it is not one (the full checks then word the error)."""
+    try:
+        body = _unpackb(raw, ext_hook=_reject_ext)
+    except Exception:
+        return None
+    return body if type(body) is dict else None
+
+
+def _remember_layout(raw: bytes, header: dict[str, Any], specs: list, limits: Limits) -> None:
+    """Let ``receive`` recognise this header's layout if ``encode`` writes it byte for byte."""
+    msg_type, body = header["type"], header.get("body")
+    keys = tuple((name, dtype, shape) for name, dtype, shape, _ in specs)
+    start = _STARTS.get((msg_type, not body, keys)) or _new_start(msg_type, bool(body), keys)
+    if type(header["time"]) is not float or type(header.get("elapsed")) is not float or not raw.startswith(start):
+        return
+    trailer = _TRAILER.pack(_ELAPSED_TAG, header["elapsed"], _ID_TAG, header["id"], _TIME_TAG, header["time"])
+    if body:
+        start += _BODY_KEY
+        if raw != b"".join((start, _packb(body), trailer)):
+            return
+    elif raw != start + trailer:
+        return
+    if len(limits._layouts) + len(limits._body_layouts) >= 64 or len(limits._body_starts) >= 256:
+        for cache in (limits._layouts, limits._body_layouts, limits._body_starts):
+            cache.clear()
+    if body:  # found by the header's length: bodies of plain numbers keep the same length
+        limits._body_layouts[start] = (msg_type, specs)
+        limits._body_starts[len(raw)] = len(start)
+    else:
+        limits._layouts[start] = (msg_type, specs)
+
+
+def _receive_arrays(
+    socket: zmq.Socket,
+    more: bool,
+    msg_type: str,
+    request_id: int,
+    sent: float,
+    specs: list,
+    body: dict[str, Any],
+    elapsed: float,
+) -> Message:
+    """The buffers of the arrays ``specs`` declares, as read-only arrays (``more``: whether the header said
+    more parts follow); the rest of the message is drained."""
     arrays = {}
     for name, dtype, shape, nbytes in specs:
-        if not socket.get(RCVMORE):
+        if not more:
             raise ProtocolError("bad_array", f"header declares {len(specs)} buffers, fewer were sent", request_id)
-        frame = socket.recv(copy=nbytes < ZERO_COPY_BYTES)
-        buffer = frame if type(frame) is bytes else frame.buffer
+        frame = socket.recv(copy=False)
+        more = frame.more
+        buffer = frame.buffer.toreadonly()  # ZeroMQ hands out writable views: arrays must not alias them
         if len(buffer) != nbytes:
-            _drain(socket)
+            if more:
+                _drain(socket)
             raise ProtocolError(
                 "bad_array", f"array {name!r}: buffer has {len(buffer)} bytes, dtype and shape say {nbytes}", request_id
             )
-        arrays[name] = np.ndarray(shape, dtype, buffer)  # read-only: the buffer is immutable
-    if socket.get(RCVMORE):
+        arrays[name] = np.ndarray(shape, dtype, buffer)
+    if more:
         _drain(socket)
         raise ProtocolError("bad_array", f"header declares {len(specs)} buffers, more were sent", request_id)
-    return Message(header["type"], request_id, float(header["time"]), arrays, header.get("body") or {})
+    return Message(msg_type, request_id, sent, arrays, body, elapsed)
 
 
 def error_frames(error: ProtocolError) -> list[Any]:

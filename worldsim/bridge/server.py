@@ -248,7 +248,9 @@ class Server(ABC):
                 self._sessions[routing_id] = session
                 self.stats.sessions_opened += 1
             session.last_seen = now
+            start = time.perf_counter()
             reply_type, arrays, body = self.handle(session.state, message)
+            elapsed = time.perf_counter() - start
         except ProtocolError as error:
             error.request_id = request_id
             raise
@@ -257,7 +259,7 @@ class Server(ABC):
         except Exception as error:
             log.exception("model error while serving %s", message.type)
             raise ProtocolError("internal", f"{type(error).__name__}: {error}", request_id) from None
-        return protocol.encode(reply_type, request_id, arrays, body)
+        return protocol.encode(reply_type, request_id, arrays, body, elapsed)
 
     def _hello_reply(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         body, arrays = self.describe()
