@@ -173,3 +173,26 @@ def test_train_policy_passes_the_task_s_action_coding(monkeypatch, task, relativ
         start = argv.index("--relative-to-obs") + 1
         assert argv[start : start + len(relative)] == relative
     train.parse_args(argv)  # and the training script accepts them
+
+
+def test_train_policy_on_pusht_runs_the_shipped_recipe(monkeypatch):
+    """The defaults reproduce worldsim/checkpoints/pusht-state/model.json's train_command."""
+    import json
+
+    from worldsim.policies import train
+    from worldsim.policies.diffusion_policy import SHIPPED
+
+    seen = []
+    monkeypatch.setattr(train, "main", seen.append)
+    assert cli.main(["train", "policy", "task=pusht", "out=runs/x"]) == 0
+    ours = vars(train.parse_args(seen[0]))
+    shipped_command = json.loads((SHIPPED / "pusht-state" / "model.json").read_text())["train_command"]
+    shipped = vars(train.parse_args(shipped_command.split()[3:]))
+    for args in (ours, shipped):
+        args["discrete_dims"] = args["discrete_dims"] or []  # none given and an empty list say the same
+    # Where the checkpoint goes, how a missing dataset is recorded, the device and the score the in-training
+    # evaluations report do not change the weights.
+    ignored = {"out", "collect", "collect_seed", "device", "score_key"}
+    differ = {key for key in shipped if ours[key] != shipped[key]} - ignored
+    assert not differ, {key: (ours[key], shipped[key]) for key in differ}
+    assert (ours["collect"], ours["collect_seed"]) == (1000, 1000)  # how the shipped dataset was recorded

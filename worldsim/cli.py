@@ -181,8 +181,9 @@ def _collect(c: schema.CollectCommand, out: Path) -> None:
     from worldsim.envs.datasets import collect_dataset
 
     episodes = c.episodes or c.task.demo_episodes
+    seed = c.task.demo_seed if c.seed is None else c.seed
     collect_dataset(
-        c.task.env_id, c.task.dataset_id, episodes, c.seed, obs_type=c.obs_type, image_size=c.image_size,
+        c.task.env_id, c.task.dataset_id, episodes, seed, obs_type=c.obs_type, image_size=c.image_size,
         data_format=c.data_format, path=c.path,
     )  # fmt: skip
     print(f"recorded {episodes} episodes of {c.task.env_id} as {c.task.dataset_id}")
@@ -219,6 +220,7 @@ def _train_policy(c: schema.TrainPolicyCommand, out: Path) -> None:
     n_action_steps = c.task.policy_n_action_steps or p.n_action_steps
     argv = [
         "--task", c.task.env_id, "--dataset-id", c.task.dataset_id, "--collect", str(c.task.demo_episodes),
+        "--collect-seed", str(c.task.demo_seed),
         "--out", c.out or str(out / "checkpoint"),
         "--steps", str(t.steps), "--batch-size", str(t.batch_size), "--lr", str(t.lr), "--warmup", str(t.warmup),
         "--ema-decay", str(t.ema_decay), "--eval-every", str(t.eval_every), "--eval-episodes", str(t.eval_episodes),

@@ -22,6 +22,8 @@ class TaskConfig:
     dataset_id: str = MISSING
     demo_episodes: int = 200
     """Expert demonstrations recorded when the dataset is missing (``worldsim collect`` / training)."""
+    demo_seed: int = 0
+    """Seed those demonstrations are recorded with."""
     score_key: str | None = None
     """A per-step ``info`` value whose episode maximum is reported (Push-T's ``coverage``)."""
     discrete_dims: list[int] = field(default_factory=list)
@@ -98,7 +100,8 @@ class CollectCommand:
     task: TaskConfig = MISSING
     episodes: int | None = None
     """Default: the task's ``demo_episodes``."""
-    seed: int = 0
+    seed: int | None = None
+    """Default: the task's ``demo_seed``."""
     obs_type: str = "state"
     image_size: int = 96
     data_format: str = "hdf5"

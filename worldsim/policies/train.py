@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-path", default=None, help="Minari datasets root (default $MINARI_DATASETS_PATH)")
     parser.add_argument("--collect", type=int, default=0, help="record this many expert episodes if missing")
+    parser.add_argument("--collect-seed", type=int, default=0, help="seed of the episodes --collect records")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             load_demonstrations(args.dataset_id[0], path=args.data_path)
         except ValueError:
-            collect_dataset(args.task, args.dataset_id[0], args.collect, seed=0, path=args.data_path)
+            collect_dataset(args.task, args.dataset_id[0], args.collect, seed=args.collect_seed, path=args.data_path)
     context.barrier()
     episodes = [
         episode
