@@ -103,6 +103,7 @@ def test_object_arrays_cannot_be_encoded():
         ([msgpack.packb({"version": 1, "blob": "x" * 70000})], "too_large"),
         ([msgpack.packb(msgpack.ExtType(5, b"\x00"))], "malformed"),
         ([header(time=msgpack.Timestamp(1))], "malformed"),
+        ([header(body={"when": [1, {"t": msgpack.Timestamp(1)}]})], "malformed"),
         ([header(elapsed=-0.5)], "malformed"),
         ([header(elapsed=float("nan"))], "malformed"),
         ([header(elapsed="1 ms")], "malformed"),

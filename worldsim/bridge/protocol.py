@@ -266,6 +266,8 @@ def _check_header(header: dict[str, Any], limits: Limits, types: frozenset[str])
         raise ProtocolError("malformed", "'elapsed' must be a finite number of seconds >= 0", request_id)
     if type(header.get("body", _EMPTY)) is not dict:
         raise ProtocolError("malformed", "'body' must be a map", request_id)
+    if _holds_timestamp(header.get("body")):
+        raise ProtocolError("malformed", "msgpack timestamps are not allowed", request_id)
     return request_id, _array_specs(header.get("arrays", _NO_ARRAYS), limits, request_id)
 
 
@@ -321,7 +323,17 @@ def _unpack_body(raw: bytes) -> dict[str, Any] | None:
         body = _unpackb(raw, ext_hook=_reject_ext)
     except Exception:
         return None
-    return body if type(body) is dict else None
+    return body if type(body) is dict and not _holds_timestamp(body) else None
+
+
+def _holds_timestamp(value: Any) -> bool:
+    """Whether a decoded value holds a msgpack timestamp: msgpack decodes that extension type itself, past
+    ``ext_hook``."""
+    if type(value) is dict:
+        return any(_holds_timestamp(item) for item in value.values())
+    if type(value) is list:
+        return any(_holds_timestamp(item) for item in value)
+    return type(value) is msgpack.Timestamp
 
 
 def _remember_layout(raw: bytes, header: dict[str, Any], specs: list, limits: Limits) -> None:
