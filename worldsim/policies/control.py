@@ -12,7 +12,7 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
-from worldsim.core.array_ops import all_finite, as_array_like
+from worldsim.core.array_ops import all_finite
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.strategies import Strategy, make_strategy
@@ -28,7 +28,8 @@ class ChunkPolicy:
 
     @abstractmethod
     def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int):
-        """A normalized chunk ``[B, horizon, action_dim]`` (any array kind) for raw histories ``[B, ...]``."""
+        """A normalized chunk ``[B, horizon, action_dim]`` (any array kind) for raw histories ``[B, ...]``, and
+        the reference its relative actions were sampled at (``codec.reference``, the same kind; or None)."""
 
     @property
     def obs_horizon(self) -> int:
@@ -89,9 +90,8 @@ class ChunkPolicy:
         obs_history = np.asarray(obs_history)
         self.check_obs_history(obs_history, batched=False)
         steps = self.n_action_steps if executed_steps is None else executed_steps
-        chunk = self._sample_chunk(obs_history[None], steps)
-        reference = self.codec.reference(obs_history[None])
-        actions = self.codec.from_model(chunk, None if reference is None else as_array_like(reference, chunk))[0]
+        chunk, reference = self._sample_chunk(obs_history[None], steps)
+        actions = self.codec.from_model(chunk, reference)[0]
         return np.asarray(actions.cpu() if hasattr(actions, "cpu") else actions, dtype=np.float32)
 
     def select_action(self, obs: np.ndarray) -> np.ndarray:

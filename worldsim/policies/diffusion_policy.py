@@ -81,24 +81,30 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()
-    def predict_normalized(self, obs_history: torch.Tensor, executed_steps: int) -> torch.Tensor:
-        """A normalized chunk ``[B, H, A]`` for a batch of raw observation histories."""
+    def predict_normalized(
+        self, obs_history: torch.Tensor, executed_steps: int, reference: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """A normalized chunk ``[B, H, A]`` for a batch of raw observation histories (``reference``: their
+        ``codec.reference``, when the caller has it already)."""
         self.check_obs_history(obs_history, batched=True)
         cond = self._encode(obs_history)
         like = torch.empty(obs_history.shape[0], self.config.horizon, self.config.action_dim, device=cond.device)
         sampler = ChunkSampler(
             denoiser=self.denoiser, cond=cond, schedule=self.schedule, parameterization=self.config.parameterization,
             num_train_steps=self.config.num_train_steps, like=like, clip_x0=self.config.clip_sample,
-            generator=self.generator, codec=self.codec, reference=self.codec.reference(obs_history.float()),
+            generator=self.generator, codec=self.codec,
+            reference=self.codec.reference(obs_history.float()) if reference is None else reference,
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls
         return chunk
 
-    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int) -> torch.Tensor:
+    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = next(self.parameters()).device
         # A copy: observations may arrive in read-only buffers (zero-copy messages), which torch warns about.
-        return self.predict_normalized(torch.tensor(obs_history, device=device), executed_steps)
+        obs = torch.tensor(obs_history, device=device)
+        reference = self.codec.reference(obs.float())
+        return self.predict_normalized(obs, executed_steps, reference), reference
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path, *, extra: dict | None = None) -> Path:
