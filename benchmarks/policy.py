@@ -8,6 +8,7 @@ Writes benchmarks/results/policy.json and policy.png.
 RTI runs with k chosen by RTI-DP's offline rule (for chunked rows, from decisions as far apart as the actions
 a chunk executes), and as each task's Hydra config sets it (``policy_rti_options`` in
 ``worldsim/conf/task/*.yaml``, the options the demo runs), a row named ``rti_task``.
+``benchmarks/policy_targets.py`` then judges the ``rti_task``-versus-``ddpm`` target on more episodes.
 """
 
 from __future__ import annotations

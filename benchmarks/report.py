@@ -85,6 +85,19 @@ def policy(result: dict) -> list[str]:
             "",
             "Targets: " + "; ".join(f"{k} {'met' if v['met'] else 'NOT met'}" for k, v in t["targets"].items()),
         ]
+        extended = t.get("targets_extended")
+        if extended:  # written by benchmarks/policy_targets.py
+            pooled = {name: row["pooled"] for name, row in extended["rows"].items()}
+            lines += [
+                "",
+                f"Over {pooled['ddpm']['episodes']} episodes (the table's and {extended['extra_episodes']} more): "
+                + ", ".join(f"{name} {p['success_rate']:.3f}" for name, p in pooled.items())
+                + "; targets: "
+                + "; ".join(
+                    f"{k} {v['measured']:.1f} {'met' if v['met'] else 'NOT met'}"
+                    for k, v in extended["targets"].items()
+                ),
+            ]
     return lines
 
 
