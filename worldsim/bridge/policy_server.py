@@ -13,7 +13,7 @@ import numpy as np
 
 from worldsim.bridge.protocol import Message, ProtocolError
 from worldsim.bridge.server import Reply, Server, ServerConfig
-from worldsim.bridge.spaces import box_to_wire, expect_array, expect_names, require_box
+from worldsim.bridge.spaces import ArraySpec, box_to_wire, expect_names, require_box
 
 _POLICY_INTS = ("obs_horizon", "horizon", "n_action_steps")
 
@@ -51,10 +51,10 @@ class PolicyServer(Server):
         self.observation_space = prototype.observation_space
         self.action_space = prototype.action_space
         self.obs_horizon, self.horizon, self.n_action_steps = (getattr(prototype, n) for n in _POLICY_INTS)
-        self._obs_shape = (self.obs_horizon, *self.observation_space.shape)
+        self._obs_history = ArraySpec(self.observation_space.dtype, (self.obs_horizon, *self.observation_space.shape))
         self._chunk_shape = (self.horizon, *self.action_space.shape)
         self._spare: Any = prototype  # handed to the first client instead of being thrown away
-        self._obs_dtype, self._action_dtype = self.observation_space.dtype, self.action_space.dtype
+        self._action_dtype = self.action_space.dtype
 
     def describe(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         obs_body, obs_arrays = box_to_wire(self.observation_space, "observation_space")
@@ -81,7 +81,7 @@ class PolicyServer(Server):
         if message.type == "infer":
             if len(message.arrays) != 1:
                 expect_names(message.arrays, {"obs_history"}, message.request_id)
-            obs = expect_array(message.arrays, "obs_history", self._obs_dtype, self._obs_shape, message.request_id)
+            obs = self._obs_history.take(message.arrays, "obs_history", message.request_id)
             chunk = policy.predict_chunk(obs)
             if type(chunk) is not np.ndarray:
                 chunk = np.asarray(chunk)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -39,43 +38,67 @@ def box_from_wire(body: dict[str, Any], arrays: dict[str, np.ndarray], name: str
     return gym.spaces.Box(low=low, high=high, dtype=low.dtype)
 
 
-def expect_array(
-    arrays: dict[str, np.ndarray], name: str, dtype: np.dtype, shape: tuple[int, ...], request_id: int
-) -> np.ndarray:
-    """The array ``name`` if it has exactly this dtype and shape and, for floats, only finite values."""
-    array = arrays.get(name)
-    if array is None:
-        raise ProtocolError("bad_request", f"missing array {name!r}", request_id)
-    if array.dtype != dtype or array.shape != shape:
-        raise ProtocolError(
-            "bad_array",
-            f"array {name!r} is {array.dtype.str}{list(array.shape)}, expected {np.dtype(dtype).str}{list(shape)}",
-            request_id,
-        )
-    # NaN or inf in an observation turns into NaN actions on a robot: refuse them at the door.
-    if array.dtype.kind == "f" and not all_finite(array):
-        raise ProtocolError("bad_array", f"array {name!r} holds NaN or infinite values", request_id)
-    return array
+class ArraySpec:
+    """One incoming array a server declared: its dtype, its shape and, for floats, only finite values.
 
-
-def all_finite(array: np.ndarray) -> bool:
-    """Whether a float array holds no NaN and no infinity.
-
-    One dot product with a constant small power of two: it is NaN or infinite exactly when a value is
-    (the scale keeps any sum of finite values finite and typical values normal, and it raises no floating-
-    point warning for an infinity, as multiplying by 0 would), and it allocates nothing, where
-    ``np.isfinite(array).all()`` builds a boolean array on every message.
+    Built once per declared array: the masks of the finite check are worked out here, not per message.
     """
-    if array.dtype.char not in "fd":  # float16 sums could overflow; only float32 and float64 go through BLAS
-        return bool(np.isfinite(array).all())
-    return math.isfinite(array.reshape(-1).dot(_scales(array.size, array.dtype)))
+
+    def __init__(self, dtype: Any, shape: tuple[int, ...]) -> None:
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self._float = self.dtype.kind == "f"
+        self._masks = _finite_masks(self.dtype, math.prod(self.shape)) if self._float else None
+
+    def take(self, arrays: dict[str, np.ndarray], name: str, request_id: int) -> np.ndarray:
+        """``arrays[name]`` if it matches, else a ``ProtocolError`` that says how it does not."""
+        array = arrays.get(name)
+        if array is None:
+            raise ProtocolError("bad_request", f"missing array {name!r}", request_id)
+        if array.dtype != self.dtype or array.shape != self.shape:
+            raise ProtocolError(
+                "bad_array",
+                f"array {name!r} is {array.dtype.str}{list(array.shape)}, expected {self.dtype.str}{list(self.shape)}",
+                request_id,
+            )
+        # NaN or inf in an observation turns into NaN actions on a robot: refuse them at the door.
+        if self._masks is not None:
+            exponents, lowest, signs = self._masks
+            finite = not ((int.from_bytes(array.data, "little") & exponents) + lowest) & signs
+        else:
+            finite = not self._float or bool(np.isfinite(array).all())
+        if not finite:
+            raise ProtocolError("bad_array", f"array {name!r} holds NaN or infinite values", request_id)
+        return array
 
 
-@functools.lru_cache(maxsize=32)
-def _scales(size: int, dtype: np.dtype) -> np.ndarray:
-    scales = np.full(size, 2.0 ** -(np.finfo(dtype).maxexp // 2), dtype)
-    scales.flags.writeable = False
-    return scales
+# Small arrays (an observation) are checked for NaN and infinity on their bytes, read as one Python integer
+# (in C order, also from a view that is not contiguous): a value is NaN or infinite exactly when all its
+# exponent bits are set. Masking every value down to its exponent bits and adding the lowest exponent bit
+# carries into the value's sign bit exactly for those, and no carry crosses into the next value. This runs
+# in CPython's integer code, which a server runs all the time anyway. A NumPy call (``np.isfinite(a).all()``,
+# a dot product) costs several microseconds more on a server that sleeps between messages, because its code
+# has left the CPU's caches by then: on this 2-core machine, with a 2 KB observation, the integer check took
+# 4-5 us off the 22-28 us a bridge server adds to a raw pyzmq echo. Larger arrays go through NumPy, which is
+# faster per value.
+_FINITE_CHECK_MAX_BYTES = 4096
+# Per little-endian IEEE 754 binary16/32/64 value: its exponent bits, the lowest exponent bit, its sign bit.
+_EXPONENT_BITS = {
+    "<f2": (0x7C00, 0x0400, 0x8000),
+    "<f4": (0x7F80_0000, 0x0080_0000, 0x8000_0000),
+    "<f8": (0x7FF0 << 48, 0x0010 << 48, 0x8000 << 48),
+}
+
+
+def _finite_masks(dtype: np.dtype, count: int) -> tuple[int, int, int] | None:
+    """The masks of ``_EXPONENT_BITS`` repeated for ``count`` values, where that check applies."""
+    if dtype.str not in _EXPONENT_BITS or count * dtype.itemsize > _FINITE_CHECK_MAX_BYTES:
+        return None
+    size = dtype.itemsize
+    exponents, lowest, signs = (
+        int.from_bytes(mask.to_bytes(size, "little") * count, "little") for mask in _EXPONENT_BITS[dtype.str]
+    )
+    return exponents, lowest, signs
 
 
 def expect_names(arrays: dict[str, np.ndarray], names: set[str], request_id: int) -> None:

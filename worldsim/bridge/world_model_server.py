@@ -13,7 +13,7 @@ import numpy as np
 
 from worldsim.bridge.protocol import Message, ProtocolError
 from worldsim.bridge.server import Reply, Server, ServerConfig
-from worldsim.bridge.spaces import box_to_wire, expect_array, expect_names, require_box
+from worldsim.bridge.spaces import ArraySpec, box_to_wire, expect_names, require_box
 
 
 def check_session(session: Any) -> None:
@@ -56,6 +56,7 @@ class WorldModelServer(Server):
         check_session(prototype)
         self.observation_space = prototype.observation_space
         self.action_space = prototype.action_space
+        self._action = ArraySpec(self.action_space.dtype, self.action_space.shape)
         self.max_context_frames = max_context_frames
         self._spare: Any = prototype
 
@@ -86,8 +87,8 @@ class WorldModelServer(Server):
                     rid,
                 )
             obs_space, act_space = self.observation_space, self.action_space
-            expect_array(message.arrays, "context_obs", obs_space.dtype, (frames, *obs_space.shape), rid)
-            expect_array(message.arrays, "context_actions", act_space.dtype, (steps, *act_space.shape), rid)
+            ArraySpec(obs_space.dtype, (frames, *obs_space.shape)).take(message.arrays, "context_obs", rid)
+            ArraySpec(act_space.dtype, (steps, *act_space.shape)).take(message.arrays, "context_actions", rid)
             client.started = False  # a failed reset must not leave a half-reset session steppable
             client.session.reset(obs, actions)
             client.started = True
@@ -96,7 +97,7 @@ class WorldModelServer(Server):
             if not client.started:
                 raise ProtocolError("bad_request", "send reset with context frames before step", rid)
             expect_names(message.arrays, {"action"}, rid)
-            action = expect_array(message.arrays, "action", self.action_space.dtype, self.action_space.shape, rid)
+            action = self._action.take(message.arrays, "action", rid)
             next_obs = np.asarray(client.session.step(action))
             if next_obs.shape != self.observation_space.shape:
                 raise RuntimeError(
