@@ -112,6 +112,16 @@ def world_model(result: dict) -> list[str]:
             for mode, backends in m["speed"].items()
         )
         lines += ["", f"**{name}** — {fps}; memory ratio 10,000 / 1,000 frames {m['memory']['session_ratio']:.3f}", ""]
+        ceiling = m.get("simulator_ceiling")
+        if ceiling:  # benchmarks/world_model_ceiling.py: MuJoCo itself from a start whose block is nudged
+            for delta, v in ceiling["deltas"].items():
+                mean = f"mean_of_{ceiling['draws']}"
+                for kind, label in (("single", "single rollouts"), (mean, f"mean frame of {ceiling['draws']}")):
+                    errors = v[kind]["mse"]
+                    rows.append([f"MuJoCo, block start nudged {delta} ({label})", *[errors[h] for h in horizons]])
+            if "tokenizer_round_trip" in ceiling:
+                floor = ceiling["tokenizer_round_trip"]
+                rows.append(["tokenizer round trip of the true frames", *[floor[h] for h in horizons]])
         lines += _table(["open-loop MSE at horizon", *horizons], rows)
     return lines
 

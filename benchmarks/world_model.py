@@ -231,6 +231,13 @@ def plot_errors(models: dict[str, dict]) -> None:
         for label, curve in curves.items():
             copy = label == "copy last frame"
             ax.loglog(curve["horizon"], curve["mse"], label=label, lw=2 if copy else 1.2, ls="--" if copy else "-")
+        # benchmarks/world_model_ceiling.py: the simulator itself, from a start whose block is nudged
+        # The nudged replays start orders of magnitude lower; the axis stays on the models' range.
+        ax.set_ylim(bottom=0.3 * min(min(curve["mse"]) for curve in curves.values()))
+        nudged = result.get("simulator_ceiling", {}).get("deltas", {})
+        for rank, (delta, entry) in enumerate(nudged.items()):
+            curve, grey = entry["single"]["curve"], str(0.75 - 0.5 * rank / max(len(nudged) - 1, 1))
+            ax.loglog(curve["horizon"], curve["mse"], color=grey, ls=":", lw=1.5, label=f"MuJoCo, start nudged {delta}")
         ax.set(title=f"{name}: open-loop error vs MuJoCo", xlabel="horizon (steps)", ylabel="MSE")
         ax.legend(fontsize=7)
     fig.tight_layout()
