@@ -1,6 +1,9 @@
 """Benchmark the shared denoising core: denoiser latency, cached vs recomputed steps, rolling throughput.
 
     python benchmarks/core.py            # writes benchmarks/results/core.json and core.png
+
+Latencies are wall-clock p50 / p99 / mean on ``--threads`` torch threads (default 1, the batch-1 inference
+setting).
 """
 
 from __future__ import annotations
