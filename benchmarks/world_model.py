@@ -231,9 +231,9 @@ def plot_errors(models: dict[str, dict]) -> None:
         for label, curve in curves.items():
             copy = label == "copy last frame"
             ax.loglog(curve["horizon"], curve["mse"], label=label, lw=2 if copy else 1.2, ls="--" if copy else "-")
-        # benchmarks/world_model_ceiling.py: the simulator itself, from a start whose block is nudged
-        # The nudged replays start orders of magnitude lower; the axis stays on the models' range.
+        # The nudged replays below start orders of magnitude lower; the axis stays on the models' range.
         ax.set_ylim(bottom=0.3 * min(min(curve["mse"]) for curve in curves.values()))
+        # benchmarks/world_model_ceiling.py: the simulator itself, from a start whose block is nudged
         nudged = result.get("simulator_ceiling", {}).get("deltas", {})
         for rank, (delta, entry) in enumerate(nudged.items()):
             curve, grey = entry["single"]["curve"], str(0.75 - 0.5 * rank / max(len(nudged) - 1, 1))
