@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
+from worldsim.core.array_ops import randn_like
 from worldsim.core.plans import frozen_prefix
 from worldsim.core.sampling import denoise
-from worldsim.core.trainer import Trainer, TrainerConfig
+from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument
 from worldsim.world_model.evaluation import one_step_error
 from worldsim.world_model.model import WorldModel
 
@@ -35,25 +36,29 @@ def own_rollout_windows(
     model: WorldModel, data: dict[str, torch.Tensor], *, steps: int = 2, batch_size: int = 512,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Windows ``[true first frame, generated frames..., true last frame]`` with ``target`` on the last one."""
+    """Windows ``[true first frame, generated frames..., true last frame]`` with ``target`` on the last one.
+
+    The rollouts run on the model's device; the windows come back where ``data`` is (the trainer's copy).
+    """
     frames, cond = data["frames"], data["cond"]
     m, t, p, d = frames.shape
     config = model.config
+    device = next(model.parameters()).device
     out = frames.clone()
     for start in range(0, m, batch_size):
         chunk = slice(start, start + batch_size)
         n = len(frames[chunk])
-        x = frames[chunk].reshape(n, t * p, d).clone()
-        token_cond = cond[chunk].repeat_interleave(p, dim=1)
+        x = frames[chunk].reshape(n, t * p, d).to(device, copy=True)
+        token_cond = cond[chunk].to(device).repeat_interleave(p, dim=1)
         for k in range(1, t - 1):
             # Frame k from the model's own frames before it; later frames are not visible (causal).
             end = (k + 1) * p
-            x[:, k * p : end] = torch.randn(n, p, d, generator=generator)
+            x[:, k * p : end] = randn_like(x[:, k * p : end], generator)
             x[:, :end] = denoise(
                 model.denoiser, x[:, :end], frozen_prefix(end, k * p, steps), model.schedule,
                 parameterization=config.parameterization, cond=token_cond[:, :end], generator=generator,
             )  # fmt: skip
-        out[chunk, 1 : t - 1] = x[:, p : (t - 1) * p].reshape(n, t - 2, p, d)
+        out[chunk, 1 : t - 1] = x[:, p : (t - 1) * p].reshape(n, t - 2, p, d).to(out.device)
     target = torch.zeros(m, t, dtype=torch.bool)
     target[:, -1] = True
     return {"frames": out, "cond": cond, "target": target}
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.steps < args.rounds:
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         model.tokenizer.autoencoder.requires_grad_(False)
     config = TrainerConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=100, ema_decay=0.995,
-        log_every=250, seed=args.seed, progress=not args.no_progress,
+        log_every=250, seed=args.seed, progress=not args.no_progress, device=args.device,
     )  # fmt: skip
     trainer = Trainer(model, data, config)
     for round_index in range(args.rounds):
