@@ -26,7 +26,7 @@ import torch
 from worldsim.core.array_ops import randn_like
 from worldsim.core.plans import frozen_prefix
 from worldsim.core.sampling import denoise
-from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument
+from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument, resolve_device
 from worldsim.world_model.evaluation import one_step_error
 from worldsim.world_model.model import WorldModel
 
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    model = WorldModel.from_pretrained(args.checkpoint)
+    # On the training device from the start, so the first round's own windows are rolled there too.
+    model = WorldModel.from_pretrained(args.checkpoint).to(resolve_device(args.device))
     meta = model.metadata
     data_config = DataConfig(meta["env_id"], meta.get("env_kwargs", {}), args.episodes, seed=args.seed * 10_000)
     train, held_out, _ = gather_episodes(data_config, progress=not args.no_progress)
