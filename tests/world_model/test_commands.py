@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.world_model.conftest import state_model
 from worldsim.world_model import self_forcing, train
-from worldsim.world_model.model import WorldModel, WorldModelConfig
-from worldsim.world_model.self_forcing import own_rollout_windows
+from worldsim.world_model.model import WorldModel
 
 TINY_RUN = ["--width", "32", "--depth", "1", "--batch-size", "8", "--no-progress", "--device", "cpu"]
 
@@ -40,16 +38,3 @@ def test_training_commands_refuse_a_bad_device_before_any_work(command, tmp_path
         command([*arguments[command], "--out", str(tmp_path / "out"), "--device", "gpu0"])
     assert "argument --device: device must be" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_own_rollout_windows_on_a_gpu_model_match_the_cpu_ones():
-    model = state_model(config=WorldModelConfig(width=32, depth=2, heads=2, sequence_frames=6, window_frames=6))
-    rng = np.random.default_rng(0)
-    obs = rng.uniform(-1, 1, (6, 2)).astype(np.float32)
-    actions = rng.uniform(-1, 1, (1, 5, 2)).astype(np.float32)
-    data = {"frames": model.tokenizer.encode(obs)[None], "cond": model.frame_conditions(actions)}
-    on_cpu = own_rollout_windows(model, data, generator=torch.Generator().manual_seed(7))
-    on_gpu = own_rollout_windows(model.to("cuda"), data, generator=torch.Generator().manual_seed(7))
-    assert on_gpu["frames"].device.type == "cpu"
-    torch.testing.assert_close(on_gpu["frames"], on_cpu["frames"], atol=1e-4, rtol=1e-4)

@@ -11,6 +11,7 @@ from worldsim.core.trainer import Trainer, TrainerConfig
 from worldsim.world_model.data import RandomWalkActor, collect_episodes
 from worldsim.world_model.evaluation import one_step_error
 from worldsim.world_model.model import WorldModel, WorldModelConfig, resolve_checkpoint
+from worldsim.world_model.self_forcing import own_rollout_windows
 from worldsim.world_model.tokenizers import ActionEncoder, StateTokenizer
 
 
@@ -94,16 +95,21 @@ def test_config_validation():
                    env.observation_space)  # fmt: skip
 
 
-def test_self_forcing_windows_are_the_models_own_stream():
-    """The generated context of a window equals what a streaming session produces from the same start."""
-    from worldsim.world_model.self_forcing import own_rollout_windows
-    from worldsim.world_model.session import SessionConfig, StreamingSession
-
+def one_window_of_a_six_frame_model():
+    """An untrained model with 6-frame windows and one random window for it: ``(model, obs, actions, data)``."""
     model = state_model(config=WorldModelConfig(width=32, depth=2, heads=2, sequence_frames=6, window_frames=6))
     rng = np.random.default_rng(0)
     obs = rng.uniform(-1, 1, (6, 2)).astype(np.float32)
     actions = rng.uniform(-1, 1, (1, 5, 2)).astype(np.float32)
     data = {"frames": model.tokenizer.encode(obs)[None], "cond": model.frame_conditions(actions)}
+    return model, obs, actions, data
+
+
+def test_self_forcing_windows_are_the_models_own_stream():
+    """The generated context of a window equals what a streaming session produces from the same start."""
+    from worldsim.world_model.session import SessionConfig, StreamingSession
+
+    model, obs, actions, data = one_window_of_a_six_frame_model()
     own = own_rollout_windows(model, data, steps=2, generator=torch.Generator().manual_seed(7))
     session = StreamingSession(model, SessionConfig(steps=2, context_level=0.0), seed=7)
     session.reset(obs[:1])
@@ -113,3 +119,12 @@ def test_self_forcing_windows_are_the_models_own_stream():
     assert own["target"].tolist() == [[False] * 5 + [True]]
     loss = model.train().compute_loss(own)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_own_rollout_windows_on_a_gpu_model_match_the_cpu_ones():
+    model, _, _, data = one_window_of_a_six_frame_model()
+    on_cpu = own_rollout_windows(model, data, generator=torch.Generator().manual_seed(7))
+    on_gpu = own_rollout_windows(model.to("cuda"), data, generator=torch.Generator().manual_seed(7))
+    assert on_gpu["frames"].device.type == "cpu"  # back where the trainer keeps its data
+    torch.testing.assert_close(on_gpu["frames"], on_cpu["frames"], atol=1e-4, rtol=1e-4)
