@@ -7,9 +7,10 @@ import torch
 
 from tests.world_model.conftest import PointMass, pixel_model
 from worldsim.core.normalizer import Normalizer
+from worldsim.world_model.autoencoder import AutoencoderConfig, ConvAutoencoder
 from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes
 from worldsim.world_model.rewards import PushTCoverageReward
-from worldsim.world_model.tokenizers import ActionEncoder, StateTokenizer
+from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
 
 
 def test_collect_episodes_records_consistent_transitions():
@@ -65,6 +66,27 @@ def test_pixel_tokens_are_cells_of_the_latent_grid():
     assert decoded.shape == (2, 32, 32, 3) and decoded.dtype == np.uint8
     with pytest.raises(ValueError, match=r"images must have shape \[N, 32, 32, 3\]"):
         tokenizer.encode(frames[:, :16])
+
+
+@pytest.mark.parametrize("downsample, side", [(16, 2), (8, 4)])
+def test_autoencoder_downsample_sets_the_latent_grid_and_survives_a_checkpoint(downsample, side):
+    torch.manual_seed(0)
+    config = AutoencoderConfig(image_size=32, channels=8, latent_channels=4, downsample=downsample)
+    autoencoder = ConvAutoencoder(config).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    latents = autoencoder.encode(torch.from_numpy(frames))
+    assert autoencoder.latent_side == side and latents.shape == (2, 4, side, side)
+    assert autoencoder.decode(latents).shape == (2, 3, 32, 32)
+    tokenizer = PixelTokenizer(autoencoder, None, tokens_per_frame=4)
+    assert tokenizer.token_dim == 4 * (side // 2) ** 2
+    restored = PixelTokenizer.from_tensors(tokenizer.tensors(), tokenizer.config())
+    assert restored.autoencoder.config.downsample == downsample
+    torch.testing.assert_close(restored.encode(frames), tokenizer.encode(frames))
+
+
+def test_autoencoder_refuses_other_downsampling():
+    with pytest.raises(ValueError, match="downsample must be 8 or 16, got 4"):
+        AutoencoderConfig(downsample=4)
 
 
 def test_action_encoder():

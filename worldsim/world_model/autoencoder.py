@@ -1,9 +1,11 @@
 """A small convolutional autoencoder that turns RGB frames into a compact latent grid for the world model.
 
-Sized for two CPU cores: a 4x4 patchify convolution, two stride-2 convolutions down to a 4x4 grid of
-``latent_channels`` (for 64x64 frames), and the mirror image up with a pixel shuffle, about 10 M
-multiply-adds per frame each way. Small objects (Push-T's pusher is a few pixels wide) would vanish
-under a plain MSE, so the loss up-weights pixels that differ from the dataset's background image.
+Sized for two CPU cores: a 4x4 patchify convolution, then two stride-2 convolutions down to a grid 16 times
+smaller than the frame (``downsample=16``: 4x4 for 64x64 frames, about 10 M multiply-adds per frame each way)
+or one stride-2 and one stride-1 convolution down to a grid 8 times smaller (``downsample=8``: 8x8, four times
+the latent values, sharper edges), and the mirror image up with a pixel shuffle. Small objects (Push-T's
+pusher is a few pixels wide) would vanish under a plain MSE, so the loss up-weights pixels that differ from
+the dataset's background image.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ class AutoencoderConfig:
     channels: int = 64
     latent_channels: int = 8
     foreground_weight: float = 10.0
+    downsample: int = 16
 
     def __post_init__(self) -> None:
         if self.image_size % 16 or self.image_size < 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
+        if self.downsample not in (8, 16):
+            raise ValueError(f"downsample must be 8 or 16, got {self.downsample}")
         if self.channels < 1 or self.latent_channels < 1:
             raise ValueError("channels and latent_channels must be >= 1")
 
@@ -34,21 +39,22 @@ class AutoencoderConfig:
 
 
 class ConvAutoencoder(nn.Module):
-    """``encode(images [N, H, W, 3] in 0..255) -> [N, C, H/16, W/16]``; ``decode`` goes back to 0..255."""
+    """``encode(images [N, H, W, 3] in 0..255) -> [N, C, H/d, W/d]`` (``d = downsample``); ``decode`` goes back."""
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
         c, z = config.channels, config.latent_channels
+        halve = config.downsample == 16  # the third stage halves the grid again, or keeps it
         self.encoder = nn.Sequential(
             nn.Conv2d(3, c // 2, 4, stride=4), nn.GELU(),
             nn.Conv2d(c // 2, c, 4, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(c, c, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(c, c, 4, stride=2, padding=1) if halve else nn.Conv2d(c, c, 3, padding=1), nn.GELU(),
             nn.Conv2d(c, z, 1),
         )  # fmt: skip
         self.decoder = nn.Sequential(
             nn.Conv2d(z, c, 1), nn.GELU(),
-            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.GELU(),
+            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1) if halve else nn.Conv2d(c, c, 3, padding=1), nn.GELU(),
             nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(c // 2, c // 2, 3, padding=1), nn.GELU(),
             nn.Conv2d(c // 2, 3 * 16, 1), nn.PixelShuffle(4),
@@ -58,7 +64,7 @@ class ConvAutoencoder(nn.Module):
 
     @property
     def latent_side(self) -> int:
-        return self.config.image_size // 16
+        return self.config.image_size // self.config.downsample
 
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size

@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens-per-frame", type=int, default=4, help="pixel models: latent tokens per frame")
     parser.add_argument("--ae-steps", type=int, default=2000, help="pixel models: autoencoder training steps")
     parser.add_argument("--ae-channels", type=int, default=32, help="pixel models: autoencoder width")
+    parser.add_argument(
+        "--ae-downsample", type=int, default=16, choices=(8, 16), help="pixel models: frame side / latent grid side"
+    )
     parser.add_argument("--autoencoder-from", default=None, help="pixel models: reuse this checkpoint's autoencoder")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     add_device_argument(parser)
@@ -167,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         autoencoder_command = source.metadata.get("command")
     elif env.observation_space.dtype == np.uint8:
         frames = np.concatenate([e.observations for e in train])
-        ae_config = AutoencoderConfig(image_size=env.observation_space.shape[0], channels=args.ae_channels)
+        ae_config = AutoencoderConfig(
+            image_size=env.observation_space.shape[0], channels=args.ae_channels, downsample=args.ae_downsample
+        )
         ae_trainer = TrainerConfig(
             steps=args.ae_steps, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.99,
             log_every=250, seed=args.seed, progress=not args.no_progress, distributed=args.distributed,
