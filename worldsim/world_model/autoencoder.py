@@ -3,7 +3,7 @@
 Sized for two CPU cores: a 4x4 patchify convolution, then two stride-2 convolutions down to a grid 16 times
 smaller than the frame (``downsample=16``: 4x4 for 64x64 frames, about 10 M multiply-adds per frame each way)
 or one stride-2 and one stride-1 convolution down to a grid 8 times smaller (``downsample=8``: 8x8, four times
-the latent values, sharper edges), and the mirror image up with a pixel shuffle. Small objects (Push-T's
+the latent values, a lower round-trip error), and the mirror image up with a pixel shuffle. Small objects (Push-T's
 pusher is a few pixels wide) would vanish under a plain MSE, so the loss up-weights pixels that differ from
 the dataset's background image.
 """
