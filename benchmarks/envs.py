@@ -26,7 +26,8 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 import worldsim  # noqa: E402
-from worldsim.envs.datasets import EXPERTS, collect_dataset, load_demonstrations, policy_windows  # noqa: E402
+from worldsim.core.episodes import policy_windows  # noqa: E402
+from worldsim.envs.datasets import EXPERTS, collect_dataset, load_demonstrations  # noqa: E402
 from worldsim.envs.experts import PushTExpert  # noqa: E402
 
 matplotlib.use("Agg")

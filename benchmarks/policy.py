@@ -37,7 +37,7 @@ from common import RESULTS, machine_info, write_result  # noqa: E402
 import worldsim  # noqa: E402, F401
 from worldsim.envs.datasets import EXPERTS  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
-from worldsim.policies.evaluate import evaluate_policy  # noqa: E402
+from worldsim.policies.evaluation import evaluate_policy  # noqa: E402
 from worldsim.policies.rti_k import choose_rti_k  # noqa: E402
 from worldsim.policies.train import EVAL_SEED, TASKS  # noqa: E402
 

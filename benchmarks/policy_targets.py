@@ -37,7 +37,7 @@ def evaluate_share(job: tuple[str, str, str, dict, int, int, int]) -> dict:
 
     import worldsim  # noqa: F401 - registers the tasks
     from worldsim.policies.diffusion_policy import DiffusionPolicy
-    from worldsim.policies.evaluate import evaluate_policy
+    from worldsim.policies.evaluation import evaluate_policy
     from worldsim.policies.train import TASKS
 
     env_id, checkpoint, strategy, options, seed, episodes, noise_seed = job

@@ -6,15 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from worldsim.core.episodes import Episode, policy_windows, sequence_windows
 from worldsim.envs import collect
-from worldsim.envs.datasets import (
-    Episode,
-    collect_dataset,
-    fit_normalizers,
-    load_demonstrations,
-    policy_windows,
-    sequence_windows,
-)
+from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations
 
 
 def _episode(length: int, obs_dim: int = 3, act_dim: int = 2, offset: float = 0.0) -> Episode:

@@ -15,7 +15,7 @@ LIGHT = [
     "worldsim.core.normalizer",
     "worldsim.core.kv_cache",
     "worldsim.world_model",
-    "worldsim.world_model.spaces",
+    "worldsim.world_model.action_encoder",
     "worldsim.world_model.streaming",
     "worldsim.export.onnx_world_model",
 ]

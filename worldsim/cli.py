@@ -281,7 +281,7 @@ def load_policy(checkpoint: str, strategy: schema.StrategyConfig) -> Any:
 def _eval(c: schema.EvalCommand, out: Path) -> None:
     import torch
 
-    from worldsim.policies.evaluate import evaluate_policy
+    from worldsim.policies.evaluation import evaluate_policy
 
     torch.set_num_threads(1)
     torch.manual_seed(c.seed)

@@ -88,7 +88,7 @@ def run_demo(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path) -> li
 
 def part_policies(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
     from worldsim.policies.diffusion_policy import DiffusionPolicy
-    from worldsim.policies.evaluate import evaluate_policy
+    from worldsim.policies.evaluation import evaluate_policy
 
     part.lines += [
         f"{config.episodes} seeded episodes per row (seeds from {config.seed}), batch-1 PyTorch on the CPU.",

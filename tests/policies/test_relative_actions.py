@@ -8,7 +8,7 @@ from tests.policies.test_diffusion_policy import ACTION_DIM, HORIZON, OBS_DIM, S
 from worldsim.core.normalizer import Normalizer
 from worldsim.policies.action_codec import ActionCodec, fit_relative_normalizer, shift_chunk
 from worldsim.policies.config import DiffusionPolicyConfig
-from worldsim.policies.strategies import STRATEGIES, ChunkSampler
+from worldsim.policies.strategies import STRATEGIES, ChunkContext
 
 
 def references(seed=0, batch=3):
@@ -55,7 +55,7 @@ def test_a_carried_over_chunk_is_the_same_raw_actions_shifted():
     moved = codec.carry_over(chunk, 2, old, new)
     torch.testing.assert_close(codec.to_raw(moved, new), shift_chunk(codec.to_raw(chunk, old), 2))
     # Through the sampler too, as RTI asks for it.
-    sampler = ChunkSampler(denoiser=None, cond=None, schedule=None, parameterization="epsilon", num_train_steps=K,
+    sampler = ChunkContext(denoiser=None, cond=None, schedule=None, parameterization="epsilon", num_train_steps=K,
                            like=chunk, codec=codec, reference=new)  # fmt: skip
     torch.testing.assert_close(sampler.warm_guess(chunk, old, 2), moved)
 
@@ -112,7 +112,7 @@ def test_rti_warm_start_is_the_previous_chunk_moved_to_the_new_reference(monkeyp
     policy = make_policy(relative=True)
     policy.set_strategy("rti", k=3)
     seen = []
-    original = ChunkSampler.warm_guess
+    original = ChunkContext.warm_guess
 
     def spy(sampler, previous, previous_reference, executed):
         guess = original(sampler, previous, previous_reference, executed)
@@ -120,7 +120,7 @@ def test_rti_warm_start_is_the_previous_chunk_moved_to_the_new_reference(monkeyp
         seen.append((codec.to_raw(previous, previous_reference), codec.to_raw(guess, sampler.reference)))
         return guess
 
-    monkeypatch.setattr(ChunkSampler, "warm_guess", spy)
+    monkeypatch.setattr(ChunkContext, "warm_guess", spy)
     rng = np.random.default_rng(0)
     for _ in range(3):
         policy.select_action(rng.normal(size=OBS_DIM).astype(np.float32))

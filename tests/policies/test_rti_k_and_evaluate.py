@@ -65,7 +65,7 @@ def test_choose_rti_k_validates():
 
 def test_evaluate_policy_counts_and_measures():
     import worldsim  # noqa: F401
-    from worldsim.policies.evaluate import evaluate_policy
+    from worldsim.policies.evaluation import evaluate_policy
 
     class Hold:
         """A policy that holds the pusher where the episode started: never succeeds, perfectly smooth."""

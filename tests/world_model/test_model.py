@@ -9,7 +9,7 @@ from worldsim.core.checkpoint import CheckpointError
 from worldsim.core.normalizer import Normalizer
 from worldsim.core.trainer import Trainer, TrainerConfig
 from worldsim.world_model.data import RandomWalkActor, collect_episodes
-from worldsim.world_model.evaluation import one_step_error
+from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel, WorldModelConfig, resolve_checkpoint
 from worldsim.world_model.self_forcing import own_rollout_windows
 from worldsim.world_model.tokenizers import ActionEncoder, StateTokenizer

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from worldsim.envs.world_model_env import WorldModelEnv
+from worldsim.world_model.env import WorldModelEnv
 from worldsim.world_model.model import WorldModel, resolve_checkpoint
 from worldsim.world_model.rewards import PushTCoverageReward
 
@@ -53,7 +53,7 @@ def test_registered_neural_pusht_runs_and_rewards_coverage():
 
 def test_the_shipped_policy_is_evaluated_inside_the_world_model():
     from worldsim.policies.diffusion_policy import DiffusionPolicy
-    from worldsim.policies.evaluate import evaluate_policy
+    from worldsim.policies.evaluation import evaluate_policy
 
     policy = DiffusionPolicy.from_pretrained("pusht-state", strategy="ddim", steps=5)
     result = evaluate_policy(

@@ -4,8 +4,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from tests.world_model.conftest import PointMass, pixel_model, state_model
-from worldsim.envs.world_model_env import WorldModelEnv
 from worldsim.world_model.data import RandomWalkActor, collect_episodes
+from worldsim.world_model.env import WorldModelEnv
 from worldsim.world_model.session import SessionConfig
 
 

@@ -4,12 +4,12 @@ Torch-free: serving a numpy or ONNX policy, the clients and the control loop imp
 The protocol is specified in docs/protocol.md; live control is described in docs/live_control.md.
 """
 
+from worldsim.bridge.action_schedule import ActionSchedule
 from worldsim.bridge.connection import ClientConfig, NotConnectedError, ServerError, ServerInfo
 from worldsim.bridge.control_loop import ControlLoop, ControlLoopConfig, EpisodeResult, LoopStats
 from worldsim.bridge.policy_client import ChunkReply, PolicyClient
 from worldsim.bridge.policy_server import PolicyServer
 from worldsim.bridge.protocol import PROTOCOL_VERSION, Limits, ProtocolError
-from worldsim.bridge.schedule import ActionSchedule
 from worldsim.bridge.security import CurveClientKeys, CurveServerKeys, generate_keypair
 from worldsim.bridge.server import ServerConfig, ServerStats
 from worldsim.bridge.world_model_client import WorldModelClient

@@ -21,7 +21,7 @@ import zmq
 from worldsim.bridge import protocol
 from worldsim.bridge.protocol import Limits, Message, ProtocolError
 from worldsim.bridge.security import CurveClientKeys, apply_client_keys
-from worldsim.bridge.spaces import box_from_wire
+from worldsim.bridge.wire_spaces import box_from_wire
 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from worldsim.bridge.action_schedule import SAFE_ACTIONS, ActionSchedule, SafeAction
 from worldsim.bridge.connection import NotConnectedError
 from worldsim.bridge.policy_client import PolicyClient
-from worldsim.bridge.schedule import SAFE_ACTIONS, ActionSchedule, SafeAction
 
 
 @dataclass

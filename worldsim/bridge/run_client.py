@@ -16,10 +16,10 @@ import gymnasium as gym
 import numpy as np
 
 import worldsim  # noqa: F401 - registers the worldsim/ environments
+from worldsim.bridge.action_schedule import SAFE_ACTIONS
 from worldsim.bridge.connection import ClientConfig
 from worldsim.bridge.control_loop import ControlLoop, ControlLoopConfig
 from worldsim.bridge.policy_client import PolicyClient
-from worldsim.bridge.schedule import SAFE_ACTIONS
 from worldsim.bridge.security import CurveClientKeys
 
 

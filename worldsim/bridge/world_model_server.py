@@ -13,7 +13,7 @@ import numpy as np
 
 from worldsim.bridge.protocol import Message, ProtocolError
 from worldsim.bridge.server import Reply, Server, ServerConfig
-from worldsim.bridge.spaces import ArraySpec, box_to_wire, expect_names, require_box
+from worldsim.bridge.wire_spaces import ArraySpec, box_to_wire, expect_names, require_box
 
 
 def check_session(session: Any) -> None:

@@ -12,7 +12,6 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,6 +21,7 @@ from minari.data_collector import EpisodeBuffer
 from minari.storage import get_dataset_path
 from tqdm.auto import tqdm
 
+from worldsim.core.episodes import Episode, observations_of
 from worldsim.core.normalizer import NormalizationMode, Normalizer
 from worldsim.envs.experts import PickPlaceExpert, PushTExpert
 
@@ -337,26 +337,6 @@ def _record_in_parallel(
         envs.close()
 
 
-@dataclass(frozen=True)
-class Episode:
-    """One demonstration: ``observations`` has one more entry than ``actions`` (the final observation).
-
-    ``observations`` is an array ``[N+1, ...]`` or, for Dict observation spaces, a dict of such arrays.
-    ``success`` is the recorded ``is_success`` info where there is one (worldsim's datasets), else whether
-    the episode terminated.
-    """
-
-    observations: np.ndarray | dict[str, np.ndarray]
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminations: np.ndarray
-    truncations: np.ndarray
-    success: bool
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-
 def load_demonstrations(
     dataset_id: str,
     env_id: str | None = None,
@@ -404,75 +384,6 @@ def load_demonstrations(
     return episodes
 
 
-def _observations(episode: Episode, key: str | None) -> np.ndarray:
-    obs = episode.observations
-    if isinstance(obs, dict):
-        if key is None or key not in obs:
-            raise ValueError(f"observations are a dict with keys {sorted(obs)}; pass obs_key=one of them")
-        return np.asarray(obs[key])
-    if key is not None:
-        raise ValueError(f"obs_key={key!r} given but observations are a single array")
-    return np.asarray(obs)
-
-
-def policy_windows(
-    episodes: list[Episode], obs_horizon: int = 2, action_horizon: int = 16, *, obs_key: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Diffusion Policy training windows, one per executed step of every episode.
-
-    For step ``t`` of an episode (``0 <= t < N``): ``obs`` holds observations ``t - obs_horizon + 1 .. t``
-    and ``actions`` holds actions ``t .. t + action_horizon - 1``, so ``actions[m, 0]`` is the action taken
-    after seeing ``obs[m, -1]``. Indices before the start repeat the first observation and indices past
-    the end repeat the last action (Diffusion Policy's padding). The final observation of an episode, which
-    no action follows, starts no window.
-
-    Returns:
-        ``obs [M, obs_horizon, *obs_shape]`` and ``actions [M, action_horizon, act_dim]`` with
-        ``M = sum(len(episode))``.
-    """
-    if obs_horizon < 1 or action_horizon < 1:
-        raise ValueError(f"horizons must be >= 1, got obs_horizon={obs_horizon}, action_horizon={action_horizon}")
-    if not episodes:
-        raise ValueError("no episodes given")
-    obs_windows, action_windows = [], []
-    for episode in episodes:
-        observations, actions = _observations(episode, obs_key), episode.actions
-        steps = np.arange(len(actions))
-        obs_index = np.clip(steps[:, None] + np.arange(-obs_horizon + 1, 1), 0, None)
-        action_index = np.clip(steps[:, None] + np.arange(action_horizon), None, len(actions) - 1)
-        obs_windows.append(observations[obs_index])
-        action_windows.append(actions[action_index])
-    return np.concatenate(obs_windows), np.concatenate(action_windows)
-
-
-def sequence_windows(
-    episodes: list[Episode], length: int, *, obs_key: str | None = None, stride: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """World-model training sequences: ``length`` transitions cut from the episodes without padding.
-
-    Window ``m`` starting at step ``s`` holds ``frames[m] = observations[s .. s + length]`` and
-    ``actions[m] = actions[s .. s + length - 1]`` (action ``k`` leads from frame ``k`` to frame ``k + 1``).
-    Starts are ``0, stride, 2 * stride, ...``; episodes shorter than ``length`` contribute nothing.
-
-    Returns:
-        ``frames [M, length + 1, *obs_shape]`` and ``actions [M, length, act_dim]``.
-    """
-    if length < 1 or stride < 1:
-        raise ValueError(f"length and stride must be >= 1, got length={length}, stride={stride}")
-    frame_windows, action_windows = [], []
-    for episode in episodes:
-        observations, actions = _observations(episode, obs_key), episode.actions
-        starts = np.arange(0, len(actions) - length + 1, stride)
-        if len(starts) == 0:
-            continue
-        frame_windows.append(observations[starts[:, None] + np.arange(length + 1)])
-        action_windows.append(actions[starts[:, None] + np.arange(length)])
-    if not frame_windows:
-        longest = max((len(episode) for episode in episodes), default=0)
-        raise ValueError(f"no episode has {length} steps (longest: {longest})")
-    return np.concatenate(frame_windows), np.concatenate(action_windows)
-
-
 def fit_normalizers(
     episodes: list[Episode], *, obs_key: str | None = None, mode: NormalizationMode = "minmax"
 ) -> dict[str, Normalizer]:
@@ -483,6 +394,6 @@ def fit_normalizers(
     """
     if not episodes:
         raise ValueError("no episodes given")
-    observations = np.concatenate([_observations(episode, obs_key) for episode in episodes])
+    observations = np.concatenate([observations_of(episode, obs_key) for episode in episodes])
     actions = np.concatenate([episode.actions for episode in episodes])
     return {"observation": Normalizer.fit(observations, mode), "action": Normalizer.fit(actions, mode)}

@@ -10,7 +10,7 @@ MUJOCO_TASKS: dict[str, tuple[str, int]] = {
 
 # World models as environments (the neural game engine); they load a shipped checkpoint when made.
 WORLD_MODEL_ENVS: dict[str, tuple[str, int]] = {
-    "worldsim/NeuralPushT-v0": ("worldsim.envs.world_model_env:make_neural_pusht", 300),
+    "worldsim/NeuralPushT-v0": ("worldsim.world_model.env:make_neural_pusht", 300),
 }
 
 

@@ -17,7 +17,7 @@ from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.control import ChunkPolicy
-from worldsim.policies.strategies import ChunkSampler, Strategy, make_strategy
+from worldsim.policies.strategies import ChunkContext, Strategy, make_strategy
 
 KIND = "diffusion_policy_step"
 
@@ -76,7 +76,7 @@ class OnnxPolicy(ChunkPolicy):
 
         c = self.config
         reference = self.codec.reference(obs)
-        sampler = ChunkSampler(
+        sampler = ChunkContext(
             denoiser=step, cond=obs, schedule=self.schedule, parameterization=c.parameterization,
             num_train_steps=c.num_train_steps, like=np.empty((obs.shape[0], c.horizon, c.action_dim), np.float32),
             clip_x0=c.clip_sample, generator=self.generator, codec=self.codec, reference=reference,

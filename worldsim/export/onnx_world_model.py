@@ -23,7 +23,7 @@ from worldsim.core.normalizer import Normalizer
 from worldsim.core.schedules import schedule_from_config
 from worldsim.export.metadata import ExportFormatError, read_metadata
 from worldsim.export.providers import ProviderChoice, make_session
-from worldsim.world_model.spaces import ActionEncoder, box_from_dict
+from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict
 from worldsim.world_model.streaming import SessionConfig, StreamingSessionBase, StreamSpec
 
 KIND = "world_model_step"

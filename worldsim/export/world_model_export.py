@@ -41,9 +41,9 @@ from worldsim.export.onnx_world_model import (
     codec_paths,
 )
 from worldsim.export.providers import ProviderChoice, make_session
+from worldsim.world_model.action_encoder import box_to_dict
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.session import SessionConfig, StreamingSession
-from worldsim.world_model.spaces import box_to_dict
 
 __all__ = ["ExportError", "FrameDecoder", "FrameEncoder", "WorldModelStep", "env_rollout", "export_world_model"]
 

@@ -24,7 +24,7 @@ from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.control import ChunkPolicy
 from worldsim.policies.encoders import make_encoder
-from worldsim.policies.strategies import ChunkSampler, Strategy, make_strategy
+from worldsim.policies.strategies import ChunkContext, Strategy, make_strategy
 
 CHECKPOINT_KIND = "diffusion_policy"
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -89,7 +89,7 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
         self.check_obs_history(obs_history, batched=True)
         cond = self._encode(obs_history)
         like = torch.empty(obs_history.shape[0], self.config.horizon, self.config.action_dim, device=cond.device)
-        sampler = ChunkSampler(
+        sampler = ChunkContext(
             denoiser=self.denoiser, cond=cond, schedule=self.schedule, parameterization=self.config.parameterization,
             num_train_steps=self.config.num_train_steps, like=like, clip_x0=self.config.clip_sample,
             generator=self.generator, codec=self.codec,

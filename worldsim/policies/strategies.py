@@ -38,7 +38,7 @@ from worldsim.policies.action_codec import ActionCodec, shift_chunk
 
 
 @dataclass
-class ChunkSampler:
+class ChunkContext:
     """Everything a strategy needs for one prediction; the policy builds it per call."""
 
     denoiser: Callable
@@ -84,7 +84,7 @@ class Strategy(ABC):
         """Forget the previous episode (warm starts, rolling windows)."""
 
     @abstractmethod
-    def sample(self, sampler: ChunkSampler, executed_steps: int):
+    def sample(self, sampler: ChunkContext, executed_steps: int):
         """A normalized chunk ``[B, horizon, action_dim]``; ``executed_steps`` actions ran since the last one."""
 
 
@@ -95,7 +95,7 @@ class DDPMStrategy(Strategy):
         self.steps = steps
         self.n_action_steps = n_action_steps
 
-    def sample(self, sampler: ChunkSampler, executed_steps: int):
+    def sample(self, sampler: ChunkContext, executed_steps: int):
         plan = plans.full_sequence(sampler.like.shape[1], self.steps or sampler.num_train_steps)
         return sampler.run(sampler.noise(), plan, eta=1.0)
 
@@ -109,7 +109,7 @@ class DDIMStrategy(Strategy):
         self.steps = steps
         self.n_action_steps = n_action_steps
 
-    def sample(self, sampler: ChunkSampler, executed_steps: int):
+    def sample(self, sampler: ChunkContext, executed_steps: int):
         return sampler.run(sampler.noise(), plans.full_sequence(sampler.like.shape[1], self.steps), eta=0.0)
 
 
@@ -175,7 +175,7 @@ class RTIStrategy(Strategy):
             self._plans[key] = plans.warm_start(horizon, start, self.calls, renoise=renoise, grid_steps=grid)
         return self._plans[key]
 
-    def sample(self, sampler: ChunkSampler, executed_steps: int):
+    def sample(self, sampler: ChunkContext, executed_steps: int):
         horizon, steps = sampler.like.shape[1], sampler.num_train_steps
         if not self.warm_start:
             chunk = sampler.run(sampler.noise(), self.plan(horizon, steps, renoise=False), eta=1.0)
@@ -210,7 +210,7 @@ class RollingStrategy(Strategy):
         self._rolling = None
         self._reference = None
 
-    def sample(self, sampler: ChunkSampler, executed_steps: int):
+    def sample(self, sampler: ChunkContext, executed_steps: int):
         horizon = sampler.like.shape[1]
         if self._rolling is None:
             chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.first_steps), eta=0.0)
@@ -230,7 +230,7 @@ class RollingStrategy(Strategy):
             sampler.calls += self._rolling.num_calls - calls_before
         return namespace(emitted).concatenate([emitted, self._rolling.tokens], 1)
 
-    def _move_window(self, sampler: ChunkSampler) -> None:
+    def _move_window(self, sampler: ChunkContext) -> None:
         """Re-code the window's partly noisy actions for this prediction: each moves one position forward
         and, for relative actions, to the new reference (the next tick treats them so)."""
         tokens = self._rolling.tokens

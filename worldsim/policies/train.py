@@ -32,12 +32,13 @@ import torch  # noqa: E402
 
 import worldsim  # noqa: E402, F401  (registers the environments)
 from worldsim.core.distributed import DistributedContext, init_distributed  # noqa: E402
+from worldsim.core.episodes import policy_windows  # noqa: E402
 from worldsim.core.trainer import MIXED_PRECISION, Trainer, TrainerConfig, add_device_argument  # noqa: E402
-from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations, policy_windows  # noqa: E402
+from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations  # noqa: E402
 from worldsim.policies.action_codec import fit_relative_normalizer  # noqa: E402
 from worldsim.policies.config import DiffusionPolicyConfig  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
-from worldsim.policies.evaluate import evaluate_policy  # noqa: E402
+from worldsim.policies.evaluation import evaluate_policy  # noqa: E402
 
 # What worldsim knows about its own tasks; for another env pass --discrete-dims / --score-key.
 TASKS = {

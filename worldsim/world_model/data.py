@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from worldsim.envs.datasets import Episode
+from worldsim.core.episodes import Episode
 
 
 class Actor(Protocol):

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from worldsim.core.checkpoint import load_checkpoint, save_checkpoint
+from worldsim.core.episodes import Episode, sequence_windows
 from worldsim.core.losses import diffusion_forcing_loss
 from worldsim.core.schedules import PARAMETERIZATIONS, schedule_from_config
 from worldsim.core.transformer import CausalTransformer, TransformerConfig
-from worldsim.envs.datasets import Episode, sequence_windows
-from worldsim.world_model.spaces import ActionEncoder, box_from_dict, box_to_dict
+from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict, box_to_dict
 from worldsim.world_model.tokenizers import PixelTokenizer, StateTokenizer
 
 Tokenizer = StateTokenizer | PixelTokenizer

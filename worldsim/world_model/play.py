@@ -21,7 +21,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # the real environment that provides 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from worldsim.envs.world_model_env import WorldModelEnv  # noqa: E402
+from worldsim.world_model.env import WorldModelEnv  # noqa: E402
 from worldsim.world_model.model import WorldModel  # noqa: E402
 from worldsim.world_model.session import SAMPLINGS, SessionConfig  # noqa: E402
 

@@ -27,7 +27,7 @@ from worldsim.core.array_ops import randn_like
 from worldsim.core.plans import frozen_prefix
 from worldsim.core.sampling import denoise
 from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument, resolve_device
-from worldsim.world_model.evaluation import one_step_error
+from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
 
 

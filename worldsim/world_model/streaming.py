@@ -41,7 +41,7 @@ from worldsim.core.plans import full_sequence
 from worldsim.core.rolling import RollingDenoiser
 from worldsim.core.sampling import denoise
 from worldsim.core.schedules import NoiseSchedule, Parameterization
-from worldsim.world_model.spaces import ActionEncoder
+from worldsim.world_model.action_encoder import ActionEncoder
 
 Sampling = Literal["autoregressive", "rolling"]
 SAMPLINGS: tuple[str, ...] = ("autoregressive", "rolling")

@@ -5,7 +5,7 @@
   (:mod:`worldsim.world_model.autoencoder`) to a latent grid, cut into ``tokens_per_frame`` tokens and
   standardized; the diffusion model never sees raw pixels (measured: 64 raw patch tokens per frame are
   far too slow for 30 frames per second on two CPU cores).
-- :class:`~worldsim.world_model.spaces.ActionEncoder` (torch-free, re-exported here): the action that
+- :class:`~worldsim.world_model.action_encoder.ActionEncoder` (torch-free, re-exported here): the action that
   leads *to* a frame becomes that frame's conditioning vector: a normalized Box action or a one-hot
   Discrete action, plus a flag that is 0 for a frame no action led to (the first frame of a stream).
 """
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from worldsim.core.normalizer import Normalizer
+from worldsim.world_model.action_encoder import ActionEncoder
 from worldsim.world_model.autoencoder import ConvAutoencoder
-from worldsim.world_model.spaces import ActionEncoder
 
 __all__ = ["ActionEncoder", "PixelTokenizer", "StateTokenizer"]
 

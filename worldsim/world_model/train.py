@@ -33,12 +33,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import worldsim  # noqa: E402, F401  (registers the worldsim/ environments)
+from worldsim.core.episodes import Episode  # noqa: E402
 from worldsim.core.normalizer import Normalizer  # noqa: E402
 from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument  # noqa: E402
-from worldsim.envs.datasets import EXPERTS, Episode, load_demonstrations  # noqa: E402
+from worldsim.envs.datasets import EXPERTS, load_demonstrations  # noqa: E402
 from worldsim.world_model.autoencoder import AutoencoderConfig, ConvAutoencoder  # noqa: E402
 from worldsim.world_model.data import Actor, NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
-from worldsim.world_model.evaluation import one_step_error  # noqa: E402
+from worldsim.world_model.held_out import one_step_error  # noqa: E402
 from worldsim.world_model.model import WorldModel, WorldModelConfig  # noqa: E402
 from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer  # noqa: E402
 

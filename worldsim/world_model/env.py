@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from worldsim.envs.datasets import Episode
+from worldsim.core.episodes import Episode
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.session import SessionConfig, StreamingSession
 

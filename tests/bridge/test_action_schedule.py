@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldsim.bridge.schedule import ActionSchedule
+from worldsim.bridge.action_schedule import ActionSchedule
 
 
 def chunk(obs_tick: int, horizon: int = 4) -> np.ndarray:

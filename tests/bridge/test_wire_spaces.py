@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from worldsim.bridge.protocol import ProtocolError
-from worldsim.bridge.spaces import ArraySpec
+from worldsim.bridge.wire_spaces import ArraySpec
 
 FLOATS = [np.float16, np.float32, np.float64]
 
