@@ -3,12 +3,13 @@
 import warnings
 
 import gymnasium as gym
+import minari
 import numpy as np
 import pytest
 
 from worldsim.core.episodes import Episode, policy_windows, sequence_windows
 from worldsim.envs import collect
-from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations
+from worldsim.envs.datasets import collect_dataset, datasets_root, fit_normalizers, load_demonstrations
 
 
 def _episode(length: int, obs_dim: int = 3, act_dim: int = 2, offset: float = 0.0) -> Episode:
@@ -100,8 +101,8 @@ class PushWithVelocity:
     def reset(self):
         self.episodes += 1
 
-    def __call__(self, env):
-        return np.array([1.0 if env.unwrapped.state[1] >= 0 else -1.0], np.float32)
+    def __call__(self, obs, info):
+        return np.array([1.0 if obs[1] >= 0 else -1.0], np.float32)  # obs = [position, velocity]
 
 
 def test_collect_with_your_own_expert_on_any_env(tmp_path):
@@ -120,6 +121,38 @@ def test_collect_with_your_own_expert_on_any_env(tmp_path):
             assert abs(action[0]) == 1.0
             obs, *_ = env.step(action)
             np.testing.assert_array_equal(obs, expected)
+
+
+def test_explicit_reset_seeds_and_make_kwargs_for_any_env(tmp_path):
+    collect_dataset(
+        "MountainCarContinuous-v0", "mountaincar/seeds-v0", 2, seeds=[11, 4], expert=PushWithVelocity,
+        env_kwargs={"max_episode_steps": 25}, path=tmp_path, progress=False,
+    )  # fmt: skip
+    episodes = load_demonstrations("mountaincar/seeds-v0", path=tmp_path)
+    assert [len(episode) for episode in episodes] == [25, 25]  # the make kwarg reached the env
+    env = gym.make("MountainCarContinuous-v0")
+    for reset_seed, episode in zip([11, 4], episodes, strict=True):
+        np.testing.assert_array_equal(env.reset(seed=reset_seed)[0], episode.observations[0])
+    with datasets_root(tmp_path):
+        dataset = minari.load_dataset("mountaincar/seeds-v0")
+    assert [meta["seed"] for meta in dataset.storage.get_episode_metadata([0, 1])] == [11, 4]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": [1, 2, 3]}, "seeds must hold one reset seed per episode: 3 seeds for 2"),
+        ({"seeds": []}, "0 seeds for 2"),
+        ({"env_kwargs": {"obs_type": "pixels"}}, "pass obs_type of worldsim's tasks as arguments"),
+        ({"env_id": "MountainCarContinuous-v0", "expert": PushWithVelocity, "obs_type": "pixels"}, "env_kwargs"),
+    ],
+)
+def test_bad_seeds_and_make_kwargs_are_refused_in_one_line(tmp_path, kwargs, message):
+    arguments = {"env_id": "worldsim/PushT-v0", "num_episodes": 2, **kwargs}
+    with pytest.raises(ValueError, match=message) as error:
+        collect_dataset(dataset_id="worldsim/bad/x-v0", path=tmp_path, progress=False, **arguments)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "worldsim").exists()  # refused before anything was recorded
 
 
 def test_collect_script_writes_a_pick_place_dataset(tmp_path, capsys):
@@ -158,6 +191,16 @@ def test_parallel_collection_records_every_episode_in_order(push_t_dataset, tmp_
     collect_dataset("worldsim/PushT-v0", "worldsim/pusht/three-v0", 3, 5, path=tmp_path, progress=False, num_envs=3)
     again = load_demonstrations("worldsim/pusht/three-v0", path=tmp_path)
     assert all(np.array_equal(a.actions, b.actions) for a, b in zip(episodes, again, strict=True))
+    # Explicit seeds in parallel: each episode is reset, and its expert seeded, with its own seed.
+    collect_dataset(
+        "worldsim/PushT-v0", "worldsim/pusht/seeds-v0", 2, seeds=[7, 6], path=tmp_path, progress=False, num_envs=2
+    )
+    chosen = load_demonstrations("worldsim/pusht/seeds-v0", path=tmp_path)
+    np.testing.assert_array_equal(chosen[0].actions, episodes[2].actions)
+    np.testing.assert_array_equal(chosen[1].observations, episodes[1].observations)
+    with datasets_root(tmp_path):
+        stored = minari.load_dataset("worldsim/pusht/seeds-v0").storage.get_episode_metadata([0, 1])
+    assert [meta["seed"] for meta in stored] == [7, 6]
 
 
 def test_policy_windows_follow_diffusion_policy_padding():

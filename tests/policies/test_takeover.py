@@ -22,17 +22,16 @@ class ParkedPolicy:
 
 
 class ExpertAsPolicy:
-    """The expert behind the policy API (it reads the simulator it is given), to finish episodes itself."""
+    """The expert behind the policy API, to finish episodes itself (a state observation is what it reads)."""
 
-    def __init__(self, env: gym.Env) -> None:
-        self.env = env
+    def __init__(self) -> None:
         self.expert = PushTExpert(seed=1)
 
     def reset(self) -> None:
         self.expert.reset()
 
     def select_action(self, obs: np.ndarray) -> np.ndarray:
-        return self.expert(self.env)
+        return self.expert(obs, {"state": obs})
 
 
 def test_segments_are_the_expert_finishing_from_where_the_policy_left_it(tmp_path):
@@ -53,13 +52,13 @@ def test_segments_are_the_expert_finishing_from_where_the_policy_left_it(tmp_pat
     for index in range(2):
         steps = int(np.random.default_rng(seed + index).integers(handover[0], handover[1] + 1))
         expert = PushTExpert(seed=seed + index)
-        obs, _ = env.reset(seed=seed + index)
+        obs, info = env.reset(seed=seed + index)
         for _ in range(steps):
-            obs, *_ = env.step(ParkedPolicy().select_action(obs))
+            obs, _, _, _, info = env.step(ParkedPolicy().select_action(obs))
         expert.reset()
         observations, actions, success = [obs], [], False
         while not success and len(actions) < 300:
-            actions.append(expert(env))
+            actions.append(expert(obs, info))
             obs, _, terminated, _, info = env.step(actions[-1])
             observations.append(obs)
             success = bool(info["is_success"])
@@ -75,7 +74,7 @@ def test_segments_are_the_expert_finishing_from_where_the_policy_left_it(tmp_pat
 def test_episodes_the_policy_finishes_record_nothing():
     env = gym.make(TASK, max_episode_steps=1000)
     stats = TakeoverStats()
-    segments = takeover_episodes(ExpertAsPolicy(env), env, PushTExpert, 2, 3, (400, 400), 300, stats)
+    segments = takeover_episodes(ExpertAsPolicy(), env, PushTExpert, 2, 3, (400, 400), 300, stats)
     assert list(segments) == []
     assert stats == TakeoverStats(episodes=2, policy_finished=2)
 

@@ -7,11 +7,12 @@ so ``minari.load_dataset`` and the ``minari`` CLI read them too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from worldsim.core.episodes import Episode, observations_of
 from worldsim.core.normalizer import NormalizationMode, Normalizer
-from worldsim.envs.experts import PickPlaceExpert, PushTExpert
+from worldsim.envs.experts import Expert, PickPlaceExpert, PushTExpert
 
 EXPERTS: dict[str, Callable[..., Callable[[gym.Env], np.ndarray]]] = {
     "worldsim/PushT-v0": PushTExpert,
@@ -54,45 +55,55 @@ def collect_dataset(
     num_episodes: int,
     seed: int = 0,
     *,
+    seeds: Sequence[int] | None = None,
     obs_type: str = "state",
     image_size: int = 96,
+    env_kwargs: dict | None = None,
     data_format: str = "hdf5",
     path: str | os.PathLike | None = None,
     author: str | None = None,
     code_permalink: str | None = None,
     progress: bool = True,
     num_envs: int = 1,
-    expert: Callable[..., Callable[[gym.Env], np.ndarray]] | None = None,
+    expert: Callable[..., Expert] | None = None,
 ) -> minari.MinariDataset:
     """Record ``num_episodes`` episodes of a scripted expert into a new Minari dataset.
 
-    Episode ``i`` is reset with seed ``seed + i`` and the expert's own generator is seeded with ``seed``, so
-    a dataset is reproducible. Every episode is kept, successful or not (``is_success`` is recorded in the
-    step infos). Pixel frames are stored losslessly. Episodes stream to disk as they are recorded.
+    Episode ``i`` is reset with seed ``seed + i`` (or ``seeds[i]``) and the expert's own generator is seeded
+    with ``seed``, so a dataset is reproducible. Every episode is kept, successful or not (``is_success`` is
+    recorded in the step infos when the env reports it). Pixel frames are stored losslessly. Episodes stream
+    to disk as they are recorded; each one's reset seed is stored with it (Minari's episode ``seed``).
 
     With ``num_envs > 1`` the episodes are recorded by that many environment processes at once
     (``gymnasium.vector.AsyncVectorEnv``), each running the expert next to its simulator, and written in
-    episode order. Each episode then gets its own expert, seeded with ``seed + i`` like the reset, so the
-    dataset is the same for any ``num_envs > 1``; its first episode equals the single-process one, later
-    ones differ from it (there one expert generator runs on through all the episodes).
+    episode order. Each episode then gets its own expert, seeded with its reset seed, so the dataset is the
+    same for any ``num_envs > 1``; its first episode equals the single-process one, later ones differ from it
+    (there one expert generator runs on through all the episodes).
 
     Args:
         env_id: a Gymnasium id: one of worldsim's tasks (see ``EXPERTS``), or any env given ``expert``.
         dataset_id: Minari id, e.g. ``"worldsim/pusht/expert-v0"``; must not exist yet.
         num_episodes: number of episodes (>= 1).
-        seed: first reset seed.
-        obs_type: the task's observation type: ``"state"``, ``"pixels"`` or ``"state_pixels"``.
-        image_size: side of pixel observations.
+        seed: first reset seed: episode ``i`` is reset with ``seed + i``; also the expert's seed.
+        seeds: explicit reset seeds, one per episode (``len(seeds) == num_episodes``), instead of
+            ``seed + i``, e.g. to record a benchmark's evaluation seeds; the expert is still seeded with
+            ``seed`` (with ``num_envs > 1``: with each episode's reset seed).
+        obs_type: the observation type of worldsim's tasks: ``"state"``, ``"pixels"`` or ``"state_pixels"``
+            (other envs: pass their own options in ``env_kwargs``).
+        image_size: side of pixel observations of worldsim's tasks.
+        env_kwargs: keyword arguments of ``gymnasium.make`` for any env (e.g. ``{"obs_type": "state"}`` for
+            gym-pusht, ``{"max_episode_steps": 100}``); for worldsim's tasks they join ``obs_type`` and
+            ``image_size``, which must then be passed as those arguments, not here.
         data_format: Minari backend, ``"hdf5"`` or ``"arrow"``.
         path: datasets root; defaults to ``$MINARI_DATASETS_PATH`` (else ``~/.minari/datasets``).
         author: recorded in the dataset's metadata.
         code_permalink: link to the code version that made the data, recorded in the metadata.
         progress: show a progress bar.
         num_envs: environment processes recording in parallel (1: record in this process).
-        expert: a factory called as ``expert(seed=...)`` that returns a controller with ``reset()`` (called
-            before each episode) and ``__call__(env) -> action`` (it may read the simulator through
-            ``env.unwrapped``); default: the task's scripted expert. With ``num_envs > 1`` it must be
-            importable by the env processes (defined at module level).
+        expert: a factory of an :class:`~worldsim.envs.experts.Expert`, called as ``expert(seed=...)``; the
+            expert is ``reset()`` before each episode and called as ``expert(obs, info) -> action`` with what
+            the env's last ``reset`` or ``step`` returned. Default: the task's scripted expert. With
+            ``num_envs > 1`` it must be importable by the env processes (defined at module level).
 
     Returns:
         The created ``minari.MinariDataset``.
@@ -104,34 +115,52 @@ def collect_dataset(
             f"{sorted(EXPERTS)}"
         )
     if env_id not in EXPERTS and obs_type != "state":
-        raise ValueError(f"obs_type={obs_type!r} applies to worldsim's tasks only; {env_id} has its own observations")
+        raise ValueError(
+            f"obs_type={obs_type!r} applies to worldsim's tasks only; pass {env_id}'s own options in env_kwargs"
+        )
     if not isinstance(num_episodes, int) or num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
+    if seeds is not None:
+        seeds = [int(value) for value in seeds]
+        if len(seeds) != num_episodes:
+            raise ValueError(f"seeds must hold one reset seed per episode: {len(seeds)} seeds for {num_episodes}")
     if data_format not in ("hdf5", "arrow"):
         raise ValueError(f"data_format must be 'hdf5' or 'arrow', got {data_format!r}")
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-    if env_id not in EXPERTS:
-        kwargs = {}
-    elif obs_type == "state":
-        kwargs = {"obs_type": obs_type}
-    else:
-        kwargs = {"obs_type": obs_type, "image_size": image_size}
+    env_kwargs = dict(env_kwargs or {})
+    if env_id in EXPERTS:
+        clash = sorted({"obs_type", "image_size"} & set(env_kwargs))
+        if clash:
+            raise ValueError(f"pass {', '.join(clash)} of worldsim's tasks as arguments, not in env_kwargs")
+        env_kwargs["obs_type"] = obs_type
+        if obs_type != "state":
+            env_kwargs["image_size"] = image_size
+    reset_seeds = seeds if seeds is not None else [seed + index for index in range(num_episodes)]
     with datasets_root(path):
         check_new_dataset_id(dataset_id)
-        env = gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **env_kwargs)
         try:
             if num_envs == 1:
                 controller = make_expert(seed=seed)
-                buffers = (_record_episode(env, controller, index, seed + index) for index in range(num_episodes))
+                buffers = (_record_episode(env, controller, index, reset_seeds[index]) for index in range(num_episodes))
             else:
-                buffers = _record_in_parallel(env_id, kwargs, num_episodes, seed, num_envs, make_expert)
+                # The parallel recorder resets episode i with (its seed argument + i): with 0 there, the
+                # env processes' wrapper looks the episode's real reset seed up in the table.
+                table = _ExpertInTheLoop.SeedTable(make_expert, reset_seeds)
+                buffers = (
+                    dataclasses.replace(buffer, seed=reset_seeds[buffer.id])
+                    for buffer in _record_in_parallel(env_id, env_kwargs, num_episodes, 0, num_envs, table)
+                )
             return write_dataset(
                 dataset_id,
                 tqdm(buffers, total=num_episodes, desc=f"collecting {dataset_id}", disable=not progress),
                 env,
                 algorithm_name=f"scripted expert ({getattr(make_expert, '__name__', type(make_expert).__name__)})",
-                description=f"Scripted-expert demonstrations of {env_id} ({obs_type} observations).",
+                description=(
+                    f"Scripted-expert demonstrations of {env_id} "
+                    + (f"({obs_type} observations)." if env_id in EXPERTS else f"(gymnasium.make kwargs {env_kwargs}).")
+                ),
                 author=author,
                 code_permalink=code_permalink,
                 data_format=data_format,
@@ -218,13 +247,13 @@ class EpisodeRecorder:
         )
 
 
-def _record_episode(env: gym.Env, expert, index: int, seed: int) -> EpisodeBuffer:
+def _record_episode(env: gym.Env, expert: Expert, index: int, seed: int) -> EpisodeBuffer:
     obs, info = env.reset(seed=seed)
     expert.reset()
     recorder = EpisodeRecorder(index, seed, obs, info)
     terminated = truncated = False
     while not (terminated or truncated):
-        action = expert(env)
+        action = expert(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
         recorder.add(action, obs, reward, terminated, truncated, info)
     return recorder.buffer()
@@ -234,27 +263,41 @@ EXPERT_ACTION = "expert_action"
 
 
 class _ExpertInTheLoop(gym.Wrapper):
-    """Runs the task's expert inside a vector sub-environment's process, next to the simulator it reads.
+    """Runs the task's expert inside a vector sub-environment's process, next to the env it acts on.
 
     Every reset and every non-final step returns the expert's next action as ``info["expert_action"]``,
     so the main process only relays it back. Each reset starts a fresh expert seeded with the reset seed.
+    A ``SeedTable`` factory makes a reset with seed ``i`` stand for episode ``i``: the env is then reset
+    (and the expert seeded) with the table's ``reset_seeds[i]``.
     """
 
-    def __init__(self, env: gym.Env, make_expert: Callable[..., Callable[[gym.Env], np.ndarray]]):
+    class SeedTable:
+        """An expert factory that also carries explicit per-episode reset seeds into the env processes."""
+
+        def __init__(self, make_expert: Callable[..., Expert], reset_seeds: Sequence[int]):
+            self.make_expert = make_expert
+            self.reset_seeds = list(reset_seeds)
+
+        def __call__(self, *, seed: int | None = None) -> Expert:
+            return self.make_expert(seed=seed)
+
+    def __init__(self, env: gym.Env, make_expert: Callable[..., Expert]):
         super().__init__(env)
         self._make_expert = make_expert
-        self._expert: Callable[[gym.Env], np.ndarray] | None = None
+        self._expert: Expert | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if isinstance(self._make_expert, _ExpertInTheLoop.SeedTable) and seed is not None:
+            seed = self._make_expert.reset_seeds[seed]
         obs, info = self.env.reset(seed=seed, options=options)
         self._expert = self._make_expert(seed=seed)
         self._expert.reset()  # as the single-process recording does before each episode
-        return obs, {**info, EXPERT_ACTION: self._expert(self.env)}
+        return obs, {**info, EXPERT_ACTION: self._expert(obs, info)}
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if not (terminated or truncated):
-            info = {**info, EXPERT_ACTION: self._expert(self.env)}
+            info = {**info, EXPERT_ACTION: self._expert(obs, info)}
         return obs, reward, terminated, truncated, info
 
 

@@ -1,16 +1,51 @@
-"""Scripted experts for worldsim's tasks: smooth, state-based, and multimodal by a discrete choice per episode.
+"""Scripted experts for worldsim's tasks, and the :class:`Expert` protocol every expert follows.
 
-Each expert reads the simulator through the task's documented accessor ``env.unwrapped.task_state()``
-(never pixels), draws its per-episode choice from its own seeded generator in ``reset()``, and is called
-once per control step: ``action = expert(env)``.
+An expert is made by a factory called as ``factory(seed=...)`` (the class itself for the experts here),
+``reset()`` before each episode, and then called once per control step with the observation and info dict
+the environment just returned: ``action = expert(obs, info)``. worldsim's own experts read the state vector
+that worldsim's tasks put into every info (``info["state"]``, the ``obs_type="state"`` observation), never
+pixels, so they act the same whatever the observation type; each draws its per-episode choice from its own
+seeded generator in ``reset()``. Experts for public benchmark tasks are in
+:mod:`worldsim.envs.public_experts`.
 """
 
 from __future__ import annotations
 
-import gymnasium as gym
+from typing import Any, Protocol, runtime_checkable
+
 import numpy as np
 
-from worldsim.envs.push_t import rotation_matrix, t_distance, t_rectangles
+from worldsim.envs.pick_place import CUBE_HALF, SCALE, STEP_LENGTH
+from worldsim.envs.push_t import GOAL_POSE, PUSHER_RADIUS, WORKSPACE, rotation_matrix, t_distance, t_rectangles
+
+
+@runtime_checkable
+class Expert(Protocol):
+    """A scripted controller that acts from what the environment returns, as a policy would.
+
+    Life cycle (what ``collect_dataset``, ``collect_takeover_dataset`` and ``NoisyExpert`` do):
+
+    1. ``expert = factory(seed=seed)``: a factory (usually the class) makes the expert; ``seed`` seeds the
+       expert's own generator, for experts that draw a per-episode choice (demonstrations of one situation
+       that differ between episodes, i.e. multimodal data). The same seed must give the same actions.
+    2. ``expert.reset()`` before each episode, after ``env.reset``.
+    3. ``action = expert(obs, info)`` at every step, with the observation and info dict that the env's last
+       ``reset`` or ``step`` returned. The action must lie in the env's action space.
+
+    An expert reads only ``obs`` and entries of ``info`` that the env documents (worldsim's tasks put the
+    state vector into ``info["state"]``; Gymnasium-Robotics reports ``is_success``, gym-pusht the agent's
+    velocity): never the simulator behind ``env.unwrapped``, so the same expert runs in a vector-env worker,
+    behind the ZeroMQ bridge, or on a recorded stream of observations. It may keep state between calls of
+    one episode (e.g. an estimate of a velocity the observation lacks); ``reset()`` clears it.
+    """
+
+    def reset(self) -> None:
+        """Start a new episode (draw the per-episode choice, forget the previous episode)."""
+        ...
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        """The action for the state the env just reported."""
+        ...
 
 
 def _wrap(angle: float) -> float:
@@ -83,10 +118,13 @@ class PushTExpert:
         self.side = 1 if self._rng.random() < 0.5 else -1
         self._primitive: int | None = None
 
-    def __call__(self, env: gym.Env) -> np.ndarray:
-        state = env.unwrapped.task_state()
-        pusher, block, goal = state["pusher"], state["block_pose"], state["goal_pose"]
-        radius, workspace = state["pusher_radius"], state["workspace"]
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        # info["state"] = [pusher_x, pusher_y, block_x, block_y, cos, sin] in units of the workspace half-width.
+        state = np.asarray(info["state"], dtype=np.float64)
+        pusher = state[0:2] * WORKSPACE
+        block = np.array([state[2] * WORKSPACE, state[3] * WORKSPACE, np.arctan2(state[5], state[4])])
+        goal = np.array(GOAL_POSE)
+        radius, workspace = PUSHER_RADIUS, WORKSPACE
         rot = rotation_matrix(block[2])
         error_block = rot.T @ (goal[:2] - block[:2])
         error_angle = _wrap(goal[2] - block[2])
@@ -187,17 +225,18 @@ class PickPlaceExpert:
         """Start a new episode: draw the side of the carrying path."""
         self.side = 1 if self._rng.random() < 0.5 else -1
 
-    def __call__(self, env: gym.Env) -> np.ndarray:
-        state = env.unwrapped.task_state()
-        gripper, cube, target = state["gripper"], state["cube"], state["target"]
-        half, opening = state["cube_half_size"], state["finger_opening"]
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        # info["state"] = [gripper xyz, finger opening, cube xyz, target xyz] in units of SCALE metres.
+        state = np.asarray(info["state"], dtype=np.float64) * SCALE
+        gripper, opening, cube, target = state[0:3], float(state[3]), state[4:7], state[7:10]
+        half = CUBE_HALF
         on_cube = np.linalg.norm(cube - gripper) < 0.015
         holding = on_cube and 2 * half - 0.01 < opening < 2 * half + 0.004
         if holding:
             to_target = target[:2] - gripper[:2]
             placed = np.linalg.norm(target[:2] - cube[:2]) < 0.012 and cube[2] < half + 0.004
             if placed:
-                return self._action(gripper, gripper, close=False, step_length=state["step_length"])
+                return self._action(gripper, gripper, close=False, step_length=STEP_LENGTH)
             distance = float(np.linalg.norm(to_target))
             turn = self.side * self.curve_angle * float(np.clip((distance - 0.02) / 0.06, 0.0, 1.0))
             c, s = np.cos(turn), np.sin(turn)
@@ -206,13 +245,13 @@ class PickPlaceExpert:
             lifted = float(np.clip((cube[2] - half) / 0.03, 0.0, 1.0))
             height = self._funnel(distance, half + 0.002, self.carry_height)
             waypoint = np.array([*(gripper[:2] + lifted * heading), height])
-            return self._action(gripper, waypoint, close=True, step_length=state["step_length"])
+            return self._action(gripper, waypoint, close=True, step_length=STEP_LENGTH)
         if opening < 2 * half + 0.004:  # closed on nothing (or just released): open first
-            return self._action(gripper, gripper, close=False, step_length=state["step_length"])
+            return self._action(gripper, gripper, close=False, step_length=STEP_LENGTH)
         offset = float(np.linalg.norm(cube[:2] - gripper[:2]))
         waypoint = np.array([*cube[:2], self._funnel(offset, cube[2], cube[2] + self.hover_height)])
         centred = np.linalg.norm(cube - gripper) < 0.008
-        return self._action(gripper, waypoint, close=bool(centred), step_length=state["step_length"])
+        return self._action(gripper, waypoint, close=bool(centred), step_length=STEP_LENGTH)
 
     def _funnel(self, horizontal_error: float, low: float, high: float) -> float:
         return low + min(high - low, max(0.0, horizontal_error - 0.004) * self.funnel_slope)

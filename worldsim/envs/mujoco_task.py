@@ -40,6 +40,10 @@ class MujocoTaskEnv(gym.Env):
     uint8 ``(image_size, image_size, 3)`` RGB Box from the task camera; ``"state_pixels"``: a Dict with
     both under ``"state"`` and ``"pixels"``), physics sub-stepping, and lazy offscreen rendering, so that
     environments pickle and can be created in vector-env worker processes before any GL context exists.
+
+    Every ``reset`` and ``step`` info holds ``"is_success"``, the task's extra entries, and ``"state"``: a
+    copy of the low-dimensional state observation (float32, the vector ``obs_type="state"`` returns), so that
+    scripted experts (``worldsim.envs.experts``) act the same whatever the observation type.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -103,7 +107,7 @@ class MujocoTaskEnv(gym.Env):
         self._reset_task()
         mujoco.mj_forward(self.model, self.data)
         _, success, extra = self._evaluate()
-        return self._observation(), {"is_success": success, **extra}
+        return self._observation(), self._info(success, extra)
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
@@ -114,7 +118,7 @@ class MujocoTaskEnv(gym.Env):
         self._apply_action(np.clip(action, self.action_space.low, self.action_space.high))
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         reward, success, extra = self._evaluate()
-        return self._observation(), float(reward), bool(success), False, {"is_success": success, **extra}
+        return self._observation(), float(reward), bool(success), False, self._info(success, extra)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -127,6 +131,10 @@ class MujocoTaskEnv(gym.Env):
             self._renderer = None
 
     # -- helpers ----------------------------------------------------------------------------------------
+    def _info(self, success: bool, extra: dict[str, Any]) -> dict[str, Any]:
+        # The state vector goes into every info, whatever obs_type is: experts read it from there.
+        return {"is_success": success, **extra, "state": self._state_obs()}
+
     def _observation(self):
         if self.obs_type == "state":
             return self._state_obs()

@@ -98,6 +98,11 @@ class PickPlaceEnv(MujocoTaskEnv, EzPickle):
       looking down at the table.
     - ``obs_type="state_pixels"``: ``Dict(state=..., pixels=...)`` with both.
 
+    ## Info
+    Every ``reset`` and ``step`` info holds ``"is_success"`` and ``"distance"`` (see below) and ``"state"``:
+    the 10-vector of ``obs_type="state"`` (float32), whatever the observation type, so a scripted expert
+    (``worldsim.envs.experts.PickPlaceExpert``) acts from it for pixel observations too.
+
     ## Rewards
     Sparse: 1.0 on the step that reaches success, 0.0 otherwise.
 
@@ -117,7 +122,8 @@ class PickPlaceEnv(MujocoTaskEnv, EzPickle):
     ``render()`` (``render_mode="rgb_array"``) returns the camera image at ``image_size``.
 
     ## Version history
-    - v0: initial version.
+    - v0: initial version. Later, under the same id (dynamics, observations, rewards and spaces unchanged):
+      every info gained ``"state"``.
     """
 
     def __init__(self, *, obs_type: ObsType = "state", image_size: int = 96, render_mode: str | None = None):
@@ -144,7 +150,7 @@ class PickPlaceEnv(MujocoTaskEnv, EzPickle):
         self._finger_offset = float(self.model.body("finger_left").pos[1])
 
     def task_state(self) -> dict[str, Any]:
-        """The simulator state in SI units (metres), for scripted experts and analysis."""
+        """The simulator state in SI units (metres), for analysis and tests (experts read ``info["state"]``)."""
         return {
             "gripper": self.data.qpos[self._gripper_q].copy(),
             "finger_opening": self._finger_opening(),

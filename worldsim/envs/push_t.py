@@ -142,6 +142,11 @@ class PushTEnv(MujocoTaskEnv, EzPickle):
       RGB view of the whole table (image x = world x, image up = world y).
     - ``obs_type="state_pixels"``: ``Dict(state=..., pixels=...)`` with both.
 
+    ## Info
+    Every ``reset`` and ``step`` info holds ``"is_success"`` and ``"coverage"`` (see below) and ``"state"``:
+    the 6-vector of ``obs_type="state"`` (float32), whatever the observation type, so a scripted expert
+    (``worldsim.envs.experts.PushTExpert``) acts from it for pixel observations too.
+
     ## Rewards
     ``min(coverage / success_coverage, 1)`` (gym-pusht's reward), where ``coverage`` is the fraction of the
     goal T's area covered by the block, rasterized on a 2 mm grid (reported as ``info["coverage"]``).
@@ -163,7 +168,8 @@ class PushTEnv(MujocoTaskEnv, EzPickle):
     ``image_size``.
 
     ## Version history
-    - v0: initial version.
+    - v0: initial version. Later, under the same id (dynamics, observations, rewards and spaces unchanged):
+      every info gained ``"state"``.
     """
 
     def __init__(
@@ -195,7 +201,7 @@ class PushTEnv(MujocoTaskEnv, EzPickle):
         self._goal_points_world = self._goal_points @ goal_rot.T + np.array(GOAL_POSE[:2])
 
     def task_state(self) -> dict[str, Any]:
-        """The simulator state in SI units (metres, radians), for scripted experts and analysis."""
+        """The simulator state in SI units (metres, radians), for analysis and tests (experts read info["state"])."""
         q = self.data.qpos
         return {
             "pusher": q[3:5].copy(),

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 import worldsim  # noqa: E402, F401  (registers the environments)
 from worldsim.envs.datasets import EXPERTS, EpisodeRecorder, check_new_dataset_id, datasets_root, write_dataset  # noqa: E402
+from worldsim.envs.experts import Expert  # noqa: E402
 from worldsim.policies.base import Policy  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def _succeeded(terminated: bool, info: dict) -> bool:
 def takeover_episodes(
     policy: Policy,
     env: gym.Env,
-    make_expert: Callable[..., Callable[[gym.Env], np.ndarray]],
+    make_expert: Callable[..., Expert],
     episodes: int,
     seed: int,
     handover_steps: tuple[int, int],
@@ -91,7 +92,7 @@ def takeover_episodes(
         recorder = EpisodeRecorder(stats.recorded, episode_seed, obs, info)
         success = False
         for step in range(expert_steps):
-            action = expert(env)
+            action = expert(obs, info)
             obs, reward, terminated, truncated, info = env.step(action)
             success = success or _succeeded(terminated, info)
             out_of_time = step == expert_steps - 1 and not terminated
@@ -115,7 +116,7 @@ def collect_takeover_dataset(
     *,
     handover_steps: tuple[int, int] = (10, 290),
     expert_steps: int = 300,
-    expert: Callable[..., Callable[[gym.Env], np.ndarray]] | None = None,
+    expert: Callable[..., Expert] | None = None,
     env_kwargs: dict | None = None,
     path: str | os.PathLike | None = None,
     progress: bool = True,
@@ -132,8 +133,9 @@ def collect_takeover_dataset(
             generator) is seeded with ``seed + i`` alone.
         handover_steps: inclusive range of the policy's steps before the expert takes over.
         expert_steps: most steps the expert gets to succeed.
-        expert: a factory ``expert(seed=...)`` of a controller with ``reset()`` and ``__call__(env)``;
-            default: the task's scripted expert.
+        expert: a factory ``expert(seed=...)`` of an :class:`~worldsim.envs.experts.Expert` (``reset()``,
+            ``expert(obs, info) -> action``; it starts from the handover observation and info); default: the
+            task's scripted expert.
         env_kwargs: keyword arguments of ``gymnasium.make`` (e.g. ``{"obs_type": "state"}``).
         path: datasets root; defaults to ``$MINARI_DATASETS_PATH``.
         progress: show a progress bar.

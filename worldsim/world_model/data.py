@@ -9,8 +9,7 @@ Discrete), and any expert with Gaussian action noise. Episodes use the Minari-co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -18,13 +17,18 @@ from tqdm.auto import tqdm
 
 from worldsim.core.episodes import Episode
 
+if TYPE_CHECKING:  # for annotations only: collecting world-model data needs none of the MuJoCo tasks
+    from worldsim.envs.experts import Expert
+
 
 class Actor(Protocol):
-    """Chooses actions during data collection: ``reset()`` per episode, then ``actor(env, obs) -> action``."""
+    """Chooses actions during data collection: ``reset()`` per episode, then ``actor(obs, info) -> action`` with
+    the observation and info dict the env's last ``reset`` or ``step`` returned (the
+    :class:`~worldsim.envs.experts.Expert` protocol, so any expert is an actor)."""
 
     def reset(self) -> None: ...
 
-    def __call__(self, env: gym.Env, obs: Any) -> np.ndarray | int: ...
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray | int: ...
 
 
 class RandomWalkActor:
@@ -50,7 +54,7 @@ class RandomWalkActor:
     def reset(self) -> None:
         self._current = None
 
-    def __call__(self, env: gym.Env, obs: Any) -> np.ndarray | int:
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray | int:
         space = self.action_space
         if isinstance(space, gym.spaces.Discrete):
             return int(space.start + self._rng.integers(space.n))
@@ -66,11 +70,12 @@ class RandomWalkActor:
 
 
 class NoisyExpert:
-    """An expert ``expert(env) -> action`` (worldsim's scripted experts) with Gaussian noise of ``noise_std``
-    (a fraction of the Box half-range) added to every action, clipped to the action space."""
+    """An :class:`~worldsim.envs.experts.Expert` (``expert(obs, info) -> action``, e.g. worldsim's scripted
+    experts) with Gaussian noise of ``noise_std`` (a fraction of the Box half-range) added to every action,
+    clipped to the action space. The expert sees the env's real observations, so it corrects the noise."""
 
     def __init__(
-        self, expert: Callable[[gym.Env], np.ndarray], action_space: gym.spaces.Box, *, noise_std: float,
+        self, expert: Expert, action_space: gym.spaces.Box, *, noise_std: float,
         seed: int | None = None,
     ):  # fmt: skip
         if not isinstance(action_space, gym.spaces.Box):
@@ -86,8 +91,8 @@ class NoisyExpert:
         if hasattr(self.expert, "reset"):
             self.expert.reset()
 
-    def __call__(self, env: gym.Env, obs: Any) -> np.ndarray:
-        action = np.asarray(self.expert(env), dtype=np.float64)
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        action = np.asarray(self.expert(obs, info), dtype=np.float64)
         half_range = (self.action_space.high - self.action_space.low) / 2
         action = action + self._rng.normal(0.0, self.noise_std, action.shape) * half_range
         return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
@@ -122,11 +127,11 @@ def collect_episodes(
     for index in tqdm(range(num_episodes), desc="rollouts", disable=not progress):
         actor = actors[index % len(actors)]
         actor.reset()
-        obs, _ = env.reset(seed=seed + index)
+        obs, info = env.reset(seed=seed + index)
         observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
         success = False
         while True:
-            action = actor(env, obs)
+            action = actor(obs, info)
             obs, reward, terminated, truncated, info = env.step(action)
             success = success or bool(info.get("is_success", False))
             for store, value in zip(
