@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.policies.test_diffusion_policy import OBS_DIM, make_policy
-from worldsim.export.metadata import ExportFormatError
+from worldsim.export.metadata import CHECKSUM_KEY, KEY, ExportFormatError
 from worldsim.export.onnx_policy import OnnxPolicy
 from worldsim.export.policy_export import ExportError, export_policy
 from worldsim.policies.strategies import STRATEGIES
@@ -91,8 +91,75 @@ def test_corrupted_and_foreign_files_are_refused(exported, tmp_path):
     onnx.save(model, str(foreign))
     with pytest.raises(ExportFormatError, match="not a worldsim export"):
         OnnxPolicy(foreign)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no ONNX file at .*missing.onnx"):
         OnnxPolicy(tmp_path / "missing.onnx")
+
+
+def _largest_weight(path) -> onnx.TensorProto:
+    return max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data))
+
+
+def test_one_flipped_weight_byte_is_refused(exported, tmp_path):
+    _, path, _ = exported
+    data = bytearray(path.read_bytes())
+    weights = _largest_weight(path).raw_data
+    start = data.find(weights)
+    assert start > 0 and data.count(weights) == 1  # the flip lands inside this initializer and nowhere else
+    data[start + len(weights) // 2] ^= 0x01
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(data)
+    # The damage is invisible to ONNX itself: the file parses and onnxruntime would run it.
+    assert _largest_weight(damaged).raw_data != weights
+    with pytest.raises(ExportFormatError, match=r"damaged.onnx: checksum mismatch .*re-export it$") as refused:
+        OnnxPolicy(damaged)
+    assert "\n" not in str(refused.value)
+    OnnxPolicy(path)  # the intact file still loads
+
+
+def test_edited_metadata_and_exports_without_checksum_are_refused(exported, tmp_path):
+    _, path, _ = exported
+    model = onnx.load(str(path))
+    props = {p.key: p for p in model.metadata_props}
+    # The runner normalizes actions in numpy with statistics from the metadata: they are covered too.
+    props[KEY].value = props[KEY].value.replace('"a.scale": [', '"a.scale": [2.0, ', 1)
+    edited = tmp_path / "edited.onnx"
+    onnx.save(model, str(edited))
+    with pytest.raises(ExportFormatError, match="edited.onnx: checksum mismatch"):
+        OnnxPolicy(edited)
+
+    # Exports written before worldsim sealed them carry the metadata but no checksum: refused, not trusted.
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != CHECKSUM_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    legacy = tmp_path / "legacy.onnx"
+    onnx.save(model, str(legacy))
+    with pytest.raises(ExportFormatError, match="legacy.onnx has no weight checksum .*re-export it"):
+        OnnxPolicy(legacy)
+
+
+def test_empty_and_truncated_files_get_one_line_errors(exported, tmp_path):
+    _, path, _ = exported
+    data = path.read_bytes()
+    empty = tmp_path / "empty.onnx"
+    empty.touch()
+    with pytest.raises(ExportFormatError, match=r"empty.onnx is empty \(0 bytes\)"):
+        OnnxPolicy(empty)
+    for size in (1, 1000, len(data) // 2, len(data) - 1):
+        cut = tmp_path / f"cut{size}.onnx"
+        cut.write_bytes(data[:size])
+        with pytest.raises(ExportFormatError, match=f"cut{size}.onnx is not a readable ONNX file: truncated") as e:
+            OnnxPolicy(cut)
+        assert "\n" not in str(e.value)
+    # A cut just before the graph leaves a file protobuf parses without complaint (fields are optional).
+    model = onnx.load(str(path))
+    head = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
+                           producer_version=model.producer_version).SerializeToString()  # fmt: skip
+    assert data.startswith(head)
+    cut = tmp_path / "no_graph.onnx"
+    cut.write_bytes(data[: len(head)])
+    with pytest.raises(ExportFormatError, match="no_graph.onnx is not a readable ONNX file: truncated or not ONNX"):
+        OnnxPolicy(cut)
 
 
 def test_numpy_generator_drives_torch_noise():

@@ -124,8 +124,16 @@ def test_corrupted_foreign_and_mismatched_files_are_refused(exported, tmp_path):
     garbage.write_bytes(b"\x08\x07not an onnx model" * 10)
     with pytest.raises(ExportFormatError, match="not a readable ONNX file"):
         OnnxWorldModelSession(garbage)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no ONNX file at .*missing.onnx"):
         OnnxWorldModelSession(tmp_path / "missing.onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.touch()
+    with pytest.raises(ExportFormatError, match=r"empty.onnx is empty \(0 bytes\)"):
+        OnnxWorldModelSession(empty)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ExportFormatError, match="cut.onnx is not a readable ONNX file: truncated"):
+        OnnxWorldModelSession(cut)
 
     foreign = tmp_path / "foreign.onnx"
     model = onnx.load(str(path))
@@ -155,13 +163,38 @@ def test_pixel_codec_files_must_belong_to_the_step(exported, tmp_path):
     codec = codec_paths(copy)
     shutil.copy(path, copy)
     shutil.copy(codec_paths(path)["encoder"], codec["encoder"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no ONNX file at .*pixels.decoder.onnx"):
         OnnxWorldModelSession(copy)  # no decoder next to the step
     shutil.copy(codec_paths(path)["decoder"], codec["decoder"])
     OnnxWorldModelSession(copy)
     meta = read_metadata(codec["decoder"], "world_model_decoder")
     write_metadata(codec["decoder"], meta | {"export_id": "another"})
     with pytest.raises(ExportFormatError, match="comes from another export"):
+        OnnxWorldModelSession(copy)
+
+
+def _flip_weight_byte(path) -> None:
+    """Flip one bit in the middle of the file's largest initializer, in place on disk."""
+    data = bytearray(path.read_bytes())
+    weights = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+    start = data.find(weights)
+    assert start > 0 and data.count(weights) == 1
+    data[start + len(weights) // 2] ^= 0x01
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("damaged", ["step", "encoder", "decoder"])
+def test_one_flipped_weight_byte_in_any_file_is_refused(exported, tmp_path, damaged):
+    """The step file and each codec file carry their own checksum; the session names the damaged one."""
+    _, path, _ = exported["wm-pusht-pixels"]
+    copy = tmp_path / "pixels.onnx"
+    shutil.copy(path, copy)
+    for role, source in codec_paths(path).items():
+        shutil.copy(source, codec_paths(copy)[role])
+    OnnxWorldModelSession(copy)  # the intact copies load
+    _flip_weight_byte(copy if damaged == "step" else codec_paths(copy)[damaged])
+    name = "pixels.onnx" if damaged == "step" else f"pixels.{damaged}.onnx"
+    with pytest.raises(ExportFormatError, match=rf"/{name}: checksum mismatch .*re-export it$"):
         OnnxWorldModelSession(copy)
 
 
@@ -178,6 +211,6 @@ def test_command_line_prints_parity_and_size(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert out.exists() and "parity max |torch - onnxruntime|" in printed and " MB" in printed
     assert "step_stream" in printed
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):  # argparse exits with status 0 after the help
         main(["policy", "--help"])
     assert "pusht-state" in capsys.readouterr().out

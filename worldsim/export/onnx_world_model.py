@@ -8,7 +8,8 @@ whole on every call, and the step's new keys and values are appended to it when 
 
 Observations go in and out as the model's spaces: a state model's tokens are its normalized state
 (numpy, with the statistics from the file's metadata); a pixel model's frames pass through the exported
-encoder and decoder graphs next to the step file.
+encoder and decoder graphs next to the step file. Each file's checksum is verified on loading
+(:func:`~worldsim.export.metadata.read_metadata`): a damaged step or codec file is refused by name.
 """
 
 from __future__ import annotations
