@@ -162,6 +162,27 @@ def test_empty_and_truncated_files_get_one_line_errors(exported, tmp_path):
         OnnxPolicy(cut)
 
 
+def test_huge_observations_never_give_nan_actions(exported):
+    """1e30 overflows float32 inside the network (attention scores, layer-norm variance): refused, not NaN."""
+    _, path, _ = exported
+    runner = OnnxPolicy(path, strategy="rti", k=3, seed=0)
+    calm = np.zeros((2, OBS_DIM), np.float32)
+    huge = np.full((2, OBS_DIM), 1e30, np.float32)
+    runner.predict_chunk(calm)
+    cold_calls = runner.calls_last_prediction
+    runner.predict_chunk(calm)
+    assert runner.calls_last_prediction == 3 < cold_calls  # warm-started
+    # Through the public API, whichever check speaks first (observation bounds, or the runner's own).
+    with pytest.raises(ValueError, match="observation"):
+        runner.predict_chunk(huge)
+    # The runner's own guard on the sampled chunk, below any observation check.
+    with pytest.raises(ValueError, match=r"NaN or infinite actions .* magnitude up to 1e\+30"):
+        runner._sample_chunk(huge[None], 1)
+    # The NaN chunk does not become the next warm start: the next prediction is a finite cold start.
+    actions = runner.predict_chunk(calm)
+    assert np.isfinite(actions).all() and runner.calls_last_prediction == cold_calls
+
+
 def test_numpy_generator_drives_torch_noise():
     from worldsim.core.array_ops import randn_like
 

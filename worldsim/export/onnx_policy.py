@@ -1,7 +1,9 @@
 """``OnnxPolicy``: the diffusion policy's control API on onnxruntime, without importing torch.
 
 It runs the very strategy code the torch policy runs (plans, RTI warm starts, the rolling window) on
-numpy arrays around the exported step, and converts actions with the same codec.
+numpy arrays around the exported step, and converts actions with the same codec. The file's checksum
+is verified on loading (:func:`~worldsim.export.metadata.read_metadata`), and a sampled chunk that is
+not finite is refused rather than returned.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 
 from worldsim.core.normalizer import Normalizer
 from worldsim.core.schedules import schedule_from_config
-from worldsim.export.metadata import read_metadata
+from worldsim.export.metadata import ExportFormatError, read_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
@@ -35,7 +37,8 @@ class OnnxPolicy(ChunkPolicy):
     ):
         """``threads`` caps onnxruntime's intra-op threads (None: one per core). One thread is fastest for
         batch-1 control and keeps a served policy from spinning idle threads on cores its robot loop needs."""
-        meta = read_metadata(path, KIND)
+        self.path = Path(path)
+        meta = read_metadata(self.path, KIND)
         self.config = DiffusionPolicyConfig.from_dict(meta["config"])
         stats = meta["action_normalizer"]
         normalizer = Normalizer(
@@ -44,7 +47,7 @@ class OnnxPolicy(ChunkPolicy):
         self.codec = ActionCodec(self.config, normalizer)
         self.schedule = schedule_from_config(meta["schedule"])
         self.metadata = meta
-        self.session = make_session(path, providers, threads=threads)
+        self.session = make_session(self.path, providers, threads=threads)
         self._check_io()
         self.generator = np.random.default_rng(seed)
         self.strategy = make_strategy(strategy, **strategy_kwargs) if isinstance(strategy, str) else strategy
@@ -54,8 +57,8 @@ class OnnxPolicy(ChunkPolicy):
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         if inputs != {"obs", "x", "level"} or "pred" not in outputs:
-            raise ValueError(f"the ONNX graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
-                             "obs, x, level -> pred (re-export it with worldsim)")  # fmt: skip
+            raise ExportFormatError(f"{self.path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
+                                    "obs, x, level -> pred (re-export it with worldsim)")  # fmt: skip
 
     @property
     def providers(self) -> list[str]:
@@ -83,4 +86,17 @@ class OnnxPolicy(ChunkPolicy):
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls
+        if not np.isfinite(chunk).all():
+            # Observations far outside the training data (e.g. 1e30) pass the state encoder, an MLP that
+            # grows with its input, and overflow float32 in the denoiser's first block: the attention
+            # scores (q.k ~ 1e55) and the layer norm's variance become inf, then NaN. Torch stops there
+            # on its own input check; onnxruntime would return the NaN actions. The warm start built on
+            # this chunk is dropped, so the next prediction starts from noise.
+            self.strategy.reset()
+            largest = float(np.abs(obs.astype(np.float64)).max(initial=0.0))
+            raise ValueError(
+                f"the policy network produced NaN or infinite actions for an observation history of magnitude up "
+                f"to {largest:.3g}: observations far outside the training data overflow float32 inside the "
+                f"network; no actions returned and the warm start reset"
+            )
         return chunk, reference
