@@ -6,7 +6,8 @@
 
 Policies: RTI control steps. World models: frames per second of whole streaming sessions (autoregressive
 and rolling). Writes benchmarks/results/export.json (torch and onnxruntime measured in the same process,
-alternating in rounds so machine load affects both alike).
+alternating in rounds so machine load affects both alike). Every row carries the machine block of the
+run that measured it (``--update`` keeps old rows, so one file may hold rows of several runs).
 """
 
 from __future__ import annotations
@@ -18,20 +19,49 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, latency_ms, write_result  # noqa: E402
+from common import RESULTS, latency_ms, machine_info, write_result  # noqa: E402
 
 from worldsim.export.onnx_policy import OnnxPolicy  # noqa: E402
 from worldsim.export.onnx_world_model import STEP_OUTPUTS, OnnxWorldModelSession  # noqa: E402
 from worldsim.export.policy_export import PolicyStep, export_policy  # noqa: E402
+from worldsim.export.providers import cuda_device_count  # noqa: E402
 from worldsim.export.world_model_export import env_rollout, export_world_model  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
+from worldsim.policies.strategies import make_strategy  # noqa: E402
 from worldsim.world_model.model import WorldModel  # noqa: E402
 from worldsim.world_model.session import SessionConfig, StreamingSession  # noqa: E402
 
 WORLD_MODEL_FPS_TARGET = 1000  # issue 5: the state world model at batch 1 on the 2-core CPU
+
+
+def machine() -> dict:
+    """The machine block of a row: common's description plus what export figures also depend on.
+
+    onnxruntime-gpu lists its CUDA and TensorRT providers even where no GPU exists, so the CUDA device
+    count says whether they could have run; the rows' own ``providers`` say what did.
+    """
+    return machine_info() | {
+        "cpu_model": _cpu_model(),
+        "numpy": np.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_available_providers": onnxruntime.get_available_providers(),
+        "cuda_devices": cuda_device_count(),
+    }
+
+
+def _cpu_model() -> str | None:
+    # platform.processor() is empty or just the architecture on Linux; /proc/cpuinfo names the part.
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
@@ -40,7 +70,9 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "policy.onnx"
         report = export_policy(policy, path, source=name)
-        runner = OnnxPolicy(path, strategy="rti", k=3, seed=0)
+        # Strategy objects, not names: a name would pick up the options a checkpoint records for it, and
+        # both backends must run the same RTI (k = 3, one action per tick, full DDPM cold start).
+        runner = OnnxPolicy(path, strategy=make_strategy("rti", k=3), seed=0)
         rng = np.random.default_rng(0)
         obs = rng.normal(size=(1, c.obs_horizon, *c.obs_shape)).astype(np.float32)
         x = rng.normal(size=(1, c.horizon, c.action_dim)).astype(np.float32)
@@ -59,7 +91,7 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
         step_latency = _alternate({"torch": torch_step, "onnxruntime": onnx_step}, repeats)
 
         observations = rng.normal(size=(control_steps, *c.obs_shape)).astype(np.float32)
-        policy.set_strategy("rti", k=3)
+        policy.set_strategy(make_strategy("rti", k=3))
         policy.reset()
         runner.reset()
         control = {
@@ -68,6 +100,7 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
         }
         return {
             "checkpoint": name,
+            "machine": machine(),
             "file_bytes": report.file_bytes,
             "parity_max_abs_diff": report.max_abs_diff,
             "parity_tolerance": report.tolerance,
@@ -143,6 +176,7 @@ def world_model_figures(name: str, repeats: int, frames: int) -> dict:
             }
         return {
             "checkpoint": name,
+            "machine": machine(),
             "file_bytes": sum(report.files.values()),
             "files": {Path(f).name: b for f, b in report.files.items()},
             "parity_max_abs_diff": report.max_abs_diff,
