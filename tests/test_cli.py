@@ -66,7 +66,9 @@ def test_every_config_group_option_composes(group, option):
     with initialize_config_module("worldsim.conf", version_base="1.3"):
         cfg = compose(PRIMARY[group], overrides=[f"{group}={option}"])
     typed = OmegaConf.to_object(cfg)
-    assert isinstance(getattr(typed, group), schema.GROUPS[group])
+    assert isinstance(typed, schema.COMMANDS[PRIMARY[group]])
+    if schema.GROUPS[group] is not None:  # world_model options set several nodes of the primary config
+        assert isinstance(getattr(typed, group), schema.GROUPS[group])
 
 
 @pytest.mark.parametrize("name", sorted({config for config, _ in cli.COMMANDS.values()}))
@@ -95,7 +97,11 @@ def test_overrides_reach_the_typed_config():
         (["eval", "checkpoint=/no/such/policy", "episodes=1"], "/no/such/policy"),
         (["export", "policy", "checkpoint=/no/such/policy"], "/no/such/policy"),
         (["frobnicate"], "unknown command"),
-        (["train"], "worldsim train policy|world-model"),
+        (["train"], "worldsim train policy|world-model|self-forcing"),
+        (["train", "policy", "task.env_id=MountainCarContinuous-v0"], "task=gym task.env_id=MountainCarContinuous-v0"),
+        (["eval", "strategy.options.k=0", "episodes=1"], "rti k must lie in [1, inf], got 0"),
+        (["eval", "strategy.options.q=1", "episodes=1"], "strategy 'rti' has no option(s) q"),
+        (["play", "session.sampling=fast"], "session.sampling must be one of 'autoregressive', 'rolling'"),
     ],
 )
 def test_mistakes_end_in_one_line_with_the_fix(args, expected, capsys):
@@ -157,42 +163,68 @@ def test_takeover_records_recovery_demonstrations_and_refuses_an_existing_datase
 
 
 @pytest.mark.parametrize(
-    "task,relative,n_action_steps", [("pusht", ["0", "1"], "4"), ("pickplace", None, "8")], ids=["pusht", "pickplace"]
+    "task,relative,n_action_steps", [("pusht", [0, 1], 4), ("pickplace", None, None)], ids=["pusht", "pickplace"]
 )
 def test_train_policy_passes_the_task_s_action_coding(monkeypatch, task, relative, n_action_steps):
     from worldsim.policies import train
 
     seen = []
-    monkeypatch.setattr(train, "main", seen.append)
+    monkeypatch.setattr(train, "train_policy", seen.append)
     assert cli.main(["train", "policy", f"task={task}", "training=smoke"]) == 0
-    (argv,) = seen
-    assert argv[argv.index("--n-action-steps") + 1] == n_action_steps
-    if relative is None:
-        assert "--relative-to-obs" not in argv
-    else:
-        start = argv.index("--relative-to-obs") + 1
-        assert argv[start : start + len(relative)] == relative
-    train.parse_args(argv)  # and the training script accepts them
+    (config,) = seen
+    assert config.task.relative_to_obs == relative and config.task.n_action_steps == n_action_steps
+    assert config.training.steps == 20 and config.out.endswith("checkpoint")
+
+
+def test_a_user_env_through_hydra_is_the_python_api_s_run():
+    """The same run from the command line and from Python: a user env with no task file gets the library
+    dataclasses' neutral defaults, nothing of a shipped task."""
+    from worldsim.envs.tasks import TaskSpec
+    from worldsim.policies.config import TrainPolicyConfig
+
+    overrides = ["task=gym", "task.env_id=MountainCarContinuous-v0", "task.dataset_id=mc/expert-v0", "out=runs/mc"]
+    with initialize_config_module("worldsim.conf", version_base="1.3"):
+        composed = OmegaConf.to_object(compose("train_policy", overrides=overrides))
+    python = TrainPolicyConfig(task=TaskSpec(env_id="MountainCarContinuous-v0", dataset_id="mc/expert-v0"), out="runs/mc")
+    assert composed == python
+    assert composed.task.relative_to_obs is None and composed.task.n_action_steps is None and not composed.task.rti
+    assert composed.policy.parameterization == "sample" and composed.training.steps == 15_000
+
+
+def test_the_readme_serve_command_serves_the_task_s_rti_settings():
+    """`worldsim serve task=pusht strategy=rti` builds its policy with the RTI the pusht task was tuned for."""
+    from worldsim.envs.tasks import load_task
+
+    with initialize_config_module("worldsim.conf", version_base="1.3"):
+        command = OmegaConf.to_object(compose("serve", overrides=["task=pusht", "strategy=rti"]))
+    policy = cli.serve_factory(command)()
+    tuned = load_task("pusht").rti
+    assert (policy.strategy.k, policy.strategy.calls, policy.strategy.cold_start_steps) == (30, 3, 10)
+    assert policy.n_action_steps == tuned["n_action_steps"] == 4
 
 
 def test_train_policy_on_pusht_runs_the_shipped_recipe(monkeypatch):
-    """The defaults reproduce worldsim/checkpoints/pusht-state/model.json's train_command."""
+    """The defaults reproduce the settings worldsim/checkpoints/pusht-state/model.json records."""
     import json
 
+    from worldsim.core.pretrained import shipped_dir
     from worldsim.policies import train
-    from worldsim.policies.diffusion_policy import SHIPPED
 
     seen = []
-    monkeypatch.setattr(train, "main", seen.append)
+    monkeypatch.setattr(train, "train_policy", seen.append)
     assert cli.main(["train", "policy", "task=pusht", "out=runs/x"]) == 0
-    ours = vars(train.parse_args(seen[0]))
-    shipped_command = json.loads((SHIPPED / "pusht-state" / "model.json").read_text())["train_command"]
-    shipped = vars(train.parse_args(shipped_command.split()[3:]))
-    for args in (ours, shipped):
-        args["discrete_dims"] = args["discrete_dims"] or []  # none given and an empty list say the same
-    # Where the checkpoint goes, how a missing dataset is recorded, the device and the score the in-training
-    # evaluations report do not change the weights.
-    ignored = {"out", "collect", "collect_seed", "device", "score_key"}
-    differ = {key for key in shipped if ours[key] != shipped[key]} - ignored
-    assert not differ, {key: (ours[key], shipped[key]) for key in differ}
-    assert (ours["collect"], ours["collect_seed"]) == (1000, 1000)  # how the shipped dataset was recorded
+    (ours,) = seen
+    shipped = json.loads((shipped_dir() / "pusht-state" / "model.json").read_text())
+    flags = dict(re.findall(r"--([a-z-]+) (\S+)", shipped["train_command"]))
+    trainer = {"steps": "steps", "batch-size": "batch_size", "lr": "learning_rate", "warmup": "warmup_steps",
+               "ema-decay": "ema_decay"}  # fmt: skip
+    for flag, field in trainer.items():
+        assert float(flags[flag]) == float(getattr(ours.training, field)), field
+    assert ours.training.seed == 0 and int(flags["threads"]) == ours.threads  # the command's seed was the default
+    assert flags["dataset-id"] == ours.task.demo_dataset_id()
+    architecture = ("horizon", "obs_horizon", "num_train_steps", "parameterization", "width", "depth", "heads",
+                    "shared_level_prob", "normalization", "clip_sample")  # fmt: skip
+    for field in architecture:
+        assert getattr(ours.policy, field) == shipped["config"][field], field
+    assert list(shipped["config"]["relative_to_obs"]) == ours.task.relative_to_obs
+    assert shipped["config"]["n_action_steps"] == ours.task.n_action_steps

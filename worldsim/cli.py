@@ -13,6 +13,7 @@ says what to do, not in a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "takeover": ("takeover", "record the expert taking over from a policy's rollouts (recovery demonstrations)"),
     "train policy": ("train_policy", "train a diffusion policy on a task's demonstrations"),
     "train world-model": ("train_world_model", "train a streaming world model on a task's rollouts"),
+    "train self-forcing": ("train_self_forcing", "fine-tune a world model on its own rollouts (self-forcing)"),
     "eval": ("eval", "roll a policy out with an inference strategy and report success, calls and latency"),
     "bench": ("bench", "run a benchmark script of the source tree and keep its JSON"),
     "serve": ("serve", "serve a policy or world model over the ZeroMQ bridge"),
@@ -86,12 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     config_name = COMMANDS[name][0]
     if name == "export world-model":
         rest = ["kind=world-model", *rest]
+    rest = [_open_dict_override(arg) for arg in rest]
     if not any(flag in rest for flag in ("-h", "--help", "--hydra-help", "--cfg", "-c")):
         try:
             _check_overrides(config_name, rest)
         except UserError as error:
             return _fail(name, f"{error}; `worldsim {name} --help` lists the options")
     return _run_hydra(name, config_name, rest)
+
+
+# Free-form mappings of the configs (a strategy's options, gymnasium.make's kwargs, RTI options): a key set
+# under them is added when the mapping lacks it, so `strategy.options.k=3` works without Hydra's `++`.
+_OPEN_MAPPINGS = ("strategy.options.", "task.env_kwargs.", "task.rti.")
+
+
+def _open_dict_override(arg: str) -> str:
+    if arg.startswith(_OPEN_MAPPINGS) and "=" in arg:
+        return "++" + arg
+    return arg
 
 
 def _fail(name: str, message: str) -> int:
@@ -104,7 +118,7 @@ def _check_overrides(config_name: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     overrides, skip = [], False
@@ -127,9 +141,34 @@ def _check_overrides(config_name: str, args: list[str]) -> None:
     ]
     try:
         with initialize_config_module("worldsim.conf", version_base="1.3"):
-            OmegaConf.to_object(compose(config_name, overrides=single))
+            composed = compose(config_name, overrides=single, return_hydra_config=True)
+            chosen_task = composed.hydra.runtime.choices.get("task")
+            with open_dict(composed):
+                del composed["hydra"]
+            OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as error:
         raise UserError(_summary(error)) from None
+    except ValueError as error:  # a library dataclass refused a value: its message names the field
+        raise UserError(str(error)) from None
+    _check_task_switch(chosen_task, single)
+
+
+def _check_task_switch(chosen_task: str | None, overrides: list[str]) -> None:
+    """Refuse ``task.env_id=X`` on top of a shipped task of another env: the run would keep that task's
+    other facts (relative actions, its dataset, its expert) for an env they do not describe."""
+    if chosen_task is None or any(o.lstrip("+~").split("=")[0] == "task" for o in overrides):
+        return
+    from worldsim.envs.tasks import load_task
+
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        if key == "task.env_id":
+            default = load_task(chosen_task)
+            if value != default.env_id:
+                raise UserError(
+                    f"task.env_id={value} would keep the {default.env_id} task's other facts (dataset, expert, "
+                    f"relative actions); for your own env start from neutral defaults: task=gym task.env_id={value}"
+                )
 
 
 def _summary(error: BaseException) -> str:
@@ -180,13 +219,15 @@ def _run_hydra(name: str, config_name: str, args: list[str]) -> int:
 def _collect(c: schema.CollectCommand, out: Path) -> None:
     from worldsim.envs.datasets import collect_dataset
 
-    episodes = c.episodes or c.task.demo_episodes
-    seed = c.task.demo_seed if c.seed is None else c.seed
+    task = c.task
+    episodes = c.episodes or task.demo_episodes
+    seed = task.demo_seed if c.seed is None else c.seed
+    dataset_id = task.demo_dataset_id()
     collect_dataset(
-        c.task.env_id, c.task.dataset_id, episodes, seed, obs_type=c.obs_type, image_size=c.image_size,
-        data_format=c.data_format, path=c.path,
+        task.require_env(), dataset_id, episodes, seed, expert=lambda seed=None: task.make_expert(seed),
+        env_kwargs=task.env_kwargs, data_format=c.data_format, path=c.path,
     )  # fmt: skip
-    print(f"recorded {episodes} episodes of {c.task.env_id} as {c.task.dataset_id}")
+    print(f"recorded {episodes} episodes of {task.env_id} as {dataset_id}")
 
 
 def _takeover(c: schema.TakeoverCommand, out: Path) -> None:
@@ -197,106 +238,94 @@ def _takeover(c: schema.TakeoverCommand, out: Path) -> None:
     if len(c.handover_steps) != 2:
         raise UserError(f"handover_steps takes [low, high], got {c.handover_steps}")
     torch.set_num_threads(1)
-    name, _, version = c.task.dataset_id.rpartition("-v")
+    task = c.task
+    name, _, version = task.demo_dataset_id().rpartition("-v")
     if not (c.dataset_id or name):
-        raise UserError(f"task.dataset_id {c.task.dataset_id!r} has no -vN version to derive from; pass dataset_id=")
+        raise UserError("the task's dataset id has no -vN version to derive from; pass dataset_id=")
     dataset_id = c.dataset_id or f"{name}-takeover-v{version}"
-    policy = load_policy(c.checkpoint or c.task.policy_checkpoint, c.strategy)
+    policy = load_policy(_policy_checkpoint(c.checkpoint, task), c.strategy)
     _, stats = collect_takeover_dataset(
-        policy, c.task.env_id, dataset_id, c.episodes, c.seed, handover_steps=tuple(c.handover_steps),
-        expert_steps=c.expert_steps, path=c.path,
+        policy, task.require_env(), dataset_id, c.episodes, c.seed, handover_steps=tuple(c.handover_steps),
+        expert_steps=c.expert_steps, expert=lambda seed=None: task.make_expert(seed), env_kwargs=task.env_kwargs,
+        path=c.path,
     )  # fmt: skip
     print(
-        f"{stats.episodes} rollouts of {c.task.env_id}: the policy finished {stats.policy_finished}, the expert "
+        f"{stats.episodes} rollouts of {task.env_id}: the policy finished {stats.policy_finished}, the expert "
         f"failed {stats.expert_failed}; recorded {stats.recorded} segments ({stats.recorded_steps} steps) as "
         f"{dataset_id}"
     )
 
 
-def _train_policy(c: schema.TrainPolicyCommand, out: Path) -> None:
-    from worldsim.policies import train
+def _train_policy(c, out: Path) -> None:
+    from worldsim.policies.train import train_policy
 
-    p, t = c.policy, c.training
-    n_action_steps = c.task.policy_n_action_steps or p.n_action_steps
-    argv = [
-        "--task", c.task.env_id, "--dataset-id", c.task.dataset_id, "--collect", str(c.task.demo_episodes),
-        "--collect-seed", str(c.task.demo_seed),
-        "--out", c.out or str(out / "checkpoint"),
-        "--steps", str(t.steps), "--batch-size", str(t.batch_size), "--lr", str(t.lr), "--warmup", str(t.warmup),
-        "--ema-decay", str(t.ema_decay), "--eval-every", str(t.eval_every), "--eval-episodes", str(t.eval_episodes),
-        "--checkpoint-every", str(t.checkpoint_every), "--seed", str(t.seed), "--threads", str(t.threads),
-        "--device", t.device,
-        "--horizon", str(p.horizon), "--obs-horizon", str(p.obs_horizon), "--n-action-steps", str(n_action_steps),
-        "--num-train-steps", str(p.num_train_steps), "--parameterization", p.parameterization,
-        "--width", str(p.width), "--depth", str(p.depth), "--heads", str(p.heads),
-        "--shared-level-prob", str(p.shared_level_prob), "--discrete-dims", *map(str, c.task.discrete_dims),
-    ]  # fmt: skip
-    if c.task.score_key:
-        argv += ["--score-key", c.task.score_key]
-    if c.task.relative_to_obs:
-        argv += ["--relative-to-obs", *map(str, c.task.relative_to_obs)]
-    if c.data_path:
-        argv += ["--data-path", c.data_path]
-    if t.distributed:
-        argv.append("--distributed")
-    train.main(argv)
+    c.out = c.out or str(out / "checkpoint")
+    train_policy(c)
 
 
-def _train_world_model(c: schema.TrainWorldModelCommand, out: Path) -> None:
-    from worldsim.world_model import train
+def _train_world_model(c, out: Path) -> None:
+    from worldsim.world_model.train import train_world_model
 
-    w, t = c.world_model, c.training
-    argv = [
-        "--env", c.task.env_id, "--env-kwargs", json.dumps(w.env_kwargs), "--episodes", str(w.episodes),
-        "--max-steps", str(w.max_steps), "--seed", str(t.seed), "--out", c.out or str(out / "checkpoint"),
-        "--state-dir", str(out), "--steps", str(t.steps), "--batch-size", str(t.batch_size),
-        "--lr", str(t.lr), "--warmup", str(t.warmup), "--ema-decay", str(t.ema_decay),
-        "--width", str(w.width), "--depth", str(w.depth),
-        "--sequence-frames", str(w.sequence_frames), "--sink-frames", str(w.sink_frames),
-        "--window-frames", str(w.window_frames), "--context-noise", str(w.context_noise),
-        "--tokens-per-frame", str(w.tokens_per_frame), "--ae-steps", str(w.ae_steps),
-        "--ae-channels", str(w.ae_channels), "--threads", str(t.threads), "--device", t.device,
-    ]  # fmt: skip
-    if t.distributed:
-        argv.append("--distributed")
-    train.main(argv)
+    c.out = c.out or str(out / "checkpoint")
+    c.state_dir = c.state_dir or str(out)
+    train_world_model(c)
 
 
-def load_policy(checkpoint: str, strategy: schema.StrategyConfig) -> Any:
-    """A torch policy from a checkpoint, or the torch-free runner for an ``.onnx`` file."""
+def _train_self_forcing(c, out: Path) -> None:
+    from worldsim.world_model.self_forcing import self_force
+
+    c.out = c.out or str(out / "checkpoint")
+    self_force(c)
+
+
+def _policy_checkpoint(checkpoint: str | None, task) -> str:
+    if checkpoint:
+        return checkpoint
+    if not task.policy_checkpoint:
+        raise UserError(f"{task.env_id or 'this task'} ships no policy; pass checkpoint=<directory or .onnx file>")
+    return task.policy_checkpoint
+
+
+def load_policy(checkpoint: str, strategy, obs_check: str = "error") -> Any:
+    """A torch policy from a checkpoint, or the torch-free runner for an ``.onnx`` file, sampling with
+    ``strategy`` (its options over the policy's recorded defaults)."""
     if checkpoint.endswith(".onnx"):
         from worldsim.export.onnx_policy import OnnxPolicy
 
         if not Path(checkpoint).is_file():
             raise UserError(f"no ONNX file {checkpoint}; make one with `worldsim export policy out={checkpoint}`")
-        return OnnxPolicy(checkpoint, strategy=strategy.name, **strategy.options)
-    from worldsim.policies.diffusion_policy import DiffusionPolicy
+        policy = OnnxPolicy(checkpoint)
+    else:
+        from worldsim.policies.diffusion_policy import DiffusionPolicy
 
-    try:
-        return DiffusionPolicy.from_pretrained(checkpoint, strategy=strategy.name, **strategy.options)
-    except FileNotFoundError as error:
-        raise UserError(f"{error}; pass checkpoint=<directory or shipped name>") from None
+        try:
+            policy = DiffusionPolicy.from_pretrained(checkpoint)
+        except FileNotFoundError as error:
+            raise UserError(f"{error}; pass checkpoint=<directory or shipped name>") from None
+    policy.obs_check = obs_check
+    policy.set_strategy(strategy.name, **strategy.options)
+    return policy
 
 
 def _eval(c: schema.EvalCommand, out: Path) -> None:
+    from worldsim.policies.evaluation import describe, evaluate_policy
+
+    _set_threads(1)
+    policy = load_policy(_policy_checkpoint(c.checkpoint, c.task), c.strategy, c.obs_check)
+    result = evaluate_policy(
+        policy, c.task, episodes=c.episodes, seed=c.seed, policy_seed=c.policy_seed, latency_ticks=c.latency_ticks
+    )
+    options = {**policy.strategy_defaults.get(c.strategy.name, {}), **c.strategy.options}
+    result |= {"task": c.task.env_id, "strategy": c.strategy.name, "options": options}
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    print(f"{c.task.env_id} {c.strategy.name}: {describe(result)} -> {out / 'eval.json'}")
+
+
+def _set_threads(threads: int) -> None:
+    """Batch-1 inference is fastest on one thread, and leaves the other cores to the simulator."""
     import torch
 
-    from worldsim.policies.evaluation import evaluate_policy
-
-    torch.set_num_threads(1)
-    torch.manual_seed(c.seed)
-    policy = load_policy(c.checkpoint or c.task.policy_checkpoint, c.strategy)
-    result = evaluate_policy(
-        policy, c.task.env_id, episodes=c.episodes, seed=c.seed, latency_ticks=c.latency_ticks,
-        score_key=c.task.score_key,
-    )  # fmt: skip
-    result |= {"task": c.task.env_id, "strategy": c.strategy.name, "options": dict(c.strategy.options)}
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
-    print(
-        f"{c.task.env_id} {c.strategy.name}: success {result['success_rate']:.0%} over {c.episodes} episodes, "
-        f"{result['calls_per_step']:.2f} calls/step, latency p50 {result['latency_ms_p50']:.2f} ms "
-        f"p99 {result['latency_ms_p99']:.2f} ms -> {out / 'eval.json'}"
-    )
+    torch.set_num_threads(threads)
 
 
 def benchmarks_dir() -> Path:
@@ -319,59 +348,80 @@ def _bench(c: schema.BenchCommand, out: Path) -> None:
     print(f"benchmark {c.name} done; results copied to {out}")
 
 
-def _serve(c: schema.ServeCommand, out: Path) -> None:
-    from worldsim.bridge import serve
-
-    argv = [c.kind, "--address", c.address]
-    if c.onnx:
-        argv += ["--onnx", c.onnx]
-    elif c.kind == "policy":
-        argv += ["--checkpoint", c.checkpoint or c.task.policy_checkpoint]
-    else:
+def serve_factory(c: schema.ServeCommand) -> Callable[[], Any]:
+    """One served object per client (its own queues and warm start, or its own cache), built here so the
+    bridge itself imports no model: a policy from ``onnx`` (no torch) or a checkpoint with the command's
+    strategy over the policy's recorded defaults (its task's RTI), or a world model's streaming session."""
+    if c.kind == "world-model":
+        if c.onnx:
+            raise UserError("onnx= serves policies; serve a world model with checkpoint=")
         checkpoint = c.checkpoint or c.task.world_model_checkpoint
         if checkpoint is None:
             raise UserError(f"{c.task.env_id} ships no world model; pass checkpoint=<directory>")
-        argv += ["--checkpoint", checkpoint]
-    if c.kind == "policy":
-        argv += ["--strategy", c.strategy.name, *(f"--option={k}={v}" for k, v in c.strategy.options.items())]
-    if c.curve_secret:
-        argv += ["--curve-secret", c.curve_secret]
-    if c.insecure:
-        argv.append("--insecure")
-    raise SystemExit(serve.main(argv))
+        from worldsim.world_model.model import WorldModel
+        from worldsim.world_model.session import StreamingSession
+
+        return functools.partial(StreamingSession, WorldModel.from_pretrained(checkpoint), c.session)
+    if c.kind != "policy":
+        raise UserError(f"kind must be policy or world-model, got {c.kind!r}")
+    source = c.onnx or _policy_checkpoint(c.checkpoint, c.task)
+    return functools.partial(load_policy, source, c.strategy, c.obs_check)
+
+
+def _serve(c: schema.ServeCommand, out: Path) -> None:
+    from worldsim.bridge.security import CurveServerKeys
+    from worldsim.bridge.serve import serve_forever
+    from worldsim.bridge.server import ServerConfig
+
+    if c.allow and not c.curve_secret:
+        raise UserError("allow= needs curve_secret=")
+    if c.kind == "policy" and not c.onnx:
+        _set_threads(1)
+    curve = CurveServerKeys.from_files(c.curve_secret, c.allow) if c.curve_secret else None
+    config = ServerConfig(
+        address=c.address, session_timeout_s=c.session_timeout_s, max_sessions=c.max_sessions, curve=curve,
+        allow_insecure=c.insecure,
+    )  # fmt: skip
+    raise SystemExit(serve_forever(c.kind, serve_factory(c), config, max_context_frames=c.max_context_frames))
 
 
 def _export(c: schema.ExportCommand, out: Path) -> None:
-    from worldsim.export.__main__ import main as export_main
+    path = c.out or str(out / "model.onnx")
+    if c.kind == "policy":
+        from worldsim.export.policy_export import export_policy
+        from worldsim.policies.diffusion_policy import DiffusionPolicy
 
-    checkpoint = c.checkpoint or (c.task.policy_checkpoint if c.kind == "policy" else c.task.world_model_checkpoint)
+        checkpoint = _policy_checkpoint(c.checkpoint, c.task)
+        policy = DiffusionPolicy.from_pretrained(checkpoint)
+        print(export_policy(policy, path, tolerance=c.tolerance, source=checkpoint))
+        return
+    from worldsim.export.world_model_export import export_world_model
+
+    checkpoint = c.checkpoint or c.task.world_model_checkpoint
     if checkpoint is None:
-        raise UserError(f"{c.task.env_id} ships no {c.kind} checkpoint; pass checkpoint=<directory>")
-    export_main([c.kind, checkpoint, c.out or str(out / "model.onnx"), "--tolerance", str(c.tolerance)])
+        raise UserError(f"{c.task.env_id} ships no world model; pass checkpoint=<directory>")
+    report = export_world_model(checkpoint, path, tolerance=c.tolerance)
+    print(report)
+    print("parity per check: " + ", ".join(f"{name} {diff:.2e}" for name, diff in report.checks.items()))
 
 
 def _play(c: schema.PlayCommand, out: Path) -> None:
-    from worldsim.world_model import play
+    from worldsim.world_model.play import play
 
-    argv = ["--checkpoint", c.checkpoint, "--sampling", c.sampling, "--steps", str(c.steps), "--seed", str(c.seed)]
-    if c.headless:
-        argv += ["--headless", "--out", c.out or str(out / "play.gif"), "--frames", str(c.frames)]
-    play.main([*argv, "--scale", str(c.scale)])
+    headless_out = (c.out or str(out / "play.gif")) if c.headless else None
+    play(c.checkpoint, c.session, headless_out=headless_out, frames=c.frames, scale=c.scale, seed=c.seed)
 
 
 def _demo(c: schema.DemoCommand, out: Path) -> None:
-    from hydra import compose
-    from hydra.errors import MissingConfigException
-    from omegaconf import OmegaConf
-
     from worldsim.demo import run_demo
+    from worldsim.envs.tasks import load_task
 
     tasks = {}
-    for name in {*c.tasks, "pusht"}:  # the task group's configs, composed inside the running Hydra app
+    for name in {*c.tasks, "pusht"}:
         try:
-            tasks[name] = OmegaConf.to_object(compose("eval", overrides=[f"task={name}"]).task)
-        except MissingConfigException:
-            raise UserError(f"no task config {name!r}; tasks= takes options of the task group") from None
+            tasks[name] = load_task(name)
+        except ValueError as error:
+            raise UserError(f"{error}; tasks= takes options of the task group") from None
     failed = [part.name for part in run_demo(c, tasks, out) if part.status.startswith("failed")]
     if failed:
         raise UserError(f"demo part(s) {', '.join(failed)} failed; see report.md and <part>_error.txt in {out}")
@@ -382,6 +432,7 @@ RUNNERS: dict[str, Callable[[Any, Path], None]] = {
     "takeover": _takeover,
     "train_policy": _train_policy,
     "train_world_model": _train_world_model,
+    "train_self_forcing": _train_self_forcing,
     "eval": _eval,
     "bench": _bench,
     "serve": _serve,

@@ -25,14 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # the simulator renders headless for the dream video
+import numpy as np
 
-import numpy as np  # noqa: E402
+from worldsim.conf.schema import DemoCommand
+from worldsim.envs.tasks import TaskSpec
 
-from worldsim.conf.schema import DemoCommand, TaskConfig  # noqa: E402
-
-STRATEGIES = {"ddpm": {}, "ddim": {"steps": 10}, "rti": None, "rolling": {}}
-"""Options of each strategy; RTI's come from the task (``TaskConfig.policy_rti_options``)."""
+STRATEGIES = {"ddpm": {}, "ddim": {"steps": 10}, "rti": {}, "rolling": {}}
+"""Options of each strategy over the policy's recorded ones (RTI's are its task's tuned options)."""
 FAST = {"episodes": 1, "dream_frames": 30, "loop_seconds": 1.0}
 
 
@@ -45,7 +44,7 @@ class Part:
     """Markdown of the part's section in the report."""
 
 
-def run_demo(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path) -> list[Part]:
+def run_demo(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path) -> list[Part]:
     """Run the parts named in ``config.parts`` on ``tasks`` and write ``out/report.md``.
 
     ``tasks`` holds the config of every task in ``config.tasks`` and of ``"pusht"``, whose checkpoints the
@@ -86,7 +85,7 @@ def run_demo(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path) -> li
 # --- 1. policies ------------------------------------------------------------------------------------------
 
 
-def part_policies(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
+def part_policies(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
     from worldsim.policies.diffusion_policy import DiffusionPolicy
     from worldsim.policies.evaluation import evaluate_policy
 
@@ -99,11 +98,9 @@ def part_policies(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, 
     ]
     for task in (tasks[name] for name in config.tasks):
         for name in config.strategies:
-            options = task.policy_rti_options if name == "rti" else STRATEGIES[name]
-            policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint, strategy=name, **options)
-            r = evaluate_policy(
-                policy, task.env_id, episodes=config.episodes, seed=config.seed, score_key=task.score_key
-            )
+            policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint, strategy=name, **STRATEGIES[name])
+            options = {**policy.strategy_defaults.get(name, {}), **STRATEGIES[name]}
+            r = evaluate_policy(policy, task, episodes=config.episodes, seed=config.seed)
             coverage = f"{r['mean_max_score']:.2f}" if task.score_key else "-"
             part.lines.append(
                 f"| {task.env_id} | {name} {_options(options)} | {r['success_rate']:.0%} | {coverage} "
@@ -120,7 +117,7 @@ def _options(options: dict) -> str:
 # --- 2. dream rollout --------------------------------------------------------------------------------------
 
 
-def part_dream(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
+def part_dream(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
     import gymnasium as gym
     import matplotlib
 
@@ -137,7 +134,7 @@ def part_dream(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, par
     if model.observation_space.dtype != np.uint8 or model.metadata.get("env_id") != env_id:
         raise ValueError(f"the dream needs a Push-T pixel world model; {config.dream_checkpoint} is not one")
     pusht = tasks["pusht"]
-    policy = DiffusionPolicy.from_pretrained(pusht.policy_checkpoint, strategy="rti", **pusht.policy_rti_options)
+    policy = DiffusionPolicy.from_pretrained(pusht.policy_checkpoint, strategy="rti")
 
     # The real rollout: the state policy acts, the simulator renders what the world model should dream.
     env = gym.make(env_id, obs_type="state_pixels", image_size=image_size)
@@ -221,7 +218,7 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 # --- 3 and 4. export, then serve the export -------------------------------------------------------------
 
 
-def part_export(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
+def part_export(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
     import torch
 
     from worldsim.export.onnx_policy import OnnxPolicy
@@ -267,7 +264,7 @@ def _median_ms(call: Callable[[], object], repeats: int = 200) -> float:
     return float(np.median(times) * 1e3)
 
 
-def part_bridge(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, part: Part) -> None:
+def part_bridge(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
     import gymnasium as gym
 
     from worldsim.bridge.connection import ClientConfig
@@ -276,14 +273,17 @@ def part_bridge(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, pa
 
     onnx = out / "pusht_policy.onnx"
     pusht = tasks["pusht"]
-    source = ["--onnx", str(onnx)] if onnx.is_file() else ["--checkpoint", pusht.policy_checkpoint]
+    source = f"onnx={onnx}" if onnx.is_file() else f"checkpoint={pusht.policy_checkpoint}"
     address = f"tcp://127.0.0.1:{_free_port()}"
-    command = [sys.executable, "-m", "worldsim.bridge.serve", "policy", *source, "--strategy", "rti"]
-    command += [f"--option={k}={v}" for k, v in pusht.policy_rti_options.items()] + ["--address", address]
+    # The README's command: the served policy runs its task's RTI (the options its checkpoint recorded).
+    command = [sys.executable, "-m", "worldsim", "serve", "task=pusht", "strategy=rti", source, f"address={address}"]
     log = (out / "bridge_server.log").open("w")
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    environment = {**os.environ, "WORLDSIM_OUTPUT_DIR": str(out / "serve_outputs")}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=environment)
     try:
         line = server.stdout.readline()
+        while line.startswith("worldsim serve: output folder"):
+            line = server.stdout.readline()
         if not line.startswith("serving"):
             raise RuntimeError(f"the policy server did not start (see bridge_server.log): {line.strip()}")
         env = gym.make(pusht.env_id)
@@ -302,7 +302,7 @@ def part_bridge(config: DemoCommand, tasks: dict[str, TaskConfig], out: Path, pa
     rtt = np.asarray(s.round_trip_s) * 1e3
     part.lines += [
         f"Server: a separate process serving {'the ONNX export' if onnx.is_file() else 'the PyTorch checkpoint'} "
-        f"of {pusht.policy_checkpoint} with RTI {_options(pusht.policy_rti_options)} on {address}; "
+        f"of {pusht.policy_checkpoint} with its task's RTI on {address}; "
         f"client: Push-T at {config.loop_rate_hz:.0f} Hz, "
         "executing the current chunk while the next one is computed.",
         "",
@@ -320,7 +320,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-PARTS: dict[str, Callable[[DemoCommand, dict[str, TaskConfig], Path, Part], None]] = {
+PARTS: dict[str, Callable[[DemoCommand, dict[str, TaskSpec], Path, Part], None]] = {
     "policies": part_policies,
     "dream": part_dream,
     "export": part_export,

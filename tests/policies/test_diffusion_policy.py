@@ -20,8 +20,11 @@ def make_policy(discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(
     config = DiffusionPolicyConfig(
         obs_shape=obs_shape, action_dim=ACTION_DIM, obs_type=obs_type, horizon=HORIZON, n_action_steps=4,
         num_train_steps=K, width=32, depth=2, heads=2, obs_feature_dim=32, discrete_dims=discrete_dims,
-        discrete_rule=discrete_rule, action_low=(-1, -1, -1), action_high=(1, 1, 1),
-        relative_to_obs=(0, 1, -1) if relative else (),
+        discrete_rule=discrete_rule, relative_to_obs=(0, 1, -1) if relative else (),
+        # Relative targets move with the observation, so they may leave [-1, 1]; returned actions are clipped
+        # to the action space, which should not hide that movement.
+        action_low=(-5, -5, -1) if relative else (-1, -1, -1), action_high=(5, 5, 1) if relative else (1, 1, 1),
+        parameterization="epsilon",
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     obs_norm = Normalizer.fit(rng.normal(size=(100, OBS_DIM))) if obs_type == "state" else None
@@ -226,7 +229,7 @@ def test_short_training_run_lowers_the_loss():
 
 
 def test_make_strategy_validates():
-    with pytest.raises(ValueError, match="k >= 1"):
+    with pytest.raises(ValueError, match=r"rti k must lie in \[1, inf\], got 0"):
         make_strategy("rti", k=0)
     with pytest.raises(ValueError, match="exceeds"):
         policy = make_policy()

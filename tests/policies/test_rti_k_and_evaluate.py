@@ -80,7 +80,7 @@ def test_evaluate_policy_counts_and_measures():
                 self.first = np.asarray(obs[:2], np.float32)
             return self.first
 
-    result = evaluate_policy(Hold(), "worldsim/PushT-v0", episodes=2, score_key="coverage", progress=False)
+    result = evaluate_policy(Hold(), "worldsim/PushT-v0", episodes=2, progress=False)  # the pusht task's rules
     assert result["episodes"] == 2 and result["success_rate"] == 0.0
     assert result["smoothness_mse"] == 0.0 and result["calls_per_step"] == 0.0
     assert 0.0 <= result["mean_max_score"] < 0.95 and result["mean_steps"] == 300

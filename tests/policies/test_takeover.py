@@ -97,20 +97,23 @@ def test_bad_requests_are_refused_before_anything_is_recorded(tmp_path):
         collect()
 
 
-def test_the_command_reports_bad_arguments_in_one_line(tmp_path, capsys):
-    from worldsim.policies.takeover import main
+def test_the_command_reports_bad_arguments_in_one_line(tmp_path, capsys, monkeypatch):
+    from worldsim.cli import main
 
-    with pytest.raises(SystemExit):
-        main(["--policy", "pusht-state", "--task", TASK, "--dataset-id", "a/b-v0", "--handover", "9", "3",
-              "--path", str(tmp_path)])  # fmt: skip
-    assert "handover_steps must be (low, high)" in capsys.readouterr().err
+    monkeypatch.setenv("WORLDSIM_OUTPUT_DIR", str(tmp_path / "outputs"))
+    code = main(["takeover", "handover_steps=[9,3]", f"path={tmp_path}", "episodes=1"])
+    assert code == 2
+    assert "worldsim takeover: error: handover_steps must be (low, high)" in capsys.readouterr().err
 
 
 def test_training_reads_several_datasets_together(tmp_path, capsys):
     import json
 
+    from worldsim.core.trainer_config import TrainerConfig
     from worldsim.envs.datasets import collect_dataset
-    from worldsim.policies.train import main, parse_args
+    from worldsim.envs.tasks import TaskSpec
+    from worldsim.policies.config import DiffusionPolicyConfig, TrainPolicyConfig
+    from worldsim.policies.train import train_policy
 
     collect_dataset(TASK, "worldsim/pusht/a-v0", 1, seed=1, path=tmp_path, progress=False)
     collect_takeover_dataset(
@@ -120,16 +123,16 @@ def test_training_reads_several_datasets_together(tmp_path, capsys):
         sum(len(e) for e in load_demonstrations(name, path=tmp_path))
         for name in ("worldsim/pusht/a-v0", "worldsim/pusht/b-v0")
     ]
-    main([
-        "--task", TASK, "--dataset-id", "worldsim/pusht/a-v0", "worldsim/pusht/b-v0", "--data-path", str(tmp_path),
-        "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "8", "--width", "16", "--depth", "1",
-        "--eval-every", "1000", "--checkpoint-every", "1000", "--eval-episodes", "1", "--device", "cpu",
-    ])  # fmt: skip
+    train_policy(
+        TrainPolicyConfig(
+            task=TaskSpec(env_id=TASK, dataset_id="worldsim/pusht/a-v0"), extra_datasets=["worldsim/pusht/b-v0"],
+            data_path=str(tmp_path), out=str(tmp_path / "run"), collect=False, eval_episodes=1, rti_max_pairs=0,
+            policy=DiffusionPolicyConfig(width=16, depth=1),
+            training=TrainerConfig(steps=2, batch_size=8, eval_every=1000, checkpoint_every=1000, device="cpu"),
+        )
+    )  # fmt: skip
     assert f"2 episodes, {sum(lengths)} training windows from worldsim/pusht/a-v0, worldsim/pusht/b-v0" in (
         capsys.readouterr().out
     )
     metadata = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert metadata["dataset_id"] == ["worldsim/pusht/a-v0", "worldsim/pusht/b-v0"]
-    with pytest.raises(SystemExit):
-        parse_args(["--task", TASK, "--dataset-id", "a", "b", "--out", "o", "--collect", "3"])
-    assert "--collect records one dataset" in capsys.readouterr().err
+    assert metadata["dataset_ids"] == ["worldsim/pusht/a-v0", "worldsim/pusht/b-v0"]

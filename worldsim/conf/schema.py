@@ -1,109 +1,35 @@
-"""Typed configs of the ``worldsim`` command, registered in Hydra's ConfigStore.
+"""The ``worldsim`` command's typed configs, registered in Hydra's ConfigStore.
 
-Each sub-command has one top-level dataclass; the YAML files beside this module (package data) fill
-its groups: ``task`` (which environment, dataset and shipped checkpoints), ``policy`` (the diffusion
-policy's architecture), ``strategy`` (how it samples), ``world_model`` (the world model's architecture
-and data) and ``training`` (the shared trainer's settings). Hydra validates every override against
-these types. The CLI turns them into plain arguments: library code never sees a Hydra object.
+Every field is defined once, by a library dataclass: the training commands' primary configs *are* the
+library's ``TrainPolicyConfig``, ``TrainWorldModelConfig`` and ``SelfForcingConfig``, and the groups are
+``task`` (:class:`~worldsim.envs.tasks.TaskSpec`), ``policy``
+(:class:`~worldsim.policies.config.DiffusionPolicyConfig`), ``strategy``
+(:class:`~worldsim.policies.config.StrategySpec`) and ``training``
+(:class:`~worldsim.core.trainer_config.TrainerConfig`). The YAML files beside this module only choose and
+override values. The commands that only run library functions (eval, serve, export, ...) get a small
+dataclass here that composes those library configs with the command's own arguments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
-
-@dataclass
-class TaskConfig:
-    env_id: str = MISSING
-    dataset_id: str = MISSING
-    demo_episodes: int = 200
-    """Expert demonstrations recorded when the dataset is missing (``worldsim collect`` / training)."""
-    demo_seed: int = 0
-    """Seed those demonstrations are recorded with."""
-    score_key: str | None = None
-    """A per-step ``info`` value whose episode maximum is reported (Push-T's ``coverage``)."""
-    discrete_dims: list[int] = field(default_factory=list)
-    relative_to_obs: list[int] = field(default_factory=list)
-    """Per action dimension, the observation dimension its policy predicts it relative to (-1: absolute);
-    empty: absolute actions. Push-T's pusher targets are relative to the pusher, observation dims 0 and 1."""
-    policy_n_action_steps: int | None = None
-    """Actions executed per chunk by this task's policy; None keeps ``policy.n_action_steps``."""
-    policy_checkpoint: str = MISSING
-    """The shipped policy of this task (a name under ``worldsim/checkpoints`` or a directory)."""
-    policy_rti_options: dict[str, Any] = field(default_factory=lambda: {"k": 10})
-    """The RTI options the shipped policy runs with in the demo and the benchmarks."""
-    world_model_checkpoint: str | None = None
-
-
-@dataclass
-class PolicyConfig:
-    horizon: int = 16
-    obs_horizon: int = 2
-    n_action_steps: int = 8
-    num_train_steps: int = 100
-    parameterization: str = "sample"
-    width: int = 96
-    depth: int = 3
-    heads: int = 4
-    shared_level_prob: float = 0.5
-
-
-@dataclass
-class StrategyConfig:
-    name: str = "rti"
-    """``ddpm``, ``ddim``, ``rti`` or ``rolling``."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the strategy, e.g. ``{k: 10}`` for RTI or ``{steps: 10}`` for DDIM."""
-
-
-@dataclass
-class WorldModelConfig:
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of ``gymnasium.make`` for the rollouts, e.g. ``{obs_type: pixels, image_size: 64}``."""
-    episodes: int = 300
-    max_steps: int = 300
-    width: int = 128
-    depth: int = 3
-    sequence_frames: int = 10
-    sink_frames: int = 1
-    window_frames: int = 8
-    context_noise: float = 0.1
-    tokens_per_frame: int = 4
-    ae_steps: int = 2000
-    ae_channels: int = 32
-
-
-@dataclass
-class TrainingConfig:
-    steps: int = 20_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    warmup: int = 500
-    ema_decay: float = 0.999
-    eval_every: int = 2_000
-    eval_episodes: int = 10
-    checkpoint_every: int = 1_000
-    seed: int = 0
-    threads: int = 1
-    device: str = "auto"
-    """``auto`` (a CUDA GPU when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    distributed: bool = False
-    """Run under ``torchrun`` with DistributedDataParallel (see docs/training_at_scale.md)."""
+from worldsim.core.trainer_config import TrainerConfig
+from worldsim.envs.tasks import TaskSpec
+from worldsim.policies.config import DiffusionPolicyConfig, StrategySpec, TrainPolicyConfig
+from worldsim.world_model.config import SelfForcingConfig, TrainWorldModelConfig
+from worldsim.world_model.streaming import SessionConfig
 
 
 @dataclass
 class CollectCommand:
-    task: TaskConfig = MISSING
+    task: TaskSpec = field(default_factory=TaskSpec)
     episodes: int | None = None
     """Default: the task's ``demo_episodes``."""
     seed: int | None = None
     """Default: the task's ``demo_seed``."""
-    obs_type: str = "state"
-    image_size: int = 96
     data_format: str = "hdf5"
     path: str | None = None
     """Minari datasets root; default ``$MINARI_DATASETS_PATH``."""
@@ -111,8 +37,8 @@ class CollectCommand:
 
 @dataclass
 class TakeoverCommand:
-    task: TaskConfig = MISSING
-    strategy: StrategyConfig = MISSING
+    task: TaskSpec = field(default_factory=TaskSpec)
+    strategy: StrategySpec = field(default_factory=lambda: StrategySpec("ddim", {"steps": 10}))
     checkpoint: str | None = None
     """The policy that drives before the expert takes over; default: the task's shipped policy."""
     dataset_id: str | None = None
@@ -127,32 +53,18 @@ class TakeoverCommand:
 
 
 @dataclass
-class TrainPolicyCommand:
-    task: TaskConfig = MISSING
-    policy: PolicyConfig = MISSING
-    training: TrainingConfig = MISSING
-    out: str | None = None
-    """Checkpoint directory; default ``checkpoint`` in the run's output folder."""
-    data_path: str | None = None
-
-
-@dataclass
-class TrainWorldModelCommand:
-    task: TaskConfig = MISSING
-    world_model: WorldModelConfig = MISSING
-    training: TrainingConfig = MISSING
-    out: str | None = None
-
-
-@dataclass
 class EvalCommand:
-    task: TaskConfig = MISSING
-    strategy: StrategyConfig = MISSING
+    task: TaskSpec = field(default_factory=TaskSpec)
+    strategy: StrategySpec = field(default_factory=StrategySpec)
     checkpoint: str | None = None
     """Default: the task's shipped policy. A ``.onnx`` file runs the exported policy without torch."""
     episodes: int = 20
     seed: int = 100_000
+    policy_seed: int | None = None
+    """Reseed the policy's noise with ``policy_seed + episode`` (torch and ONNX draw the same noise)."""
     latency_ticks: int = 0
+    obs_check: str = "error"
+    """An observation outside the observation space: ``error``, ``clip`` or ``warn``."""
 
 
 @dataclass
@@ -165,22 +77,32 @@ class BenchCommand:
 
 @dataclass
 class ServeCommand:
-    task: TaskConfig = MISSING
-    strategy: StrategyConfig = MISSING
+    task: TaskSpec = field(default_factory=TaskSpec)
+    strategy: StrategySpec = field(default_factory=StrategySpec)
+    """The served policy's strategy; its options default to the policy's recorded ones (its task's RTI)."""
     kind: str = "policy"
     """``policy`` or ``world-model``."""
     checkpoint: str | None = None
     """Default: the task's shipped policy (or world model with ``kind=world-model``)."""
     onnx: str | None = None
     """Serve an exported policy instead, without torch."""
+    session: SessionConfig = field(default_factory=SessionConfig)
+    """World models: how each client's streaming session samples."""
     address: str = "tcp://127.0.0.1:5555"
     curve_secret: str | None = None
+    allow: list[str] = field(default_factory=list)
+    """CURVE: public key files or folders of admitted clients."""
     insecure: bool = False
+    session_timeout_s: float = 30.0
+    max_sessions: int = 16
+    max_context_frames: int = 64
+    obs_check: str = "error"
+    """A served policy's response to an observation outside its observation space."""
 
 
 @dataclass
 class ExportCommand:
-    task: TaskConfig = MISSING
+    task: TaskSpec = field(default_factory=TaskSpec)
     kind: str = "policy"
     """``policy`` or ``world-model``."""
     checkpoint: str | None = None
@@ -193,8 +115,7 @@ class ExportCommand:
 @dataclass
 class PlayCommand:
     checkpoint: str = "wm-pusht-pixels"
-    sampling: str = "autoregressive"
-    steps: int = 1
+    session: SessionConfig = field(default_factory=SessionConfig)
     headless: bool = False
     frames: int = 200
     scale: int = 6
@@ -222,8 +143,9 @@ class DemoCommand:
 COMMANDS: dict[str, type] = {
     "collect": CollectCommand,
     "takeover": TakeoverCommand,
-    "train_policy": TrainPolicyCommand,
-    "train_world_model": TrainWorldModelCommand,
+    "train_policy": TrainPolicyConfig,
+    "train_world_model": TrainWorldModelConfig,
+    "train_self_forcing": SelfForcingConfig,
     "eval": EvalCommand,
     "bench": BenchCommand,
     "serve": ServeCommand,
@@ -231,13 +153,15 @@ COMMANDS: dict[str, type] = {
     "play": PlayCommand,
     "demo": DemoCommand,
 }
-GROUPS: dict[str, type] = {
-    "task": TaskConfig,
-    "policy": PolicyConfig,
-    "strategy": StrategyConfig,
-    "world_model": WorldModelConfig,
-    "training": TrainingConfig,
+GROUPS: dict[str, type | None] = {
+    "task": TaskSpec,
+    "policy": DiffusionPolicyConfig,
+    "strategy": StrategySpec,
+    "training": TrainerConfig,
+    "world_model": None,
 }
+"""Config groups and the library dataclass each option fills (``world_model`` options set several nodes of
+``TrainWorldModelConfig`` at once: the env's observations, the data and the model's sizes)."""
 
 
 def register() -> None:
@@ -246,4 +170,5 @@ def register() -> None:
     for name, node in COMMANDS.items():
         store.store(name=f"schema_{name}", node=node)
     for group, node in GROUPS.items():
-        store.store(group=group, name="schema", node=node)
+        if node is not None:
+            store.store(group=group, name="schema", node=node)

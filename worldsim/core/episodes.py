@@ -99,3 +99,14 @@ def sequence_windows(
         longest = max((len(episode) for episode in episodes), default=0)
         raise ValueError(f"no episode has {length} steps (longest: {longest})")
     return np.concatenate(frame_windows), np.concatenate(action_windows)
+
+
+def flatten_dict_observations(observations: dict, keys) -> np.ndarray:
+    """Dict observations ``{key: [N, ...]}`` as one array ``[N, D]``: each key's values flattened, in ``keys``
+    order (Gymnasium's ``flatten`` order for a Dict space of Boxes)."""
+    missing = [k for k in keys if k not in observations]
+    if missing:
+        raise ValueError(f"observations lack the key(s) {missing}; they have {sorted(observations)}")
+    parts = [np.asarray(observations[k]) for k in keys]
+    n = len(parts[0])
+    return np.concatenate([p.reshape(n, -1).astype(np.float32) for p in parts], axis=1)

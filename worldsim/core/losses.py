@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from worldsim.core.schedules import CosineSchedule, NoiseSchedule, Parameterization
+from worldsim.core.schedules import NoiseSchedule, Parameterization
 from worldsim.core.validation import check_finite, check_levels
 
 Weighting = Literal["none", "min_snr"]
@@ -34,7 +34,7 @@ def sample_levels(
     """
     if not 0.0 <= shared_level_prob <= 1.0:
         raise ValueError(f"shared_level_prob must be in [0, 1], got {shared_level_prob}")
-    steps = schedule.num_train_steps if isinstance(schedule, CosineSchedule) else None
+    steps = schedule.num_train_steps
     shape = (batch_size, num_frames)
     if steps:
         levels = torch.randint(1, steps + 1, shape, generator=generator, device=device).float() / steps

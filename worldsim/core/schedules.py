@@ -32,6 +32,9 @@ class NoiseSchedule(ABC):
     """``alpha``, ``sigma`` and their derivatives as functions of the noise level."""
 
     name: str
+    num_train_steps: int | None = None
+    """The discrete training grid ``{1/K, ..., 1}`` when the schedule has one (levels are drawn from it in
+    training); None for a continuous schedule."""
 
     @abstractmethod
     def alpha(self, level): ...
@@ -157,9 +160,19 @@ class CosineSchedule(NoiseSchedule):
 
 
 class FlowMatchingSchedule(NoiseSchedule):
-    """Rectified flow: ``x_t = (1 - level) * x0 + level * eps``; the velocity is ``eps - x0``."""
+    """Rectified flow: ``x_t = (1 - level) * x0 + level * eps``; the velocity is ``eps - x0``.
+
+    ``num_train_steps``: an optional training grid, as for the cosine schedule (continuous when None)."""
 
     name = "flow"
+
+    def __init__(self, num_train_steps: int | None = None):
+        if num_train_steps is not None and num_train_steps < 2:
+            raise ValueError(f"num_train_steps must be >= 2 or None, got {num_train_steps}")
+        self.num_train_steps = num_train_steps
+
+    def config(self) -> dict:
+        return {"name": self.name, "num_train_steps": self.num_train_steps}
 
     def alpha(self, level):
         return 1.0 - level
@@ -172,6 +185,15 @@ class FlowMatchingSchedule(NoiseSchedule):
 
     def d_sigma(self, level):
         return 0.0 * level + 1.0
+
+
+SCHEDULES: tuple[str, ...] = ("cosine", "flow")
+
+
+def make_schedule(name: str, num_train_steps: int | None = None) -> NoiseSchedule:
+    """The schedule a model config names: ``cosine`` or ``flow``, on a training grid of ``num_train_steps``
+    (None: continuous levels)."""
+    return schedule_from_config({"name": name, "num_train_steps": num_train_steps})
 
 
 def schedule_from_config(config: dict) -> NoiseSchedule:

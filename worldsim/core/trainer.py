@@ -16,7 +16,6 @@ rank 0 alone evaluates, shows progress and writes checkpoints. See docs/training
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -24,7 +23,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -36,80 +35,10 @@ from tqdm.auto import tqdm
 from worldsim.core.checkpoint import load_latest, save_rotating
 from worldsim.core.distributed import DistributedContext, init_distributed, rank_seed
 from worldsim.core.streaming_data import EpochBatchSampler, WindowDataset, as_windows
+from worldsim.core.trainer_config import TrainerConfig, resolve_device
 
-MIXED_PRECISION = ("no", "bf16")
 STATE_NAME = "train_state"
-
-
-@dataclass
-class TrainerConfig:
-    steps: int = 20_000
-    batch_size: int = 256
-    """The global batch: under torchrun each of the N processes takes batch_size / N rows of it."""
-    learning_rate: float = 3e-4
-    weight_decay: float = 1e-6
-    warmup_steps: int = 500
-    grad_clip_norm: float = 1.0
-    ema_decay: float = 0.999
-    log_every: int = 100
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    seed: int = 0
-    progress: bool = True
-    num_workers: int = 0
-    """DataLoader processes that read batches ahead (worth it for on-disk datasets); 0 reads in this process."""
-    distributed: bool = False
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK): NCCL on GPUs, else gloo."""
-    mixed_precision: str = "no"
-    """``"bf16"``: compute the loss under bfloat16 autocast. Needs a CUDA device (refused on CPU)."""
-    compile: bool = False
-    """``torch.compile`` the loss computation (the first steps are slow while it compiles)."""
-    device: str | None = None
-    """Where a single-process run trains: ``None`` leaves the model where the caller put it, ``"auto"`` takes
-    the first CUDA GPU when there is one (else the CPU), or a torch device such as ``"cpu"`` or ``"cuda:1"``.
-    Under torchrun each rank trains on its own GPU instead."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        resolve_device(self.device)
-
-
-def resolve_device(name: str | None) -> torch.device | None:
-    """``TrainerConfig.device`` as a torch device (None stays None); a GPU that is not there is refused."""
-    if name is None:
-        return None
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from error
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    return device
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """The training commands' ``--device``, checked while parsing: a bad one is refused before any work."""
-
-    def checked(name: str) -> str:
-        try:
-            resolve_device(name)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-        return name
-
-    parser.add_argument(
-        "--device", default="auto", type=checked,
-        help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N (torchrun: each rank's GPU)",
-    )  # fmt: skip
+__all__ = ["STATE_NAME", "Trainer", "TrainerConfig", "resolve_device"]
 
 
 class _Loss(nn.Module):

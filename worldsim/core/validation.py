@@ -33,3 +33,21 @@ def check_tokens(name: str, x, level) -> None:
             f"noise levels must have shape [batch, tokens] = {list(lead)} (or [tokens]) to match {name}; "
             f"got {list(shape)}"
         )
+
+
+def check_choice(name: str, value, choices) -> None:
+    """A config field that takes one of a few names: a one-line error naming the field and the choices."""
+    if value not in tuple(choices):
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_number(name: str, value, *, low=None, high=None, integer: bool = False, allow_none: bool = False) -> None:
+    """A numeric config field: its type (a bool is not a number here) and its range, in one line naming it."""
+    if value is None and allow_none:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValueError(f"{name} must lie in {bounds}, got {value!r}")

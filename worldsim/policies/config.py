@@ -1,42 +1,73 @@
-"""Typed configuration of the diffusion policy (what the checkpoint's JSON records)."""
+"""Typed configuration of the diffusion policy: the one definition of its fields and defaults.
+
+The ``worldsim`` command's ``policy`` config group builds this dataclass (Hydra structured config), the
+Python API takes it as it is, and a checkpoint records it in its JSON.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from worldsim.core.normalizer import NormalizationMode
-from worldsim.core.schedules import Parameterization
+from worldsim.core.schedules import PARAMETERIZATIONS, SCHEDULES
+from worldsim.core.trainer_config import TrainerConfig
+from worldsim.core.validation import check_choice, check_number
+from worldsim.envs.tasks import TaskSpec
+
+OBS_TYPES = ("state", "pixels")
+NORMALIZATIONS = ("minmax", "meanstd", "identity")
+DISCRETE_RULES = ("scale", "clip")
+DERIVED_FIELDS = ("obs_shape", "obs_keys", "action_dim", "obs_type", "action_low", "action_high", "obs_low", "obs_high")
+"""Fields taken from the env's spaces when a policy is trained (``train_policy`` fills them in)."""
+TASK_FIELDS = ("discrete_dims", "relative_to_obs")
+"""Fields that are task facts (``TaskSpec``), copied into the policy when it is trained."""
 
 
 @dataclass
 class DiffusionPolicyConfig:
     """Shapes, horizons, the noise schedule, the network, and how discrete action dimensions are handled.
 
-    The chunk convention: ``obs_history`` holds observations ``t - obs_horizon + 1 .. t`` and the chunk
-    holds actions ``t .. t + horizon - 1`` (its first action is the one for the current tick).
+    The defaults are worldsim's one recipe (docs/bring_your_own_env.md). The chunk convention:
+    ``obs_history`` holds observations ``t - obs_horizon + 1 .. t`` and the chunk holds actions
+    ``t .. t + horizon - 1`` (its first action is the one for the current tick). The fields in
+    ``DERIVED_FIELDS`` and ``TASK_FIELDS`` describe the env and the task: training fills them in, so leave
+    them unset in a training config.
     """
 
-    obs_shape: tuple[int, ...]
-    action_dim: int
-    obs_type: Literal["state", "pixels"] = "state"
+    obs_shape: tuple[int, ...] | None = None
+    """Shape of one observation (derived from the env)."""
+    action_dim: int | None = None
+    """Number of action dimensions (derived from the env)."""
+    obs_type: str = "state"
+    """``state`` (a flat vector) or ``pixels`` (uint8 ``[H, W, 3]``), derived from the env."""
+    obs_keys: tuple[str, ...] = ()
+    """Dict observations (goal-conditioned envs): the keys whose values are flattened and concatenated, in
+    this order, into the state vector (derived from the env's Dict space); empty: array observations."""
     obs_horizon: int = 2
     horizon: int = 16
     n_action_steps: int = 8
+    """Actions executed per predicted chunk (a task may set its own: ``task.n_action_steps``)."""
     num_train_steps: int = 100
-    parameterization: Parameterization = "epsilon"
+    """K, the training grid of the noise schedule (RTI's warm-start level k counts on it)."""
+    schedule: str = "cosine"
+    """The noise schedule, built by the core's factory: ``cosine`` (DDPM squaredcos_cap_v2) or ``flow``."""
+    parameterization: str = "sample"
+    """What the network predicts: ``sample`` (x0), ``epsilon``, ``v_prediction`` or ``velocity``."""
     clip_sample: float | None = 1.0
-    width: int = 256
-    depth: int = 4
+    width: int = 96
+    depth: int = 3
     heads: int = 4
-    obs_feature_dim: int = 256
+    obs_feature_dim: int | None = None
+    """Width of the observation encoding; None: ``width``."""
     shared_level_prob: float = 0.5
     """Fraction of training chunks noised at one shared level; the rest get a level per action, which
     the rolling strategy needs (Diffusion Forcing)."""
-    normalization: NormalizationMode = "minmax"
+    normalization: str = "minmax"
+    """How observations and actions are scaled: ``minmax`` (to [-1, 1]), ``meanstd`` or ``identity``."""
     discrete_dims: tuple[int, ...] = ()
     """Action dimensions that are discrete ±1 commands (a gripper): named, never guessed."""
-    discrete_rule: Literal["scale", "clip"] = "scale"
+    discrete_rule: str = "scale"
     """RTI-DP's rule: ``scale`` divides those dimensions by ``1 / discrete_scale`` in the training data;
     ``clip`` leaves training alone and shrinks them in each warm-start guess to ``sign(g) * discrete_scale``.
     Either way outputs are snapped to ±1."""
@@ -48,27 +79,61 @@ class DiffusionPolicyConfig:
     small offsets, normalized per chunk position, instead of positions anywhere on the table."""
     action_low: tuple[float, ...] = field(default_factory=tuple)
     action_high: tuple[float, ...] = field(default_factory=tuple)
+    obs_low: tuple[float, ...] = field(default_factory=tuple)
+    """The observation space's bounds (flat; empty: unbounded), against which inputs are checked."""
+    obs_high: tuple[float, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        self.obs_shape = tuple(int(s) for s in self.obs_shape)
         self.discrete_dims = tuple(int(d) for d in self.discrete_dims)
+        self.obs_keys = tuple(str(k) for k in self.obs_keys)
         self.relative_to_obs = tuple(int(d) for d in self.relative_to_obs)
-        self.action_low, self.action_high = tuple(self.action_low), tuple(self.action_high)
+        for name in ("action_low", "action_high", "obs_low", "obs_high"):
+            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
+        check_choice("policy.obs_type", self.obs_type, OBS_TYPES)
+        check_choice("policy.schedule", self.schedule, SCHEDULES)
+        check_choice("policy.parameterization", self.parameterization, PARAMETERIZATIONS)
+        check_choice("policy.normalization", self.normalization, NORMALIZATIONS)
+        check_choice("policy.discrete_rule", self.discrete_rule, DISCRETE_RULES)
+        for name in ("obs_horizon", "horizon", "num_train_steps", "width", "depth", "heads"):
+            check_number(f"policy.{name}", getattr(self, name), low=1, integer=True)
+        check_number("policy.n_action_steps", self.n_action_steps, low=1, high=self.horizon, integer=True)
+        check_number("policy.obs_feature_dim", self.obs_feature_dim, low=1, integer=True, allow_none=True)
+        check_number("policy.shared_level_prob", self.shared_level_prob, low=0, high=1)
+        check_number("policy.clip_sample", self.clip_sample, low=0, allow_none=True)
+        check_number("policy.discrete_scale", self.discrete_scale, low=1e-6, high=1)
+        if self.width % self.heads:
+            raise ValueError(f"policy.width ({self.width}) must be a multiple of policy.heads ({self.heads})")
+        if self.obs_shape is not None:
+            self.obs_shape = tuple(int(s) for s in self.obs_shape)
+            self._check_shapes()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the env-derived fields are filled in (a policy can only be built from a complete config)."""
+        return self.obs_shape is not None and self.action_dim is not None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.obs_feature_dim or self.width
+
+    def _check_shapes(self) -> None:
         if self.obs_type == "state" and len(self.obs_shape) != 1:
             raise ValueError(f"state observations must be flat, got shape {self.obs_shape}")
         if self.obs_type == "pixels" and (len(self.obs_shape) != 3 or self.obs_shape[-1] != 3):
             raise ValueError(f"pixel observations must be [H, W, 3], got shape {self.obs_shape}")
-        if not 1 <= self.n_action_steps <= self.horizon:
-            raise ValueError(f"n_action_steps must be in [1, horizon={self.horizon}], got {self.n_action_steps}")
-        if self.obs_horizon < 1 or self.action_dim < 1:
-            raise ValueError("obs_horizon and action_dim must be >= 1")
+        check_number("policy.action_dim", self.action_dim, low=1, integer=True)
+        for name, expected in (("action_low", self.action_dim), ("action_high", self.action_dim)):
+            if getattr(self, name) and len(getattr(self, name)) != expected:
+                raise ValueError(f"policy.{name} needs {expected} values, got {len(getattr(self, name))}")
+        if self.obs_type == "state":
+            for name in ("obs_low", "obs_high"):
+                if getattr(self, name) and len(getattr(self, name)) != self.obs_shape[0]:
+                    raise ValueError(f"policy.{name} needs {self.obs_shape[0]} values, got {len(getattr(self, name))}")
         bad = [d for d in self.discrete_dims if not 0 <= d < self.action_dim]
         if bad:
             raise ValueError(f"discrete_dims {bad} are outside the {self.action_dim} action dimensions")
         if self.relative_to_obs:
             self._check_relative()
-        if not 0 < self.discrete_scale <= 1:
-            raise ValueError(f"discrete_scale must be in (0, 1], got {self.discrete_scale}")
 
     def _check_relative(self) -> None:
         if self.obs_type != "state":
@@ -90,4 +155,75 @@ class DiffusionPolicyConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DiffusionPolicyConfig:
+        """The config a checkpoint or export recorded; an unknown field is named in a one-line error."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a policy config must be a mapping of fields, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown policy config field(s) {', '.join(unknown)}")
         return cls(**data)
+
+
+@dataclass
+class StrategySpec:
+    """A strategy as configs name it: ``name`` and the options that change it from the policy's own defaults
+    (a trained policy records the options its task tuned, e.g. RTI's k; empty options run with those)."""
+
+    name: str = "rti"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from worldsim.policies.strategies import STRATEGIES  # the strategies import this module
+
+        check_choice("strategy.name", self.name, tuple(STRATEGIES))
+        self.options = dict(self.options)
+
+
+EVAL_SEED = 100_000
+"""Evaluation episodes never reuse the demonstrations' reset seeds."""
+
+
+def policy_trainer_defaults() -> TrainerConfig:
+    """The recipe's trainer settings (the shipped policies trained with these)."""
+    return TrainerConfig(
+        steps=15_000, batch_size=256, learning_rate=1e-3, warmup_steps=500, ema_decay=0.999, eval_every=5_000,
+        checkpoint_every=1_000, log_every=200, device="auto",
+    )  # fmt: skip
+
+
+@dataclass
+class TrainPolicyConfig:
+    """Everything a policy training run takes; the defaults are worldsim's one recipe."""
+
+    task: TaskSpec = field(default_factory=TaskSpec)
+    policy: DiffusionPolicyConfig = field(default_factory=DiffusionPolicyConfig)
+    training: TrainerConfig = field(default_factory=policy_trainer_defaults)
+    out: str = ""
+    """Checkpoint directory (required; the command defaults it to ``checkpoint`` in its output folder)."""
+    extra_datasets: list[str] = field(default_factory=list)
+    """Further Minari datasets trained on together with the task's (e.g. expert-takeover recoveries)."""
+    data_path: str | None = None
+    """Minari datasets root; None: ``$MINARI_DATASETS_PATH``."""
+    collect: bool = True
+    """Record the task's demonstrations with its expert when its dataset is missing."""
+    threads: int = 2
+    """torch CPU threads (0: torch's default)."""
+    eval_episodes: int = 20
+    """Episodes of each evaluation in the env (every ``training.eval_every`` steps; 0 steps: none)."""
+    eval_strategy: StrategySpec = field(default_factory=lambda: StrategySpec("ddim", {"steps": 10}))
+    rti_max_pairs: int = 256
+    """Observation pairs RTI's offline rule uses to choose k (0: skip, keep the task's or the default k)."""
+    init_from: str | None = None
+    """Start from this policy checkpoint's weights and normalization (fine-tuning)."""
+    resume: bool = False
+    """Continue from the training state kept in ``out``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads must be a non-negative integer, got {self.threads!r}")
+        if isinstance(self.eval_episodes, bool) or not isinstance(self.eval_episodes, int) or self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be a non-negative integer, got {self.eval_episodes!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

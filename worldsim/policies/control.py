@@ -6,25 +6,51 @@ back to raw actions live here, free of torch; a subclass only says how to sample
 
 from __future__ import annotations
 
+import functools
+import warnings
 from abc import abstractmethod
 from collections import deque
+from collections.abc import Mapping
 
 import gymnasium as gym
 import numpy as np
 
 from worldsim.core.array_ops import all_finite
+from worldsim.core.validation import check_choice
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.strategies import Strategy, make_strategy
 
+OBS_CHECKS = ("error", "clip", "warn")
+"""What a policy does with an observation outside its observation space's bounds: refuse it, clip it into
+the bounds, or warn and use it as it is. NaN and infinite values are refused whatever the choice."""
+
 
 class ChunkPolicy:
-    """``reset()``, ``select_action(obs)``, ``predict_chunk(obs_history)`` over any chunk sampler."""
+    """``reset()``, ``select_action(obs)``, ``predict_chunk(obs_history)`` over any chunk sampler.
+
+    Every observation is checked on every call (shape, NaN/inf, and the observation space's bounds as
+    ``obs_check`` says) and every returned action lies in the action space. ``strategy_defaults`` holds the
+    options a trained policy recorded for each strategy (its task's RTI settings, say): ``set_strategy``
+    starts from them, so ``set_strategy("rti")`` runs the policy the way it was tuned.
+    """
 
     config: DiffusionPolicyConfig
     codec: ActionCodec
     strategy: Strategy
     calls_last_prediction: int
+    strategy_defaults: dict[str, dict] = {}
+    _obs_check: str = "error"
+
+    @property
+    def obs_check(self) -> str:
+        """``error`` (default), ``clip`` or ``warn``: the response to an observation outside its bounds."""
+        return self._obs_check
+
+    @obs_check.setter
+    def obs_check(self, value: str) -> None:
+        check_choice("obs_check", value, OBS_CHECKS)
+        self._obs_check = value
 
     @abstractmethod
     def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int):
@@ -45,9 +71,12 @@ class ChunkPolicy:
 
     @property
     def observation_space(self) -> gym.spaces.Box:
-        if self.config.obs_type == "pixels":
-            return gym.spaces.Box(0, 255, self.config.obs_shape, np.uint8)
-        return gym.spaces.Box(-np.inf, np.inf, self.config.obs_shape, np.float32)
+        c = self.config
+        if c.obs_type == "pixels":
+            return gym.spaces.Box(0, 255, c.obs_shape, np.uint8)
+        low = np.asarray(c.obs_low or [-np.inf] * c.obs_shape[0], np.float32)
+        high = np.asarray(c.obs_high or [np.inf] * c.obs_shape[0], np.float32)
+        return gym.spaces.Box(low, high, dtype=np.float32)
 
     @property
     def action_space(self) -> gym.spaces.Box:
@@ -56,10 +85,31 @@ class ChunkPolicy:
         high = np.asarray(c.action_high or [np.inf] * c.action_dim, np.float32)
         return gym.spaces.Box(low, high, dtype=np.float32)
 
+    @functools.cached_property
+    def _obs_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        space = self.observation_space
+        return space.low, space.high
+
+    @functools.cached_property
+    def _action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        space = self.action_space
+        return space.low, space.high
+
     def set_strategy(self, strategy: Strategy | str, **kwargs) -> None:
-        """Swap the inference strategy (by object or name); resets the episode state."""
-        self.strategy = make_strategy(strategy, **kwargs) if isinstance(strategy, str) else strategy
+        """Swap the inference strategy (by object, or by name with options over the policy's recorded
+        defaults for it); resets the episode state."""
+        if isinstance(strategy, str):
+            strategy = make_strategy(strategy, **{**self.strategy_defaults.get(strategy, {}), **kwargs})
+        self.strategy = strategy
         self.reset()
+
+    def seed(self, seed: int | None) -> None:
+        """Draw all sampling noise from ``numpy.random.default_rng(seed)`` from now on.
+
+        The torch policy and the onnxruntime runner draw from the same numpy generator this way, so the same
+        seed gives both the same noise (and actions equal to float tolerance). None: unseeded.
+        """
+        self.generator = np.random.default_rng(seed)
 
     def reset(self) -> None:
         """Start a new episode: empty queues and forget the strategy's warm start."""
@@ -81,30 +131,78 @@ class ChunkPolicy:
         if not all_finite(obs):
             raise ValueError("observation history contains NaN or infinite values")
 
+    def _checked_observations(self, obs: np.ndarray, what: str) -> np.ndarray:
+        """``obs`` (one observation or a history of them) held to the observation space: NaN/inf refused,
+        values outside the bounds refused, clipped or warned about as ``obs_check`` says."""
+        if self.config.obs_type == "pixels":
+            if obs.dtype != np.uint8 and not (np.isfinite(obs).all() and obs.min() >= 0 and obs.max() <= 255):
+                raise ValueError(f"{what} must be uint8 pixels in [0, 255]")
+            return obs
+        if not np.issubdtype(obs.dtype, np.number) or np.iscomplexobj(obs):
+            raise ValueError(f"{what} must be real numbers, got dtype {obs.dtype}")
+        if not np.isfinite(obs).all():
+            raise ValueError(f"{what} contains NaN or infinite values")
+        low, high = self._obs_bounds
+        outside = (obs < low) | (obs > high)
+        if outside.any():
+            dims = sorted({int(d) for d in np.nonzero(outside)[-1]})
+            message = f"{what} is outside the observation space's bounds in dimension(s) {dims}"
+            if self._obs_check == "error":
+                raise ValueError(f"{message} (obs_check='clip' or 'warn' accepts it)")
+            if self._obs_check == "clip":
+                return np.clip(obs, low, high).astype(obs.dtype, copy=False)
+            warnings.warn(message, stacklevel=3)
+        return obs
+
     def predict_chunk(self, obs_history: np.ndarray, *, executed_steps: int | None = None) -> np.ndarray:
         """Raw actions ``[horizon, action_dim]`` from ``obs_history [obs_horizon, *obs_shape]``.
 
         ``executed_steps``: actions executed since the previous prediction (how far a warm start shifts);
         defaults to ``n_action_steps``.
         """
-        obs_history = np.asarray(obs_history)
+        obs_history = self._as_array(obs_history, history=True)
         self.check_obs_history(obs_history, batched=False)
+        obs_history = self._checked_observations(obs_history, "observation history")
         steps = self.n_action_steps if executed_steps is None else executed_steps
-        chunk, reference = self._sample_chunk(obs_history[None], steps)
-        actions = self.codec.from_model(chunk, reference)[0]
-        return np.asarray(actions.cpu() if hasattr(actions, "cpu") else actions, dtype=np.float32)
+        return self._predict(obs_history, steps)
 
-    def select_action(self, obs: np.ndarray) -> np.ndarray:
+    def _predict(self, obs_history: np.ndarray, executed_steps: int) -> np.ndarray:
+        """Raw actions in the action space from a checked history."""
+        chunk, reference = self._sample_chunk(obs_history[None], executed_steps)
+        actions = self.codec.from_model(chunk, reference)[0]
+        actions = np.asarray(actions.cpu() if hasattr(actions, "cpu") else actions, dtype=np.float32)
+        if not np.isfinite(actions).all():
+            raise ValueError("the policy produced NaN or infinite actions: its input is far outside its training data")
+        low, high = self._action_bounds
+        return np.clip(actions, low, high)
+
+    def _as_array(self, obs, *, history: bool) -> np.ndarray:
+        """``obs`` as an array; a dict observation (``config.obs_keys``) flattened in the recorded key order."""
+        keys = self.config.obs_keys
+        if not keys:
+            if isinstance(obs, Mapping):
+                raise ValueError(f"this policy takes array observations, got a dict with keys {sorted(obs)}")
+            return np.asarray(obs)
+        if not isinstance(obs, Mapping) or set(keys) - set(obs):
+            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            raise ValueError(f"this policy takes dict observations with keys {list(keys)}, got {got}")
+        lead = (len(np.asarray(obs[keys[0]])),) if history else ()
+        return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(*lead, -1) for k in keys], axis=-1)
+
+    def select_action(self, obs) -> np.ndarray:
         """The action for this tick; predicts a new chunk when the queue of planned actions runs out."""
-        obs = np.asarray(obs)
+        obs = self._as_array(obs, history=False)
         if tuple(obs.shape) != self.config.obs_shape:
             raise ValueError(f"observation must have shape {self.config.obs_shape}, got {tuple(obs.shape)}")
+        # Checked on every tick, also those that only pop a planned action: a bad observation is refused
+        # when it arrives, not one prediction later on a clean one.
+        obs = self._checked_observations(obs, "observation")
         if not self._obs_queue:
             self._obs_queue.extend([obs] * self.config.obs_horizon)  # pad the start, as in training
         else:
             self._obs_queue.append(obs)
         if not self._action_queue:
-            chunk = self.predict_chunk(np.stack(self._obs_queue), executed_steps=self._executed_since_prediction)
+            chunk = self._predict(np.stack(self._obs_queue), self._executed_since_prediction)
             self._action_queue.extend(chunk[: self.n_action_steps])
             self._executed_since_prediction = 0
         else:

@@ -8,17 +8,16 @@ Inference strategies (``ddpm``, ``ddim``, ``rti``, ``rolling``) are swappable ob
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from worldsim.core.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.core.losses import diffusion_forcing_loss
 from worldsim.core.normalizer import Normalizer
-from worldsim.core.schedules import CosineSchedule
+from worldsim.core.pretrained import Pretrained, require_field
+from worldsim.core.schedules import make_schedule
 from worldsim.core.transformer import CausalTransformer, TransformerConfig
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
@@ -27,10 +26,18 @@ from worldsim.policies.encoders import make_encoder
 from worldsim.policies.strategies import ChunkContext, Strategy, make_strategy
 
 CHECKPOINT_KIND = "diffusion_policy"
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
-class DiffusionPolicy(ChunkPolicy, nn.Module):
+class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
+    """A diffusion policy over action chunks: config, normalizers, encoder and denoiser, and a strategy.
+
+    ``strategy_defaults`` maps a strategy name to the options this policy runs it with unless told
+    otherwise (training records its task's, e.g. RTI's k); ``obs_check`` says what happens to an
+    observation outside the observation space (``error``, ``clip`` or ``warn``).
+    """
+
+    checkpoint_kind = CHECKPOINT_KIND
+
     def __init__(
         self,
         config: DiffusionPolicyConfig,
@@ -38,23 +45,28 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
         obs_normalizer: Normalizer | None,
         action_normalizer: Normalizer,
         strategy: Strategy | None = None,
+        strategy_defaults: dict[str, dict] | None = None,
     ):
         super().__init__()
+        if not config.complete:
+            raise ValueError("the policy config lacks obs_shape and action_dim: training derives them from the env")
         if config.obs_type == "state" and (obs_normalizer is None or obs_normalizer.shape != config.obs_shape):
             raise ValueError(f"a state policy needs an observation normalizer of shape {config.obs_shape}")
         self.codec = ActionCodec(config, action_normalizer)
         self.config = config
         self.obs_normalizer = obs_normalizer
-        self.schedule = CosineSchedule(config.num_train_steps)
+        self.schedule = make_schedule(config.schedule, config.num_train_steps)
         self.encoder = make_encoder(config)
         self.denoiser = CausalTransformer(
             TransformerConfig(
-                in_dim=config.action_dim, cond_dim=config.obs_feature_dim, width=config.width, depth=config.depth,
+                in_dim=config.action_dim, cond_dim=config.feature_dim, width=config.width, depth=config.depth,
                 heads=config.heads, tokens_per_frame=config.horizon,
             )
         )  # fmt: skip
+        self.strategy_defaults = {name: dict(options) for name, options in (strategy_defaults or {}).items()}
         self.strategy = strategy if strategy is not None else make_strategy("ddpm")
         self.generator: torch.Generator | None = None
+        self.metadata: dict = {}
         self.reset()
 
     # ------------------------------------------------------------------ normalized spaces
@@ -107,34 +119,46 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
         return self.predict_normalized(obs, executed_steps, reference), reference
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: str | Path, *, extra: dict | None = None) -> Path:
-        """Weights, normalization statistics and config in worldsim's checkpoint format."""
+    def checkpoint_contents(self) -> tuple[dict, dict]:
+        """Weights, normalization statistics, config and recorded strategy options."""
         tensors = dict(self.state_dict())
         tensors |= self.codec.normalizer.state_dict("normalizer.action")
-        meta = {"kind": CHECKPOINT_KIND, "config": self.config.to_dict(), "normalization": self.config.normalization}
         if self.obs_normalizer is not None:
             tensors |= self.obs_normalizer.state_dict("normalizer.observation")
-        meta |= extra or {}
-        return save_checkpoint(directory, tensors, json.loads(json.dumps(meta)))
+        meta = {
+            "config": self.config.to_dict(),
+            "normalization": self.config.normalization,
+            "strategies": self.strategy_defaults,
+        }
+        return tensors, meta
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path, *, strategy: Strategy | str | None = None, device: str = "cpu", **strategy_kwargs
+        cls,
+        name_or_path: str | Path,
+        *,
+        strategy: Strategy | str | None = None,
+        device: str = "cpu",
+        obs_check: str = "error",
+        **strategy_kwargs,
     ) -> DiffusionPolicy:
-        """Load a shipped checkpoint by name (e.g. ``"pusht-state"``) or a checkpoint directory."""
-        path = Path(name_or_path)
-        if not path.is_dir():
-            shipped = SHIPPED / str(name_or_path)
-            if not shipped.is_dir():
-                available = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
-                raise FileNotFoundError(
-                    f"no checkpoint directory {str(name_or_path)!r} and no shipped policy of that name "
-                    f"(shipped: {', '.join(available) or 'none'})"
-                )
-            path = shipped
-        tensors, meta = load_checkpoint(path, kind=CHECKPOINT_KIND)
-        config = DiffusionPolicyConfig.from_dict(meta["config"])
-        mode = meta["normalization"]
+        """Load a shipped checkpoint by name (e.g. ``"pusht-state"``) or a checkpoint directory.
+
+        ``strategy`` (a name, with ``strategy_kwargs`` over the policy's recorded defaults for it, or a
+        strategy object) is what it samples with; ``obs_check`` its response to out-of-bounds observations.
+        """
+        policy = super().from_pretrained(name_or_path)
+        policy.obs_check = obs_check
+        if strategy is not None:
+            policy.set_strategy(strategy, **strategy_kwargs)
+        elif strategy_kwargs:
+            raise ValueError(f"strategy options {sorted(strategy_kwargs)} given without a strategy")
+        return policy.to(device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, tensors: dict, meta: dict, *, where) -> DiffusionPolicy:
+        config = DiffusionPolicyConfig.from_dict(require_field(meta, "config", where))
+        mode = require_field(meta, "normalization", where)
         obs_normalizer = (
             Normalizer.from_state_dict(tensors, "normalizer.observation", mode)
             if "normalizer.observation.offset" in tensors
@@ -144,9 +168,7 @@ class DiffusionPolicy(ChunkPolicy, nn.Module):
             config,
             obs_normalizer=obs_normalizer,
             action_normalizer=Normalizer.from_state_dict(tensors, "normalizer.action", mode),
+            strategy_defaults=meta.get("strategies", {}),
         )
         policy.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("normalizer.")})
-        policy.metadata = meta
-        if strategy is not None:
-            policy.set_strategy(strategy, **strategy_kwargs)
-        return policy.to(device).eval()
+        return policy

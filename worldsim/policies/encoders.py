@@ -15,11 +15,11 @@ class StateEncoder(nn.Module):
         super().__init__()
         inputs = config.obs_horizon * config.obs_shape[0]
         self.net = nn.Sequential(
-            nn.Linear(inputs, config.obs_feature_dim),
+            nn.Linear(inputs, config.feature_dim),
             nn.Mish(),
-            nn.Linear(config.obs_feature_dim, config.obs_feature_dim),
+            nn.Linear(config.feature_dim, config.feature_dim),
             nn.Mish(),
-            nn.Linear(config.obs_feature_dim, config.obs_feature_dim),
+            nn.Linear(config.feature_dim, config.feature_dim),
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -41,9 +41,9 @@ class PixelEncoder(nn.Module):
             previous = c
         self.cnn = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.project = nn.Sequential(
-            nn.Linear(config.obs_horizon * channels[-1], config.obs_feature_dim),
+            nn.Linear(config.obs_horizon * channels[-1], config.feature_dim),
             nn.Mish(),
-            nn.Linear(config.obs_feature_dim, config.obs_feature_dim),
+            nn.Linear(config.feature_dim, config.feature_dim),
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ rolling    a window of ``horizon`` actions at staggered levels (Streaming       
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from worldsim.core.plans import Plan
 from worldsim.core.rolling import RollingDenoiser
 from worldsim.core.sampling import denoise
 from worldsim.core.schedules import NoiseSchedule, Parameterization
+from worldsim.core.validation import check_number
 from worldsim.policies.action_codec import ActionCodec, shift_chunk
 
 
@@ -92,6 +94,8 @@ class DDPMStrategy(Strategy):
     name = "ddpm"
 
     def __init__(self, steps: int | None = None, n_action_steps: int | None = None):
+        check_number("ddpm steps", steps, low=1, integer=True, allow_none=True)
+        check_number("ddpm n_action_steps", n_action_steps, low=1, integer=True, allow_none=True)
         self.steps = steps
         self.n_action_steps = n_action_steps
 
@@ -104,8 +108,8 @@ class DDIMStrategy(Strategy):
     name = "ddim"
 
     def __init__(self, steps: int = 10, n_action_steps: int | None = None):
-        if steps < 1:
-            raise ValueError(f"ddim needs steps >= 1, got {steps}")
+        check_number("ddim steps", steps, low=1, integer=True)
+        check_number("ddim n_action_steps", n_action_steps, low=1, integer=True, allow_none=True)
         self.steps = steps
         self.n_action_steps = n_action_steps
 
@@ -140,8 +144,10 @@ class RTIStrategy(Strategy):
         calls: int | None = None,
         eta: float = 1.0,
     ):
-        if k < 1:
-            raise ValueError(f"rti needs k >= 1, got {k}")
+        check_number("rti k", k, low=1, integer=True)
+        check_number("rti n_action_steps", n_action_steps, low=1, integer=True)
+        check_number("rti calls", calls, integer=True, allow_none=True)
+        check_number("rti cold_start_steps", cold_start_steps, integer=True, allow_none=True)
         if calls is not None and not 1 <= calls <= k:
             raise ValueError(f"rti calls must be between 1 and k={k}, got {calls}")
         if cold_start_steps is not None and cold_start_steps < 1:
@@ -201,6 +207,7 @@ class RollingStrategy(Strategy):
     name = "rolling"
 
     def __init__(self, first_steps: int = 10):
+        check_number("rolling first_steps", first_steps, low=1, integer=True)
         self.first_steps = first_steps
         self.n_action_steps = 1
         self._rolling: RollingDenoiser | None = None
@@ -253,4 +260,9 @@ def make_strategy(name: str, **kwargs) -> Strategy:
     """A strategy by name: ``ddpm``, ``ddim``, ``rti`` or ``rolling``, with its keyword options."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](**kwargs)
+    cls = STRATEGIES[name]
+    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"strategy {name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(accepted)}")
+    return cls(**kwargs)

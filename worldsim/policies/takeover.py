@@ -1,38 +1,33 @@
 """Expert-takeover demonstrations: the policy drives, the scripted expert takes over, and only the expert's part
 is recorded.
 
-    python -m worldsim.policies.takeover --policy pusht-state --task worldsim/PushT-v0 --episodes 400 \\
-        --dataset-id worldsim/pusht/takeover-v0 --seed 500000
+    worldsim takeover task=pusht episodes=400 seed=500000          # dataset worldsim/pusht/expert1000-takeover-v0
 
 A policy trained by imitation drifts into states the demonstrations never show, and nothing in them says how
 to recover from there (the covariate shift DAgger answers). Here each episode is driven by the policy for a
 random number of steps, then handed to a fresh expert, which finishes the task from wherever the policy left
 it. The expert's segment, starting at the handover observation, is kept as one demonstration when it
 succeeds; the policy's own actions are never recorded. Training on these segments together with the
-original demonstrations (``python -m worldsim.policies.train --dataset-id <demos> <takeover>``) teaches the
-policy to finish from its own states.
+original demonstrations (``worldsim train policy extra_datasets=[<takeover>]``) teaches the policy to finish
+from its own states.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+import gymnasium as gym
+import minari
+import numpy as np
+import torch
+from minari.data_collector import EpisodeBuffer
+from tqdm.auto import tqdm
 
-import gymnasium as gym  # noqa: E402
-import minari  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from minari.data_collector import EpisodeBuffer  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-import worldsim  # noqa: E402, F401  (registers the environments)
-from worldsim.envs.datasets import EXPERTS, EpisodeRecorder, check_new_dataset_id, datasets_root, write_dataset  # noqa: E402
-from worldsim.envs.experts import Expert  # noqa: E402
-from worldsim.policies.base import Policy  # noqa: E402
+from worldsim.envs.datasets import EXPERTS, EpisodeRecorder, check_new_dataset_id, datasets_root, write_dataset
+from worldsim.envs.experts import Expert
+from worldsim.policies.base import Policy
 
 
 @dataclass
@@ -171,44 +166,3 @@ def collect_takeover_dataset(
         finally:
             env.close()
     return dataset, stats
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", required=True, help="shipped policy name or checkpoint directory")
-    parser.add_argument("--task", required=True, choices=sorted(EXPERTS), help="environment id")
-    parser.add_argument("--episodes", type=int, default=400, help="policy rollouts (default 400)")
-    parser.add_argument("--dataset-id", required=True, help="new Minari dataset id")
-    parser.add_argument("--seed", type=int, default=500_000, help="seed of the first rollout (default 500000)")
-    parser.add_argument("--strategy", default="ddim", help="the policy's inference strategy (default ddim)")
-    parser.add_argument("--handover", type=int, nargs=2, default=(10, 290), metavar=("LOW", "HIGH"))
-    parser.add_argument("--expert-steps", type=int, default=300)
-    parser.add_argument("--path", default=None, help="datasets root (default: $MINARI_DATASETS_PATH)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    args = parser.parse_args(argv)
-    from worldsim.policies.diffusion_policy import DiffusionPolicy
-
-    torch.set_num_threads(args.threads)
-    try:
-        policy = DiffusionPolicy.from_pretrained(args.policy, strategy=args.strategy)
-        dataset, stats = collect_takeover_dataset(
-            policy,
-            args.task,
-            args.dataset_id,
-            args.episodes,
-            args.seed,
-            handover_steps=tuple(args.handover),
-            expert_steps=args.expert_steps,
-            path=args.path,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    print(
-        f"{stats.episodes} rollouts: the policy finished {stats.policy_finished}, the expert failed "
-        f"{stats.expert_failed}; wrote {stats.recorded} segments, {stats.recorded_steps} steps to "
-        f"{dataset.spec.data_path}"
-    )
-
-
-if __name__ == "__main__":
-    main()

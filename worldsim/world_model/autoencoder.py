@@ -10,32 +10,12 @@ the dataset's background image.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class AutoencoderConfig:
-    image_size: int = 64
-    channels: int = 64
-    latent_channels: int = 8
-    foreground_weight: float = 10.0
-    downsample: int = 16
-
-    def __post_init__(self) -> None:
-        if self.image_size % 16 or self.image_size < 16:
-            raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
-        if self.downsample not in (8, 16):
-            raise ValueError(f"downsample must be 8 or 16, got {self.downsample}")
-        if self.channels < 1 or self.latent_channels < 1:
-            raise ValueError("channels and latent_channels must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from worldsim.world_model.config import AutoencoderConfig
 
 
 class ConvAutoencoder(nn.Module):

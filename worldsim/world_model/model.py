@@ -12,8 +12,7 @@ every relative distance the cache will show, since the cache rotates keys by slo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import asdict
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,48 +20,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldsim.core.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.core.episodes import Episode, sequence_windows
 from worldsim.core.losses import diffusion_forcing_loss
-from worldsim.core.schedules import PARAMETERIZATIONS, schedule_from_config
+from worldsim.core.pretrained import Pretrained, require_field, resolve_pretrained
+from worldsim.core.schedules import make_schedule
 from worldsim.core.transformer import CausalTransformer, TransformerConfig
 from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict, box_to_dict
+from worldsim.world_model.config import WorldModelConfig
 from worldsim.world_model.tokenizers import PixelTokenizer, StateTokenizer
 
 Tokenizer = StateTokenizer | PixelTokenizer
 CHECKPOINT_KIND = "world_model"
 
 
-@dataclass
-class WorldModelConfig:
-    """Network size, diffusion settings and the attention pattern shared by training and streaming."""
-
-    width: int = 128
-    depth: int = 3
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    parameterization: str = "v_prediction"
-    schedule: dict = dataclasses.field(default_factory=lambda: {"name": "cosine", "num_train_steps": None})
-    sequence_frames: int = 10
-    """Frames per training window (the first one has no action leading to it)."""
-    sink_frames: int = 1
-    window_frames: int = 8
-    context_noise: float = 0.1
-    context_prob: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
-        if self.sequence_frames < 2:
-            raise ValueError(f"sequence_frames must be >= 2, got {self.sequence_frames}")
-        if self.sink_frames < 0 or self.window_frames < 1:
-            raise ValueError("sink_frames must be >= 0 and window_frames >= 1")
-        if not 0.0 <= self.context_noise <= 1.0 or not 0.0 <= self.context_prob <= 1.0:
-            raise ValueError("context_noise and context_prob must lie in [0, 1]")
-
-
-class WorldModel(nn.Module):
+class WorldModel(Pretrained, nn.Module):
     """Predicts frame tokens from noisy frame tokens, their noise levels and the actions that led to them."""
+
+    checkpoint_kind = CHECKPOINT_KIND
 
     def __init__(
         self,
@@ -80,7 +54,7 @@ class WorldModel(nn.Module):
         self.tokenizer = tokenizer
         self.action_encoder = action_encoder
         self.observation_space = observation_space
-        self.schedule = schedule_from_config(config.schedule)
+        self.schedule = make_schedule(config.schedule, config.num_train_steps)
         self.transformer_config = TransformerConfig(
             in_dim=tokenizer.token_dim,
             cond_dim=action_encoder.cond_dim,
@@ -169,46 +143,37 @@ class WorldModel(nn.Module):
         )
 
     # -- checkpoints ------------------------------------------------------------------------------------
-    def save(self, directory: str | Path, *, command: str, extra: dict | None = None) -> Path:
-        """Write the model in worldsim's checkpoint format; ``command`` records how it was trained."""
+    def checkpoint_contents(self) -> tuple[dict, dict]:
         tensors = {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
         tensors |= self.tokenizer.tensors() | self.action_encoder.tensors()
         meta = {
-            "kind": CHECKPOINT_KIND,
             "config": asdict(self.config),
             "tokenizer": self.tokenizer.config(),
             "action": self.action_encoder.config(),
             "observation_space": box_to_dict(self.observation_space),
-            "command": command,
-            **(extra or {}),
         }
-        return save_checkpoint(directory, tensors, meta)
+        return tensors, meta
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> WorldModel:
         """Load a checkpoint directory, or a shipped checkpoint by name (e.g. ``"wm-pusht-state"``)."""
-        directory = resolve_checkpoint(name_or_path)
-        tensors, meta = load_checkpoint(directory, kind=CHECKPOINT_KIND)
-        tokenizer_config = meta["tokenizer"]
+        return super().from_pretrained(name_or_path).eval().requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, tensors: dict, meta: dict, *, where) -> WorldModel:
+        config = WorldModelConfig.from_dict(require_field(meta, "config", where))
+        tokenizer_config = require_field(meta, "tokenizer", where)
         if tokenizer_config["kind"] == "state":
             tokenizer: Tokenizer = StateTokenizer.from_tensors(tensors, tokenizer_config)
         else:
             tokenizer = PixelTokenizer.from_tensors(tensors, tokenizer_config)
-        action_encoder = ActionEncoder.from_tensors(tensors, meta["action"])
-        space = box_from_dict(meta["observation_space"])
-        model = cls(WorldModelConfig(**meta["config"]), tokenizer, action_encoder, space)
+        action_encoder = ActionEncoder.from_tensors(tensors, require_field(meta, "action", where))
+        space = box_from_dict(require_field(meta, "observation_space", where))
+        model = cls(config, tokenizer, action_encoder, space)
         model.denoiser.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("denoiser.")})
-        model.metadata = meta
-        return model.eval().requires_grad_(False)
+        return model
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A directory path as it is, else a checkpoint shipped in ``worldsim/checkpoints/<name>``."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    shipped = Path(str(resources.files("worldsim") / "checkpoints" / str(name_or_path)))
-    if shipped.is_dir():
-        return shipped
-    available = sorted(p.name for p in Path(str(resources.files("worldsim") / "checkpoints")).glob("wm-*"))
-    raise ValueError(f"no world-model checkpoint {name_or_path!r}: not a directory, nor shipped (have {available})")
+    """A world-model checkpoint directory, or a shipped one by name (``worldsim/checkpoints/<name>``)."""
+    return resolve_pretrained(name_or_path, CHECKPOINT_KIND)

@@ -1,7 +1,7 @@
 """The neural game engine: drive a pixel world model live with the mouse, or record a scripted play.
 
-    python -m worldsim.world_model.play --checkpoint wm-pusht-pixels                  # pygame window
-    python -m worldsim.world_model.play --checkpoint wm-pusht-pixels --headless --out play.gif
+    worldsim play                                  # wm-pusht-pixels in a pygame window
+    worldsim play headless=true                    # a scripted play recorded to play.gif
 
 Interactive mode needs pygame (``pip install pygame``; it is not a worldsim dependency). For a 2-D Box
 action (Push-T's pusher target) the mouse position in the window is the action; the arrow keys nudge
@@ -12,25 +12,21 @@ pusher round a circle and writes the frames with imageio (``.gif``, or ``.mp4`` 
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # the real environment that provides context may render
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from worldsim.world_model.env import WorldModelEnv  # noqa: E402
-from worldsim.world_model.model import WorldModel  # noqa: E402
-from worldsim.world_model.session import SAMPLINGS, SessionConfig  # noqa: E402
+from worldsim.world_model.env import WorldModelEnv
+from worldsim.world_model.model import WorldModel
+from worldsim.world_model.streaming import SessionConfig
 
 
-def make_env(checkpoint: str, sampling: str, steps: int) -> WorldModelEnv:
+def make_env(checkpoint: str, session: SessionConfig) -> WorldModelEnv:
     model = WorldModel.from_pretrained(checkpoint)
     if model.observation_space.dtype != np.uint8:
         raise ValueError(f"{checkpoint} predicts states; play needs a pixel world model (e.g. wm-pusht-pixels)")
-    return WorldModelEnv(model=model, session=SessionConfig(sampling=sampling, steps=steps), render_mode="rgb_array")
+    return WorldModelEnv(model=model, session=session, render_mode="rgb_array")
 
 
 def scripted_action(env: WorldModelEnv, t: int, period: int = 80) -> np.ndarray | int:
@@ -100,26 +96,17 @@ def interactive(env: WorldModelEnv, scale: int, seed: int) -> None:
     pygame.quit()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="wm-pusht-pixels", help="shipped name or checkpoint directory")
-    parser.add_argument("--sampling", default="autoregressive", choices=SAMPLINGS)
-    parser.add_argument("--steps", type=int, default=1, help="denoising steps per frame (autoregressive)")
-    parser.add_argument("--headless", action="store_true", help="record a scripted play instead of a window")
-    parser.add_argument("--out", default="play.gif", help="headless output (.gif or .mp4)")
-    parser.add_argument("--frames", type=int, default=200, help="headless: frames to generate")
-    parser.add_argument("--scale", type=int, default=6, help="pixel magnification")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+def play(
+    checkpoint: str, session: SessionConfig, *, headless_out: str | None = None, frames: int = 200, scale: int = 6,
+    seed: int = 0,
+) -> None:  # fmt: skip
+    """Play ``checkpoint`` live in a pygame window, or (``headless_out``: a .gif or .mp4) record ``frames``
+    frames of a scripted play."""
     torch.set_num_threads(1)
-    env = make_env(args.checkpoint, args.sampling, args.steps)
+    env = make_env(checkpoint, session)
     with torch.inference_mode():
-        if args.headless:
-            headless(env, args.out, args.frames, args.scale, args.seed)
+        if headless_out is not None:
+            headless(env, headless_out, frames, scale, seed)
         else:
-            interactive(env, args.scale, args.seed)
+            interactive(env, scale, seed)
     env.close()
-
-
-if __name__ == "__main__":
-    main()

@@ -9,24 +9,22 @@ The own windows are re-rolled ``--rounds`` times during the fine-tune, each time
 so far (their EMA), as DAgger iterates: the model keeps training on the mistakes it makes now, not on
 those of its starting point. (Self-Forcing proper re-rolls every batch, which costs a rollout per step.)
 
-    python -m worldsim.world_model.self_forcing --checkpoint worldsim/checkpoints/wm-pusht-state \\
-        --out worldsim/checkpoints/wm-pusht-state-sf
+    worldsim train self-forcing checkpoint=wm-pusht-state out=runs/wm-pusht-state-sf
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
+import dataclasses
 import time
-from pathlib import Path
 
 import torch
 
 from worldsim.core.array_ops import randn_like
 from worldsim.core.plans import frozen_prefix
 from worldsim.core.sampling import denoise
-from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument, resolve_device
+from worldsim.core.trainer import Trainer, resolve_device
+from worldsim.envs.tasks import TaskSpec, task_for_env
+from worldsim.world_model.config import SelfForcingConfig
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
 
@@ -64,41 +62,32 @@ def own_rollout_windows(
     return {"frames": out, "cond": cond, "target": target}
 
 
-def main(argv: list[str] | None = None) -> None:
-    from worldsim.world_model.train import DataConfig, gather_episodes
+def self_force(cfg: SelfForcingConfig) -> WorldModel:
+    """Fine-tune ``cfg.checkpoint`` on its own rollouts and save it to ``cfg.out``; returns the EMA model."""
+    from worldsim.world_model.train import gather_episodes
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="world model to fine-tune (name or directory)")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--episodes", type=int, default=150, help="rollout episodes to draw windows from")
-    parser.add_argument("--windows", type=int, default=8000, help="self-forcing windows (own rollouts) per round")
-    parser.add_argument("--rounds", type=int, default=4, help="times the own windows are re-rolled")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    add_device_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.steps < args.rounds:
-        parser.error(f"--rounds must be between 1 and --steps ({args.steps}), got {args.rounds}")
-    command = "python -m worldsim.world_model.self_forcing " + shlex.join(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    if not cfg.checkpoint or not cfg.out:
+        raise ValueError("self-forcing needs checkpoint= (the model to fine-tune) and out= (where to write it)")
+    t = cfg.training
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(t.seed)
     started = time.perf_counter()
     # On the training device from the start, so the first round's own windows are rolled there too.
-    model = WorldModel.from_pretrained(args.checkpoint).to(resolve_device(args.device))
+    model = WorldModel.from_pretrained(cfg.checkpoint).to(resolve_device(t.device))
     meta = model.metadata
-    data_config = DataConfig(meta["env_id"], meta.get("env_kwargs", {}), args.episodes, seed=args.seed * 10_000)
-    train, held_out, _ = gather_episodes(data_config, progress=not args.no_progress)
+    if "env_id" not in meta:
+        raise ValueError(f"{cfg.checkpoint} records no training env (env_id) to roll out")
+    expert = _recorded_expert(meta) or task_for_env(meta["env_id"]).expert
+    task = TaskSpec(env_id=meta["env_id"], env_kwargs=meta.get("env_kwargs", {}), expert=expert)
+    train, held_out, _ = gather_episodes(task, cfg.episodes, 300, 10, seed=t.seed * 10_000, progress=t.progress)
     teacher = model.training_data(train, stride=2)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(t.seed)
     # Teacher-forced windows stay in the mix (every frame a target) so the fine-tune does not forget them.
     targeted = {**teacher, "target": torch.ones(teacher["frames"].shape[:2], dtype=torch.bool)}
 
     def mixed_data(roller: WorldModel) -> dict[str, torch.Tensor]:
-        pick = torch.randperm(len(teacher["frames"]), generator=generator)[: args.windows]
+        pick = torch.randperm(len(teacher["frames"]), generator=generator)[: cfg.windows]
         own = own_rollout_windows(roller, {k: v[pick] for k, v in teacher.items()}, generator=generator)
         return {k: torch.cat([targeted[k], own[k]]) for k in own}
 
@@ -108,28 +97,29 @@ def main(argv: list[str] | None = None) -> None:
     model.train().requires_grad_(True)
     if hasattr(model.tokenizer, "autoencoder"):
         model.tokenizer.autoencoder.requires_grad_(False)
-    config = TrainerConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=100, ema_decay=0.995,
-        log_every=250, seed=args.seed, progress=not args.no_progress, device=args.device,
-    )  # fmt: skip
-    trainer = Trainer(model, data, config)
-    for round_index in range(args.rounds):
+    trainer = Trainer(model, data, t)
+    for round_index in range(cfg.rounds):
         if round_index:
             trainer.replace_data(mixed_data(trainer.ema_model))
-        trainer.fit(until=args.steps * (round_index + 1) // args.rounds)
+        trainer.fit(until=t.steps * (round_index + 1) // cfg.rounds)
     after = one_step_error(trainer.ema_model, held_out_data, generator=torch.Generator().manual_seed(0))
     minutes = (time.perf_counter() - started) / 60
-    print(f"held-out one-step MSE {before['one_step_mse']:.5f} -> {after['one_step_mse']:.5f}")
+    print(f"held-out one-step MSE {before['one_step_mse']:.5f} -> {after['one_step_mse']:.5f} (normalized)")
     training = {
-        "minutes": round(minutes, 1), "threads": args.threads, "held_out": after, "held_out_before": before,
-        "self_forcing_windows": min(args.windows, len(teacher["frames"])), "rounds": args.rounds,
-        "base_command": meta.get("command"),
+        "minutes": round(minutes, 1), "threads": cfg.threads, "held_out": after, "held_out_before": before,
+        "self_forcing_windows": min(cfg.windows, len(teacher["frames"])), "rounds": cfg.rounds,
+        "base_train_config": meta.get("train_config"), "base_command": meta.get("command"),
         "base_training": meta.get("training"),
     }  # fmt: skip
-    extra = {k: meta[k] for k in ("env_id", "env_kwargs") if k in meta}
-    trainer.ema_model.save(args.out, command=command, extra={**extra, "training": training})
-    print(f"saved {args.out} after {minutes:.1f} min")
+    extra = {k: meta[k] for k in ("env_id", "env_kwargs", "expert") if k in meta}
+    trainer.ema_model.save_pretrained(
+        cfg.out, extra={**extra, "train_config": dataclasses.asdict(cfg), "training": training}
+    )
+    print(f"saved {cfg.out} after {minutes:.1f} min")
+    return trainer.ema_model
 
 
-if __name__ == "__main__":
-    main()
+def _recorded_expert(meta: dict) -> str | None:
+    """The scripted expert the base model's rollouts used (its training config's task), if recorded."""
+    config = meta.get("train_config") or {}
+    return (config.get("task") or {}).get("expert") or meta.get("expert")

@@ -41,6 +41,7 @@ from worldsim.core.plans import full_sequence
 from worldsim.core.rolling import RollingDenoiser
 from worldsim.core.sampling import denoise
 from worldsim.core.schedules import NoiseSchedule, Parameterization
+from worldsim.core.validation import check_choice
 from worldsim.world_model.action_encoder import ActionEncoder
 
 Sampling = Literal["autoregressive", "rolling"]
@@ -51,7 +52,8 @@ SAMPLINGS: tuple[str, ...] = ("autoregressive", "rolling")
 class SessionConfig:
     """How a streaming session samples; ``None`` sizes default to the model's training pattern."""
 
-    sampling: Sampling = "autoregressive"
+    sampling: str = "autoregressive"
+    """``autoregressive`` (each frame from noise in ``steps`` DDIM steps) or ``rolling``."""
     steps: int = 2
     """Autoregressive: DDIM steps per frame."""
     rolling_window: int = 3
@@ -63,8 +65,7 @@ class SessionConfig:
     """Noise level at which generated frames enter the cache; 0 commits them clean (drifts much faster)."""
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        check_choice("session.sampling", self.sampling, SAMPLINGS)
         if self.steps < 1 or self.rolling_window < 1:
             raise ValueError(f"steps and rolling_window must be >= 1, got {self.steps}, {self.rolling_window}")
         if not 0.0 <= self.context_level < 1.0:

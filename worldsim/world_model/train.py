@@ -1,91 +1,68 @@
-"""Train a world model on rollouts of any Gymnasium environment (or on a Minari dataset) and save it.
+"""Train a world model on rollouts of a task's env (or its demonstrations): ``train_world_model(cfg)``.
 
-State observations (a flat Box)::
+The ``worldsim train world-model`` command builds the same :class:`TrainWorldModelConfig` from its Hydra
+configs and calls :func:`train_world_model`. State observations (a flat Box) are one token per frame; pixel
+observations (``uint8 [S, S, 3]``, S a multiple of 16) first train the autoencoder tokenizer::
 
-    python -m worldsim.world_model.train --env worldsim/PushT-v0 --out runs/wm-pusht-state
+    worldsim train world-model task=pusht
+    worldsim train world-model task=pusht world_model=pixels       # {obs_type: pixels, image_size: 64}
 
-Pixel observations (``uint8 [S, S, 3]``, S a multiple of 16) first train the autoencoder tokenizer::
-
-    python -m worldsim.world_model.train --env worldsim/PushT-v0 --env-kwargs '{"obs_type": "pixels",
-        "image_size": 64}' --out runs/wm-pusht-pixels
-
-Rollouts mix a smooth random walk with the task's scripted expert at two noise levels when
-``worldsim.envs.datasets.EXPERTS`` has one. Every run writes ``model.safetensors`` + ``model.json``
-(with this command line) to ``--out``; ``--state-dir`` also keeps resumable training states.
+Rollouts mix a smooth random walk with the task's scripted expert at two noise levels when the task names
+one. Every run writes ``model.safetensors`` + ``model.json`` (with the whole training config) to ``out``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shlex
-import sys
+import dataclasses
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-# Headless rendering for pixel observations; must be set before MuJoCo is imported.
-os.environ.setdefault("MUJOCO_GL", "egl")
+import gymnasium as gym
+import numpy as np
+import torch
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import worldsim  # noqa: E402, F401  (registers the worldsim/ environments)
-from worldsim.core.episodes import Episode  # noqa: E402
-from worldsim.core.normalizer import Normalizer  # noqa: E402
-from worldsim.core.trainer import Trainer, TrainerConfig, add_device_argument  # noqa: E402
-from worldsim.envs.datasets import EXPERTS, load_demonstrations  # noqa: E402
-from worldsim.world_model.autoencoder import AutoencoderConfig, ConvAutoencoder  # noqa: E402
-from worldsim.world_model.data import Actor, NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
-from worldsim.world_model.held_out import one_step_error  # noqa: E402
-from worldsim.world_model.model import WorldModel, WorldModelConfig  # noqa: E402
-from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer  # noqa: E402
+from worldsim.core.episodes import Episode
+from worldsim.core.normalizer import Normalizer
+from worldsim.core.trainer import Trainer, TrainerConfig
+from worldsim.envs.datasets import load_demonstrations
+from worldsim.envs.tasks import TaskSpec
+from worldsim.world_model.autoencoder import ConvAutoencoder
+from worldsim.world_model.config import AutoencoderConfig, TrainWorldModelConfig, WorldModelConfig
+from worldsim.world_model.data import Actor, NoisyExpert, RandomWalkActor, collect_episodes
+from worldsim.world_model.held_out import one_step_error
+from worldsim.world_model.model import WorldModel
+from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
 
 
-@dataclass
-class DataConfig:
-    env_id: str
-    env_kwargs: dict = field(default_factory=dict)
-    episodes: int = 300
-    max_steps: int = 300
-    held_out_episodes: int = 10
-    seed: int = 0
-    dataset_id: str | None = None
-    """Train on this local Minari dataset instead of fresh rollouts."""
-
-
-def default_actors(env: gym.Env, env_id: str, seed: int) -> list[Actor]:
+def default_actors(env: gym.Env, task: TaskSpec, seed: int) -> list[Actor]:
     """A random walk, plus the task's scripted expert with small and large action noise if it has one."""
     actors: list[Actor] = [RandomWalkActor(env.action_space, step_scale=0.1, seed=seed)]
-    if env_id in EXPERTS:
+    if task.expert is not None:
         for i, std in enumerate((0.05, 0.3)):
-            actors.append(NoisyExpert(EXPERTS[env_id](seed=seed + i), env.action_space, noise_std=std, seed=seed + i))
+            actors.append(NoisyExpert(task.make_expert(seed + i), env.action_space, noise_std=std, seed=seed + i))
     return actors
 
 
-def gather_episodes(config: DataConfig, *, progress: bool = True) -> tuple[list[Episode], list[Episode], gym.Env]:
+def gather_episodes(
+    task: TaskSpec, episodes: int, max_steps: int, held_out_episodes: int, *, seed: int,
+    demonstrations: bool = False, data_path: str | None = None, progress: bool = True,
+) -> tuple[list[Episode], list[Episode], gym.Env]:  # fmt: skip
     """Training and held-out episodes; held-out rollouts use seeds after the training ones."""
-    env = gym.make(config.env_id, **config.env_kwargs)
-    if config.dataset_id is not None:
-        episodes = load_demonstrations(config.dataset_id, config.env_id, env_kwargs=config.env_kwargs)
-        if len(episodes) <= config.held_out_episodes:
-            raise ValueError(f"dataset has {len(episodes)} episodes, not more than {config.held_out_episodes}")
-        return episodes[config.held_out_episodes :], episodes[: config.held_out_episodes], env
-    actors = default_actors(env, config.env_id, config.seed)
-    train = collect_episodes(
-        env, actors, config.episodes, seed=config.seed, max_steps=config.max_steps, progress=progress
-    )
+    env = task.make_env()
+    if demonstrations:
+        recorded = load_demonstrations(task.demo_dataset_id(), task.env_id, env_kwargs=task.env_kwargs, path=data_path)
+        if len(recorded) <= held_out_episodes:
+            raise ValueError(f"the dataset has {len(recorded)} episodes, not more than {held_out_episodes}")
+        return recorded[held_out_episodes:], recorded[:held_out_episodes], env
+    actors = default_actors(env, task, seed)
+    train = collect_episodes(env, actors, episodes, seed=seed, max_steps=max_steps, progress=progress)
     held_out = collect_episodes(
-        env, actors, config.held_out_episodes, seed=config.seed + config.episodes, max_steps=config.max_steps,
-        progress=progress,
-    )  # fmt: skip
+        env, actors, held_out_episodes, seed=seed + episodes, max_steps=max_steps, progress=progress
+    )
     return train, held_out, env
 
 
 def train_autoencoder(
-    frames: np.ndarray, config: AutoencoderConfig, trainer_config: TrainerConfig, output_dir: Path | None
+    frames: np.ndarray, config: AutoencoderConfig, trainer_config: TrainerConfig, output_dir: str | None
 ) -> ConvAutoencoder:
     """Fit the pixel tokenizer's autoencoder on ``frames`` (uint8 ``[N, S, S, 3]``); returns the EMA weights."""
     autoencoder = ConvAutoencoder(config)
@@ -117,108 +94,77 @@ def build_model(
     return WorldModel(model_config, tokenizer, ActionEncoder(action_space, action_normalizer), obs_space)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, help="Gymnasium environment id")
-    parser.add_argument("--env-kwargs", default="{}", help="JSON keyword arguments for gymnasium.make")
-    parser.add_argument("--dataset-id", default=None, help="train on this local Minari dataset instead of rollouts")
-    parser.add_argument("--episodes", type=int, default=300)
-    parser.add_argument("--max-steps", type=int, default=300, help="steps per rollout episode")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, type=Path, help="output directory of the checkpoint")
-    parser.add_argument("--state-dir", type=Path, default=None, help="also keep resumable training states here")
-    parser.add_argument("--steps", type=int, default=3000, help="world-model training steps")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=300, help="learning-rate warm-up steps")
-    parser.add_argument("--ema-decay", type=float, default=0.995)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--sequence-frames", type=int, default=10)
-    parser.add_argument("--sink-frames", type=int, default=1)
-    parser.add_argument("--window-frames", type=int, default=8)
-    parser.add_argument("--context-noise", type=float, default=0.1)
-    parser.add_argument("--tokens-per-frame", type=int, default=4, help="pixel models: latent tokens per frame")
-    parser.add_argument("--ae-steps", type=int, default=2000, help="pixel models: autoencoder training steps")
-    parser.add_argument("--ae-channels", type=int, default=32, help="pixel models: autoencoder width")
-    parser.add_argument(
-        "--ae-downsample", type=int, default=16, choices=(8, 16), help="pixel models: frame side / latent grid side"
-    )
-    parser.add_argument("--autoencoder-from", default=None, help="pixel models: reuse this checkpoint's autoencoder")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    add_device_argument(parser)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--distributed", action="store_true", help="under torchrun: DistributedDataParallel")
-    args = parser.parse_args(argv)
-    command = "python -m worldsim.world_model.train " + shlex.join(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
+    """Train and save a world model as ``cfg`` says; returns the EMA model (rank 0's, under torchrun)."""
+    if not cfg.out:
+        raise ValueError("out is not set: name the checkpoint directory to write (out=runs/my-world-model)")
+    t = cfg.training
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(t.seed)
     started = time.perf_counter()
+    state_dir = cfg.state_dir
 
-    data_config = DataConfig(
-        args.env, json.loads(args.env_kwargs), args.episodes, args.max_steps, seed=args.seed,
-        dataset_id=args.dataset_id,
+    train, held_out, env = gather_episodes(
+        cfg.task, cfg.episodes, cfg.max_steps, cfg.held_out_episodes, seed=t.seed,
+        demonstrations=cfg.use_demonstrations, data_path=cfg.data_path, progress=t.progress,
     )  # fmt: skip
-    train, held_out, env = gather_episodes(data_config, progress=not args.no_progress)
     print(f"{len(train)} training episodes ({sum(len(e) for e in train)} steps), {len(held_out)} held out")
 
-    autoencoder, autoencoder_command = None, None
-    if args.autoencoder_from is not None:
-        source = WorldModel.from_pretrained(args.autoencoder_from)
-        if not isinstance(source.tokenizer, PixelTokenizer):
-            raise ValueError(f"{args.autoencoder_from} is not a pixel world model")
-        autoencoder = source.tokenizer.autoencoder
-        autoencoder_command = source.metadata.get("command")
-    elif env.observation_space.dtype == np.uint8:
-        frames = np.concatenate([e.observations for e in train])
-        ae_config = AutoencoderConfig(
-            image_size=env.observation_space.shape[0], channels=args.ae_channels, downsample=args.ae_downsample
-        )
-        ae_trainer = TrainerConfig(
-            steps=args.ae_steps, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.99,
-            log_every=250, seed=args.seed, progress=not args.no_progress, distributed=args.distributed,
-            device=args.device,
-        )  # fmt: skip
-        autoencoder = train_autoencoder(
-            frames, ae_config, ae_trainer, args.state_dir / "autoencoder" if args.state_dir else None
-        )
-        del frames
-
-    model_config = WorldModelConfig(
-        width=args.width, depth=args.depth, sequence_frames=args.sequence_frames, sink_frames=args.sink_frames,
-        window_frames=args.window_frames, context_noise=args.context_noise,
-    )  # fmt: skip
-    model = build_model(train, env, model_config, autoencoder, args.tokens_per_frame)
+    if cfg.init_from is not None:
+        model = WorldModel.from_pretrained(cfg.init_from).train().requires_grad_(True)
+        if dataclasses.asdict(model.config) != dataclasses.asdict(cfg.model):
+            raise ValueError(f"init_from {cfg.init_from}: its model config differs from this run's; pass the same one")
+        if isinstance(model.tokenizer, PixelTokenizer):
+            model.tokenizer.autoencoder.requires_grad_(False)
+    else:
+        autoencoder = None
+        if cfg.autoencoder_from is not None:
+            source = WorldModel.from_pretrained(cfg.autoencoder_from)
+            if not isinstance(source.tokenizer, PixelTokenizer):
+                raise ValueError(f"autoencoder_from {cfg.autoencoder_from} is not a pixel world model")
+            autoencoder = source.tokenizer.autoencoder
+        elif env.observation_space.dtype == np.uint8:
+            frames = np.concatenate([e.observations for e in train])
+            ae_config = dataclasses.replace(cfg.autoencoder, image_size=env.observation_space.shape[0])
+            ae_trainer = dataclasses.replace(
+                cfg.autoencoder_training, seed=t.seed, progress=t.progress, distributed=t.distributed, device=t.device
+            )
+            autoencoder = train_autoencoder(
+                frames, ae_config, ae_trainer, f"{state_dir}/autoencoder" if state_dir else None
+            )
+            del frames
+        model = build_model(train, env, cfg.model, autoencoder, cfg.tokens_per_frame)
     data = model.training_data(train, stride=2)
     held_out_data = model.training_data(held_out, stride=7)
-    print(f"{len(data['frames'])} training windows of {model_config.sequence_frames} frames")
-    trainer_config = TrainerConfig(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup,
-        ema_decay=args.ema_decay, log_every=250, eval_every=max(args.steps // 4, 1), seed=args.seed,
-        progress=not args.no_progress, distributed=args.distributed, device=args.device,
-    )  # fmt: skip
-    generator = torch.Generator().manual_seed(args.seed)
+    print(f"{len(data['frames'])} training windows of {cfg.model.sequence_frames} frames")
+    trainer_config = dataclasses.replace(t, eval_every=max(t.steps // 4, 1))
+    generator = torch.Generator().manual_seed(t.seed)
 
     def evaluate(ema_model: WorldModel, step: int) -> dict:
         return one_step_error(ema_model, held_out_data, generator=generator)
 
-    trainer = Trainer(model, data, trainer_config, output_dir=args.state_dir, evaluate=evaluate)
+    trainer = Trainer(model, data, trainer_config, output_dir=state_dir, evaluate=evaluate)
+    if cfg.resume:
+        if state_dir is None:
+            raise ValueError("resume needs state_dir, where the training state was kept")
+        trainer.load_state(state_dir)
+        print(f"resuming at step {trainer.step}")
     history = trainer.fit()
     if not trainer.dist.is_main:
-        return  # rank 0 evaluates and writes the checkpoint
+        return trainer.ema_model  # rank 0 evaluates and writes the checkpoint
     final = one_step_error(trainer.ema_model, held_out_data, generator=generator)
     minutes = (time.perf_counter() - started) / 60
-    print(f"held-out one-step MSE {final['one_step_mse']:.5f} vs copy-last {final['copy_last_mse']:.5f}")
-    trainer.ema_model.save(
-        args.out,
-        command=command,
+    print(f"held-out one-step MSE {final['one_step_mse']:.5f} vs copy-last {final['copy_last_mse']:.5f} (normalized)")
+    trainer.ema_model.save_pretrained(
+        cfg.out,
         extra={
-            "env_id": args.env,
-            "env_kwargs": data_config.env_kwargs,
-            **({"autoencoder_command": autoencoder_command} if autoencoder_command else {}),
+            "env_id": cfg.task.env_id,
+            "env_kwargs": cfg.task.env_kwargs,
+            "train_config": cfg.to_dict(),
             "training": {
                 "minutes": round(minutes, 1),
-                "threads": args.threads,
+                "threads": cfg.threads,
                 "episodes": len(train),
                 "windows": len(data["frames"]),
                 "held_out": final,
@@ -226,8 +172,5 @@ def main(argv: list[str] | None = None) -> None:
             },
         },
     )
-    print(f"saved {args.out} after {minutes:.1f} min")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"saved {cfg.out} after {minutes:.1f} min")
+    return trainer.ema_model
