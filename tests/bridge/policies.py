@@ -9,29 +9,13 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.envs.experts import PushTExpert
-from worldsim.envs.push_t import GOAL_POSE, PUSHER_RADIUS, WORKSPACE
-
-
-class _ObservedPushT:
-    """Stands in for the env the expert reads: the task state rebuilt from a ``state`` observation."""
-
-    def __init__(self) -> None:
-        self.unwrapped = self
-        self.obs = np.zeros(6, np.float32)
-
-    def task_state(self) -> dict:
-        o = self.obs.astype(np.float64)
-        return {
-            "pusher": o[0:2] * WORKSPACE,
-            "block_pose": np.array([o[2] * WORKSPACE, o[3] * WORKSPACE, np.arctan2(o[5], o[4])]),
-            "goal_pose": np.array(GOAL_POSE),
-            "pusher_radius": PUSHER_RADIUS,
-            "workspace": WORKSPACE,
-        }
 
 
 class PushTExpertPolicy:
-    """The scripted Push-T expert as a Policy: closed loop, one action per observation, repeated into a chunk."""
+    """The scripted Push-T expert as a Policy: closed loop, one action per observation, repeated into a chunk.
+
+    The expert acts from ``info["state"]``, which for ``worldsim/PushT-v0``'s state observations is the
+    observation itself, so the policy hands it the observation it was given."""
 
     observation_space = gym.spaces.Box(-1.05, 1.05, (6,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -41,14 +25,12 @@ class PushTExpertPolicy:
 
     def __init__(self, seed: int = 0) -> None:
         self._expert = PushTExpert(seed=seed)
-        self._view = _ObservedPushT()
 
     def reset(self) -> None:
         self._expert.reset()
 
     def select_action(self, obs: np.ndarray) -> np.ndarray:
-        self._view.obs = np.asarray(obs)
-        return self._expert(self._view)
+        return self._expert(obs, {"state": np.asarray(obs)})
 
     def predict_chunk(self, obs_history: np.ndarray) -> np.ndarray:
         return np.repeat(self.select_action(obs_history[-1])[None], self.horizon, axis=0)
@@ -103,6 +85,24 @@ class TickPolicy:
         if self.delay_s:
             time.sleep(self.delay_s)
         return (obs_history[-1, 0] + np.arange(self.horizon, dtype=np.float32))[:, None]
+
+
+class RecordingPolicy(TickPolicy):
+    """A TickPolicy that sees three observations and appends to ``events`` each history it is asked about, and
+    ``None`` for each ``reset`` (the server handles a connection's requests in order, so the events are too)."""
+
+    obs_horizon = 3
+
+    def __init__(self, events: list[np.ndarray | None]) -> None:
+        super().__init__()
+        self.events = events
+
+    def reset(self) -> None:
+        self.events.append(None)
+
+    def predict_chunk(self, obs_history: np.ndarray) -> np.ndarray:
+        self.events.append(np.array(obs_history))
+        return super().predict_chunk(obs_history)
 
 
 def slow_tick_policy() -> TickPolicy:

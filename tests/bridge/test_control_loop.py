@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -19,7 +20,7 @@ import pytest
 
 import worldsim  # noqa: F401 - registers worldsim/PushT-v0
 from tests.bridge.conftest import LOOPBACK, running
-from tests.bridge.policies import PushTExpertPolicy, TickEnv, TickPolicy, slow_tick_policy
+from tests.bridge.policies import PushTExpertPolicy, RecordingPolicy, TickEnv, TickPolicy, slow_tick_policy
 from worldsim.bridge import ControlLoop, ControlLoopConfig, PolicyClient, PolicyServer, ServerConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,19 +75,58 @@ def test_pusht_served_reaches_the_same_success_as_in_process(policy_server, poli
     seeds = (0, 1)
     reference = PushTExpertPolicy(seed=0)
     expected = [run_in_process(reference, seed) for seed in seeds]
+    assert all(success for success, _ in expected)
     server = policy_server(PushTExpertPolicy)
     env = gym.make("worldsim/PushT-v0")
     loop = ControlLoop(
-        env, policy_client(server.address, timeout_s=2.0), ControlLoopConfig(rate_hz=50, delay_ticks=0, sync_wait=0.9)
+        env,
+        policy_client(server.address, timeout_s=2.0),
+        ControlLoopConfig(rate_hz=50, delay_ticks=0, sync_wait=0.9, record=True),
     )
     served = [loop.run_episode(seed=seed) for seed in seeds]
     env.close()
-    assert all(success for success, _ in expected)
-    assert [r.success for r in served] == [success for success, _ in expected]
-    for result, (_, ticks) in zip(served, expected, strict=True):
-        # Without a deadline miss the served loop applied exactly the in-process actions: same trajectory.
-        if result.stats.deadline_misses == 0:
-            assert result.ticks == ticks
+    # Every tick applied the chunk of its own observation (obs_tick == tick) exactly when the synchronous wait
+    # never ran out; then the served loop applied the in-process actions, so the trajectory is the same. A tick
+    # applied late in wall-clock time changes nothing here; a tick that ran on an older chunk does.
+    stale = [int(np.sum(r.trace["obs_tick"] != np.arange(r.ticks))) for r in served]
+    for result, (success, ticks), off in zip(served, expected, stale, strict=True):
+        if off == 0:
+            assert (result.success, result.ticks) == (success, ticks)
+    if any(stale):
+        pytest.skip(f"machine too loaded to judge: {stale} ticks (per episode) ran on an older chunk")
+
+
+class OffsetTickEnv(TickEnv):
+    """Observation = 10 + steps taken: a first observation that no zero padding could pass for."""
+
+    def reset(self, *, seed: int | None = None) -> tuple[np.ndarray, dict]:
+        obs, info = super().reset(seed=seed)
+        return obs + 10, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, *rest = super().step(action)
+        return (obs + 10, *rest)
+
+
+def test_an_episode_starts_with_the_first_observation_repeated(policy_server, policy_client):
+    """protocol.md: at the start of an episode the client fills the history with the first observation; then
+    each history holds the latest observations, oldest first."""
+    events: list[np.ndarray | None] = []
+    server = policy_server(lambda: RecordingPolicy(events))
+    env = OffsetTickEnv(6)
+    loop = ControlLoop(env, policy_client(server.address), ControlLoopConfig(rate_hz=100, max_ticks=6))
+    for _ in range(2):
+        loop.run_episode()
+    # Each episode begins with a reset; a request still in flight when the last one ended may follow it.
+    starts = [index for index, event in enumerate(events) if event is None]
+    assert len(starts) == 2
+    for start, end in zip(starts, [*starts[1:], len(events)], strict=True):
+        histories = events[start + 1 : end]
+        assert len(histories) >= 2
+        np.testing.assert_array_equal(histories[0], np.full((3, 1), 10.0, np.float32))  # the first obs, thrice
+        for history in histories:  # the observation at tick t is 10 + t: [t-2, t-1, t], padded with the first
+            t = int(history[-1, 0]) - 10
+            np.testing.assert_array_equal(history[:, 0], 10 + np.maximum(np.arange(t - 2, t + 1), 0))
 
 
 @pytest.mark.slow
@@ -197,7 +237,7 @@ def test_zero_safe_action_when_the_server_goes_away(policy_server, policy_client
 
 def test_no_server_means_no_episode(policy_client):
     client = policy_client(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.1)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="no policy server answered"):
         ControlLoop(TickEnv(5), client, ControlLoopConfig(first_chunk_timeout_s=0.3))
 
 
@@ -208,17 +248,20 @@ def test_config_is_validated():
         ControlLoopConfig(safe_action="stop")
     with pytest.raises(ValueError, match="delay_ticks"):
         ControlLoopConfig(delay_ticks=-1)
+    with pytest.raises(ValueError, match="delay_ticks must be an int >= 0, got True"):
+        ControlLoopConfig(delay_ticks=True)
+    with pytest.raises(ValueError, match="replan_every must be None or an int >= 1, got False"):
+        ControlLoopConfig(replan_every=False)
 
 
-def test_shipped_policy_served_from_its_checkpoint_solves_pickplace(policy_client):
-    """`serve policy --checkpoint pickplace-state`: the trained diffusion policy drives the real task live."""
-    from worldsim.bridge.serve import build_parser, build_server
+def test_shipped_policy_served_through_a_factory_solves_pickplace(policy_client):
+    """What `worldsim serve` does with a checkpoint: a factory over the trained diffusion policy, handed to the
+    bridge, drives the real task live."""
+    from worldsim.bridge.serve import make_server
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
 
-    args = build_parser().parse_args(
-        ["policy", "--checkpoint", "pickplace-state", "--strategy", "ddim", "--option", "steps=5",
-         "--address", LOOPBACK]
-    )  # fmt: skip
-    with running(build_server(args)) as server:
+    factory = functools.partial(DiffusionPolicy.from_pretrained, "pickplace-state", strategy="ddim", steps=5)
+    with running(make_server("policy", factory, ServerConfig(address=LOOPBACK))) as server:
         env = gym.make("worldsim/PickPlace-v0")
         loop = ControlLoop(
             env,

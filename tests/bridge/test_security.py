@@ -46,12 +46,12 @@ def test_curve_admits_allowed_keys_and_rejects_unknown_ones(keys):
             return stack.enter_context(PolicyClient(address, ClientConfig(timeout_s=0.5, curve=curve)))
 
         np.testing.assert_array_equal(client("alice").infer(OBS), CountingPolicy().predict_chunk(OBS))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="no policy server answered"):
             client("mallory").infer(OBS)
         assert server.stats.auth_rejected >= 1
         # A client without keys cannot talk to a CURVE server either.
         plain = stack.enter_context(PolicyClient(address, ClientConfig(timeout_s=0.3)))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="no policy server answered"):
             plain.connect()
         assert server.stats.messages == 2  # alice's hello and infer, nothing else got through
 
@@ -59,7 +59,7 @@ def test_curve_admits_allowed_keys_and_rejects_unknown_ones(keys):
 def test_key_files_are_checked(keys, tmp_path):
     with pytest.raises(ValueError, match="no secret key"):
         CurveServerKeys.from_files(keys / "server.key", [keys / "allowed"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no key file at .*nobody.key"):
         CurveClientKeys.from_files(keys / "nobody.key", keys / "alice.key_secret")
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -44,8 +44,13 @@ class ControlLoopConfig:
     def __post_init__(self) -> None:
         if self.rate_hz <= 0:
             raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
-        if self.delay_ticks < 0 or (self.replan_every is not None and self.replan_every < 1):
-            raise ValueError("delay_ticks must be >= 0 and replan_every >= 1")
+        # ``type(...) is int``: a bool (an int subclass) is not a tick count.
+        if type(self.delay_ticks) is not int or self.delay_ticks < 0:
+            raise ValueError(f"delay_ticks must be an int >= 0, got {self.delay_ticks!r}")
+        for name in ("replan_every", "max_ticks"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
         if not 0.0 < self.sync_wait < 1.0:
             raise ValueError(f"sync_wait must be in (0, 1), got {self.sync_wait}")
         if self.safe_action not in SAFE_ACTIONS:
@@ -116,6 +121,8 @@ class ControlLoop:
         self.client.reset(cfg.first_chunk_timeout_s)
         self.schedule.clear()
         self._in_flight = None
+        # The first observation fills the whole history, as the policy's own queue does in-process and as its
+        # training windows were padded (docs/protocol.md, "Start of an episode").
         history = collections.deque([obs] * self.obs_horizon, maxlen=self.obs_horizon)
         self._request(history, 0, stats)
         self._first_chunk(stats)
