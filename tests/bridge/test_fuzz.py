@@ -67,6 +67,14 @@ CASES = {
     "world-model message": ([packed(type="step", arrays=[])], "bad_request"),
     "reply type as request": ([packed(type="action")], "unknown_type"),
     "negative id": ([packed(id=-3), OBS.tobytes()], "malformed"),
+    "zero id": ([packed(id=0), OBS.tobytes()], "malformed"),
+    "boolean version": ([packed(version=True), OBS.tobytes()], "malformed"),
+    "boolean id": ([packed(id=True), OBS.tobytes()], "malformed"),
+    "boolean time": ([packed(time=True), OBS.tobytes()], "malformed"),
+    "boolean shape entry": (
+        [packed(arrays=[{"name": "obs_history", "dtype": "<f4", "shape": [2, True]}]), OBS.tobytes()],
+        "malformed",
+    ),
 }
 
 

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 import gymnasium as gym
+import msgpack
 import numpy as np
 import pytest
+import zmq
 
-from tests.bridge.policies import CountingPolicy
-from worldsim.bridge import PolicyServer, ServerConfig, ServerError
+from tests.bridge.policies import CountingPolicy, IntegratorSession, TickPolicy
+from worldsim.bridge import (
+    ClientConfig,
+    PolicyServer,
+    ProtocolError,
+    ServerConfig,
+    ServerError,
+    WorldModelClient,
+    WorldModelServer,
+    protocol,
+)
 
 
 def obs(value: float) -> np.ndarray:
@@ -145,7 +157,7 @@ def test_without_keys_only_local_addresses_are_served(address):
 
 def test_a_bind_error_is_raised_by_start(policy_server):
     server = policy_server(CountingPolicy)
-    with pytest.raises(Exception, match="Address already in use"):
+    with pytest.raises(zmq.ZMQError, match="Address already in use"):
         PolicyServer(CountingPolicy, ServerConfig(address=server.address)).start()
 
 
@@ -175,3 +187,72 @@ def test_ping_keeps_an_idle_session_alive(policy_server, policy_client):
         client.ping()
         time.sleep(0.1)
     assert server.session_count == 1 and server.stats.sessions_expired == 0
+
+
+def answer_hello_with(body_change: dict, make_server=lambda config: PolicyServer(CountingPolicy, config)):
+    """A raw ROUTER that answers one ``hello`` with a real server's description, altered by ``body_change``."""
+    body, arrays = make_server(ServerConfig(address="tcp://127.0.0.1:*"))._hello_reply()
+    body = {**body, **body_change}
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.linger, router.rcvtimeo = 0, 5000
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def serve() -> None:
+        routing_id, header = router.recv_multipart()
+        request_id = msgpack.unpackb(header)["id"]
+        router.send_multipart([routing_id, *protocol.encode("hello", request_id, arrays, body)])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"tcp://127.0.0.1:{port}", lambda: (thread.join(5), router.close(linger=0), context.term())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"obs_horizon": True}, "'obs_horizon' must be an integer >= 1, got True"),
+        ({"horizon": False}, "'horizon' must be an integer >= 1, got False"),
+        ({"n_action_steps": True}, "'n_action_steps' must be an integer >= 1, got True"),
+        ({"protocol_version": True}, "'protocol_version' must be an integer >= 1, got True"),
+        ({"session_timeout_s": True}, "'session_timeout_s' must be a positive number, got True"),
+    ],
+)
+def test_a_hello_with_a_boolean_where_an_int_belongs_is_refused(change, message, policy_client):
+    """The client holds the server's hello to the same rule as the server holds requests: true is not 1."""
+    address, close = answer_hello_with(change)
+    try:
+        with pytest.raises(ProtocolError, match=f"malformed: .*{re.escape(message)}"):
+            policy_client(address, timeout_s=3.0).connect()
+    finally:
+        close()
+
+
+@pytest.mark.parametrize(("size", "accepted"), [(1, True), (True, False)])
+def test_a_hello_space_shape_must_hold_ints_not_booleans(size, accepted, policy_client):
+    """TickPolicy's spaces have shape (1,), and [True] == [1] in Python: only the type tells them apart."""
+    space = {"type": "box", "dtype": "<f4", "shape": [size]}
+    address, close = answer_hello_with({"action_space": space}, lambda config: PolicyServer(TickPolicy, config))
+    try:
+        client = policy_client(address, timeout_s=3.0)
+        if accepted:
+            assert client.connect().action_space.shape == (1,)
+        else:
+            with pytest.raises(ProtocolError, match="'action_space': bounds disagree"):
+                client.connect()
+    finally:
+        close()
+
+
+def test_a_world_model_hello_with_a_boolean_frame_count_is_refused(policy_client):
+    address, close = answer_hello_with(
+        {"max_context_frames": True}, lambda config: WorldModelServer(IntegratorSession, config)
+    )
+    try:
+        with (
+            WorldModelClient(address, ClientConfig(timeout_s=3.0)) as client,
+            pytest.raises(ProtocolError, match="'max_context_frames' must be an integer >= 1, got True"),
+        ):
+            client.connect()
+    finally:
+        close()

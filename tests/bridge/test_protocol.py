@@ -79,6 +79,10 @@ def test_object_arrays_cannot_be_encoded():
         ([msgpack.packb([1, 2, 3])], "malformed"),
         ([header(version=2)], "unsupported_version"),
         ([header(version=...)], "unsupported_version"),
+        ([header(version="1")], "malformed"),
+        ([header(version=1.0)], "malformed"),
+        ([header(id=...)], "malformed"),
+        ([header(id=-(2**63))], "malformed"),
         ([header(id=-1)], "malformed"),
         ([header(id="7")], "malformed"),
         ([header(type="launch")], "unknown_type"),
@@ -88,10 +92,11 @@ def test_object_arrays_cannot_be_encoded():
         ([header(extra=1)], "malformed"),
         ([header(arrays={"name": "obs"})], "malformed"),
         ([header(arrays=[{"name": "obs", "dtype": "|O", "shape": [1]}]), b"x" * 8], "bad_array"),
-        ([header(arrays=[{"name": "obs", "dtype": ["<f4"], "shape": [1]}]), b"x" * 4], "bad_array"),
+        ([header(arrays=[{"name": "obs", "dtype": ["<f4"], "shape": [1]}]), b"x" * 4], "malformed"),
         ([header(arrays=[{"name": "obs", "dtype": ">f4", "shape": [1]}]), b"x" * 4], "bad_array"),
         ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [-1]}]), b""], "bad_array"),
-        ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [1.5]}]), b""], "bad_array"),
+        ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [1.5]}]), b""], "malformed"),
+        ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": 4}]), b"x" * 16], "malformed"),
         ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [1] * 9}]), b"xxxx"], "bad_array"),
         ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [2, 6]}]), b"x" * 10], "bad_array"),
         ([header(arrays=[{"name": "obs", "dtype": "<f4", "shape": [2]}])], "bad_array"),
@@ -110,7 +115,7 @@ def test_object_arrays_cannot_be_encoded():
     ],
 )
 def test_malformed_messages_raise_protocol_errors_and_are_consumed_whole(pipe, frames, code):
-    with pytest.raises(ProtocolError) as raised:
+    with pytest.raises(ProtocolError, match=f"^{code}: ") as raised:
         roundtrip(pipe, frames)
     assert raised.value.code == code
     # The next message still parses: the refused one was consumed to its last frame.
@@ -118,7 +123,7 @@ def test_malformed_messages_raise_protocol_errors_and_are_consumed_whole(pipe, f
 
 
 def test_errors_carry_the_request_id_once_it_could_be_read(pipe):
-    with pytest.raises(ProtocolError) as raised:
+    with pytest.raises(ProtocolError, match="unknown_type: message type 'nope'") as raised:
         roundtrip(pipe, [header(id=99, type="nope")])
     assert raised.value.request_id == 99
     frames = protocol.error_frames(raised.value)
@@ -136,13 +141,15 @@ def test_message_level_size_limit(pipe):
 
 def test_received_arrays_are_read_only(pipe):
     message = roundtrip(pipe, protocol.encode("infer", 1, {"obs": np.zeros(4, np.float32)}))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="read-only"):
         message.arrays["obs"][0] = 1.0
 
 
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="max_arrays"):
         Limits(max_arrays=0)
+    with pytest.raises(ValueError, match="Limits.max_ndim must be a positive int, got True"):
+        Limits(max_ndim=True)
 
 
 def _fields(message):
@@ -217,5 +224,64 @@ def test_a_body_layout_and_a_layout_without_body_are_never_taken_for_each_other(
     # trailer's first key, which the full checks refuse.
     start = with_body[: with_body.index(b"\xa4body") + 5]
     forged = start + with_body[-protocol._TRAILER_SIZE :]
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="malformed: header is not valid msgpack"):  # a map one key short
         roundtrip(pipe, [forged])
+
+
+# --- booleans are not ints --------------------------------------------------------------------------------
+# msgpack's true and false decode to Python's bool, a subclass of int (True == 1): each int field of the header
+# must refuse them by type. Each alteration turns one int of a header written by ``encode`` into a boolean,
+# byte for byte, so that the known-layout path meets exactly the bytes it would otherwise recognise.
+def _as_boolean(tag: bytes, width: int):
+    def alter(header_bytes: bytes, value: bytes) -> bytes:
+        at = header_bytes.index(tag) + len(tag) - 1  # the int's type byte (or the fixint itself)
+        return header_bytes[:at] + value + header_bytes[at + 1 + width :]
+
+    return alter
+
+
+BOOLEAN_INTS = {
+    "version": (_as_boolean(b"\xa7version\x01", 0), "malformed", "'version' must be an integer, got (True|False)"),
+    "id": (_as_boolean(b"\xa2id\xcf", 8), "malformed", "'id' must be an unsigned 64-bit integer"),
+    "time": (_as_boolean(b"\xa4time\xcb", 8), "malformed", "'time' must be a number"),
+    "elapsed": (_as_boolean(b"\xa7elapsed\xcb", 8), "malformed", "'elapsed' must be a finite number"),
+    "shape entry": (
+        _as_boolean(b"\xa5shape\x92\x02", 0),
+        "malformed",
+        "shape must be a list of ints, got \\[(True|False), 3\\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("field", sorted(BOOLEAN_INTS))
+@pytest.mark.parametrize("boolean", [b"\xc3", b"\xc2"], ids=["true", "false"])
+@pytest.mark.parametrize("path", ["full checks", "known layout"])
+def test_a_boolean_where_an_int_belongs_is_refused(pipe, field, boolean, path):
+    alter, code, message = BOOLEAN_INTS[field]
+    obs = {"obs": np.zeros((2, 3), np.float32)}
+    limits = Limits()
+    if path == "known layout":
+        roundtrip(pipe, protocol.encode("infer", 1, obs), limits)  # the layout is now known under ``limits``
+    header_bytes, buffer = protocol.encode("infer", 1, obs)
+    altered = alter(header_bytes, boolean)
+    with pytest.raises(ProtocolError, match=message) as raised:
+        roundtrip(pipe, [altered, buffer.tobytes()], limits)
+    assert raised.value.code == code
+    # The id of the error reply: the request's own, unless the id itself was the boolean.
+    assert raised.value.request_id == (0 if field == "id" else 1)
+    assert roundtrip(pipe, protocol.encode("ping", 2), limits).type == "ping"
+
+
+def test_the_boolean_alterations_change_only_the_one_field():
+    """Guards the test above: each altered header decodes to the original with one int made a boolean."""
+    header_bytes = protocol.encode("infer", 1, {"obs": np.zeros((2, 3), np.float32)})[0]
+    original = msgpack.unpackb(header_bytes)
+    for field, (alter, _, _) in BOOLEAN_INTS.items():
+        altered = msgpack.unpackb(alter(header_bytes, b"\xc3"))
+        if field == "shape entry":
+            assert altered["arrays"][0]["shape"] == [True, 3] and type(altered["arrays"][0]["shape"][0]) is bool
+            altered["arrays"][0]["shape"][0] = 2
+        else:
+            assert altered[field] is True
+            altered[field] = original[field]
+        assert altered == original

@@ -10,6 +10,7 @@ anything still queued for the old server) and a new one says ``hello`` again, ev
 from __future__ import annotations
 
 import collections
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,19 +69,45 @@ class ServerInfo:
 
     @classmethod
     def from_message(cls, message: Message) -> ServerInfo:
+        """The description in a ``hello`` reply; ``ProtocolError`` (``malformed``) if a field is missing or of
+        the wrong type (a msgpack boolean where the protocol says int is refused, as everywhere)."""
         body = message.body
         try:
+            model_kind, server_id = _text(body, "model_kind"), _text(body, "server_id")
+            timeout = body.get("session_timeout_s")
+            if type(timeout) not in (int, float) or not 0 < timeout < math.inf:
+                raise ValueError(f"'session_timeout_s' must be a positive number, got {timeout!r}")
+            for key in _KIND_INTS.get(model_kind, ()):
+                _count(body, key)
             return cls(
-                model_kind=str(body["model_kind"]),
-                server_id=str(body["server_id"]),
-                protocol_version=int(body["protocol_version"]),
+                model_kind=model_kind,
+                server_id=server_id,
+                protocol_version=_count(body, "protocol_version"),
                 observation_space=box_from_wire(body, message.arrays, "observation_space"),
                 action_space=box_from_wire(body, message.arrays, "action_space"),
-                session_timeout_s=float(body["session_timeout_s"]),
+                session_timeout_s=float(timeout),
                 body=body,
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise ProtocolError("malformed", f"incomplete hello from server: {error!r}") from None
+            raise ProtocolError("malformed", f"incomplete hello from server: {error}") from None
+
+
+# The hello fields each model kind adds, all counts >= 1 (docs/protocol.md, "hello").
+_KIND_INTS = {"policy": ("obs_horizon", "horizon", "n_action_steps"), "world_model": ("max_context_frames",)}
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if type(value) is not str:
+        raise ValueError(f"{key!r} must be a string, got {value!r}")
+    return value
+
+
+def _count(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if type(value) is not int or value < 1:  # ``type``, not isinstance: msgpack true/false decode to bool
+        raise ValueError(f"{key!r} must be an integer >= 1, got {value!r}")
+    return value
 
 
 class Connection:

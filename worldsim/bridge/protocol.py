@@ -46,10 +46,26 @@ _NO_ARRAYS: list[Any] = []
 _MAX_ID = 2**64 - 1
 
 
+# Every code an ``error`` reply can carry (docs/protocol.md's table of failures names each one).
+ERROR_CODES = (
+    "malformed",
+    "unsupported_version",
+    "unknown_type",
+    "too_large",
+    "bad_array",
+    "bad_request",
+    "rejected",
+    "internal",
+    "busy",
+)
+
+
 class ProtocolError(Exception):
     """A message that breaks the protocol; ``code`` is the error code of the ``error`` reply."""
 
     def __init__(self, code: str, message: str, request_id: int = 0) -> None:
+        if code not in ERROR_CODES:  # a code the protocol page does not define would reach clients otherwise
+            raise ValueError(f"{code!r} is not a protocol error code ({', '.join(ERROR_CODES)})")
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -72,8 +88,9 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name in ("max_header_bytes", "max_arrays", "max_ndim", "max_name_length", "max_array_bytes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:  # (True would pass as 1 otherwise)
+                raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
         # Header layouts that passed the checks under these limits, packed start -> (type, array specs): without
         # a body, and with one (start up to the body's key; found through header length -> start length).
         object.__setattr__(self, "_layouts", {})
@@ -202,11 +219,11 @@ def _unpack_header(raw: bytes, limits: Limits) -> dict[str, Any]:
     return header
 
 
-def _request_id(header: dict[str, Any]) -> int:
+def _readable_id(header: dict[str, Any]) -> int:
+    """The header's id if it is one (an unsigned 64-bit integer), else 0: the id of the error reply."""
     value = header.get("id")
-    if type(value) is not int or not 0 <= value <= _MAX_ID:
-        raise ProtocolError("malformed", "'id' must be an unsigned 64-bit integer")
-    return value
+    # ``type(...) is int``, not isinstance: msgpack's true and false decode to bool, which is an int subclass.
+    return value if type(value) is int and 0 <= value <= _MAX_ID else 0
 
 
 def _array_specs(specs: Any, limits: Limits, request_id: int) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
@@ -219,21 +236,24 @@ def _array_specs(specs: Any, limits: Limits, request_id: int) -> list[tuple[str,
     for spec in specs:
         if type(spec) is not dict or spec.keys() != _SPEC_KEYS:
             raise ProtocolError("malformed", "an array spec is a map of exactly name, dtype, shape", request_id)
-        name, shape = spec["name"], spec["shape"]
-        dtype = _NUMPY_DTYPES.get(spec["dtype"]) if type(spec["dtype"]) is str else None
+        name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
         if type(name) is not str or not 0 < len(name) <= limits.max_name_length or name in names:
             raise ProtocolError(
                 "malformed", f"array names must be unique strings of 1-{limits.max_name_length} chars", request_id
             )
+        # Wrong msgpack types are ``malformed`` (as everywhere in the header); well-typed values the server does
+        # not take are ``bad_array``. A boolean is not an int: msgpack's true/false decode to bool, an int subclass.
+        if type(dtype) is not str:
+            raise ProtocolError("malformed", f"array {name!r}: dtype must be a string, got {dtype!r}", request_id)
+        if type(shape) is not list or any(type(size) is not int for size in shape):
+            raise ProtocolError("malformed", f"array {name!r}: shape must be a list of ints, got {shape!r}", request_id)
+        dtype = _NUMPY_DTYPES.get(dtype)
         if dtype is None:
             raise ProtocolError("bad_array", f"array {name!r}: dtype {spec['dtype']!r} is not allowed", request_id)
-        if type(shape) is not list or len(shape) > limits.max_ndim:
-            raise ProtocolError(
-                "bad_array", f"array {name!r}: shape must be a list of <= {limits.max_ndim} ints", request_id
-            )
-        for size in shape:
-            if type(size) is not int or size < 0:
-                raise ProtocolError("bad_array", f"array {name!r}: shape holds {size!r}, not a size", request_id)
+        if len(shape) > limits.max_ndim:
+            raise ProtocolError("bad_array", f"array {name!r}: more than {limits.max_ndim} dimensions", request_id)
+        if any(size < 0 for size in shape):
+            raise ProtocolError("bad_array", f"array {name!r}: shape {shape} holds a negative size", request_id)
         nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a lying shape cannot overflow
         total += nbytes
         if total > limits.max_array_bytes:
@@ -244,12 +264,16 @@ def _array_specs(specs: Any, limits: Limits, request_id: int) -> list[tuple[str,
 
 
 def _check_header(header: dict[str, Any], limits: Limits, types: frozenset[str]) -> tuple[int, list]:
-    if header.get("version") != PROTOCOL_VERSION:
-        request_id = _request_id(header) if "id" in header else 0
-        raise ProtocolError(
-            "unsupported_version", f"protocol version {header.get('version')!r} is not {PROTOCOL_VERSION}", request_id
-        )
-    request_id = _request_id(header)
+    request_id = _readable_id(header)
+    # The version is judged first: a header of another version is never held to this version's rules.
+    version = header.get("version")
+    if "version" in header and type(version) is not int:  # true/false are booleans, not version numbers
+        raise ProtocolError("malformed", f"'version' must be an integer, got {version!r}", request_id)
+    if version != PROTOCOL_VERSION:
+        said = "no 'version'" if "version" not in header else f"protocol version {version}"
+        raise ProtocolError("unsupported_version", f"{said}: this server speaks {PROTOCOL_VERSION}", request_id)
+    if type(header.get("id")) is not int or header["id"] != request_id:  # missing, a boolean, out of range
+        raise ProtocolError("malformed", "'id' must be an unsigned 64-bit integer (not a boolean)")
     if not header.keys() <= _HEADER_KEYS:
         raise ProtocolError(
             "malformed", f"unknown header keys {sorted(map(str, header.keys() - _HEADER_KEYS))}", request_id
@@ -259,11 +283,13 @@ def _check_header(header: dict[str, Any], limits: Limits, types: frozenset[str])
         raise ProtocolError(
             "unknown_type", f"message type {header.get('type')!r} is not one of {sorted(types)}", request_id
         )
-    if type(header.get("time")) not in (int, float):
-        raise ProtocolError("malformed", "'time' must be a number", request_id)
+    if type(header.get("time")) not in (int, float):  # (a bool's type is bool: refused)
+        raise ProtocolError("malformed", "'time' must be a number (not a boolean)", request_id)
     elapsed = header.get("elapsed", 0.0)
     if type(elapsed) not in (int, float) or not 0.0 <= elapsed < math.inf:
-        raise ProtocolError("malformed", "'elapsed' must be a finite number of seconds >= 0", request_id)
+        raise ProtocolError(
+            "malformed", "'elapsed' must be a finite number of seconds >= 0 (not a boolean)", request_id
+        )
     if type(header.get("body", _EMPTY)) is not dict:
         raise ProtocolError("malformed", "'body' must be a map", request_id)
     if _holds_timestamp(header.get("body")):

@@ -33,7 +33,10 @@ def box_from_wire(body: dict[str, Any], arrays: dict[str, np.ndarray], name: str
     low, high = arrays.get(f"{name}.low"), arrays.get(f"{name}.high")
     if not isinstance(spec, dict) or spec.get("type") != "box" or low is None or high is None:
         raise ProtocolError("malformed", f"hello lacks a box description of {name!r}")
-    if spec.get("dtype") != low.dtype.str or spec.get("shape") != list(low.shape) or high.shape != low.shape:
+    shape = spec.get("shape")
+    # Each entry an int by type: [True, 2] == [1, 2] in Python, but a boolean is not a size.
+    sizes = type(shape) is list and all(type(size) is int for size in shape)
+    if not sizes or spec.get("dtype") != low.dtype.str or shape != list(low.shape) or high.shape != low.shape:
         raise ProtocolError("malformed", f"{name!r}: bounds disagree with the declared dtype and shape")
     return gym.spaces.Box(low=low, high=high, dtype=low.dtype)
 
