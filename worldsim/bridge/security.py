@@ -1,14 +1,16 @@
 """CURVE encryption and client authentication, and the loopback-only rule for servers without keys.
 
-Key files are ZeroMQ certificates (``zmq.auth.create_certificates``): ``NAME.key`` holds the public key,
-``NAME.key_secret`` both keys. A server knows its own secret file and the public keys of the clients it
-admits; a client knows the server's public key and its own secret file.
+Key files are ZeroMQ certificates in the layout of pyzmq's ``zmq.auth`` and CZMQ's ``zcert`` (ZPL text),
+byte for byte as in docs/protocol.md: ``NAME.key`` holds the public key, ``NAME.key_secret`` both keys, each
+as 40 Z85 characters. A server knows its own secret file and the public keys of the clients it admits; a
+client knows the server's public key and its own secret file.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +18,59 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 log = logging.getLogger(__name__)
 
+# What ``generate_keypair`` writes, ASCII with LF line ends (docs/protocol.md quotes these bytes). There is no
+# date line, unlike pyzmq's own writer, so a file's bytes depend on its keys alone.
+PUBLIC_KEY_FILE = (
+    "#   ZeroMQ CURVE Public Certificate\n"
+    "#   Written by worldsim (python -m worldsim.bridge.keys): give it to the other side.\n"
+    "\n"
+    "metadata\n"
+    "curve\n"
+    '    public-key = "{public}"\n'
+)
+SECRET_KEY_FILE = (
+    "#   ZeroMQ CURVE **Secret** Certificate\n"
+    "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.\n"
+    "\n"
+    "metadata\n"
+    "curve\n"
+    '    public-key = "{public}"\n'
+    '    secret-key = "{secret}"\n'
+)
+
 
 def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
-    """Write ``NAME.key`` (public) and ``NAME.key_secret`` (keep private) into ``directory``."""
+    """Write ``NAME.key`` (public) and ``NAME.key_secret`` (keep private, mode 600) into ``directory``."""
     if not zmq.has("curve"):
         raise RuntimeError("this libzmq was built without CURVE support")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    Path(secret).chmod(0o600)
-    return Path(public), Path(secret)
+    public_key, secret_key = (key.decode("ascii") for key in zmq.curve_keypair())
+    public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
+    public.write_text(PUBLIC_KEY_FILE.format(public=public_key), encoding="ascii", newline="\n")
+    # Created with mode 600 rather than chmod-ed after writing: the secret is never readable by others.
+    descriptor = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii", newline="\n") as file:
+        os.fchmod(file.fileno(), 0o600)  # (an existing file keeps its mode through O_CREAT)
+        file.write(SECRET_KEY_FILE.format(public=public_key, secret=secret_key))
+    return public, secret
+
+
+def _z85_key(key: bytes | None, path: Path, which: str) -> bytes | None:
+    """``key`` if it is a CURVE key in Z85 (40 characters, 32 bytes), else a clear ``ValueError``."""
+    if key is None:
+        return None
+    try:
+        valid = len(key) == 40 and len(z85.decode(key)) == 32
+    except Exception:  # z85.decode raises KeyError or ValueError on characters outside the alphabet
+        valid = False
+    if not valid:
+        raise ValueError(f"{path}: the {which} key is not 40 Z85 characters")
+    return key
 
 
 def _load(path: str | Path, need_secret: bool) -> tuple[bytes, bytes | None]:
@@ -41,7 +83,7 @@ def _load(path: str | Path, need_secret: bool) -> tuple[bytes, bytes | None]:
         raise ValueError(f"{path} is not a ZeroMQ certificate: {error}") from None
     if need_secret and not secret:
         raise ValueError(f"{path} holds no secret key (use the NAME.key_secret file)")
-    return public, secret
+    return _z85_key(public, path, "public"), _z85_key(secret, path, "secret")
 
 
 def load_public_keys(paths: list[str | Path]) -> frozenset[bytes]:

@@ -46,8 +46,10 @@ class ServerConfig:
     """How often the loop looks up from the socket to honour ``stop()`` and expire idle sessions."""
 
     def __post_init__(self) -> None:
-        if self.session_timeout_s <= 0 or self.max_sessions <= 0 or self.housekeeping_interval_s <= 0:
-            raise ValueError("session_timeout_s, max_sessions and housekeeping_interval_s must be positive")
+        if type(self.max_sessions) is not int or self.max_sessions <= 0:  # (True would pass as 1 otherwise)
+            raise ValueError(f"max_sessions must be a positive int, got {self.max_sessions!r}")
+        if not (self.session_timeout_s > 0 and self.housekeeping_interval_s > 0):
+            raise ValueError("session_timeout_s and housekeeping_interval_s must be positive")
         if self.curve is None and not self.allow_insecure and not is_local_endpoint(self.address):
             raise ValueError(
                 f"refusing to serve unencrypted on {self.address}: anyone on the network could drive the model. "
@@ -221,33 +223,41 @@ class Server(ABC):
             reply = protocol.error_frames(ProtocolError("internal", f"{type(error).__name__}: {error}"))
         try:
             protocol.send(socket, reply, routing_id)
-        except zmq.Again:  # the client stopped reading: it will time out and reconnect
+        except zmq.Again:  # (a ROUTER drops a reply to a full or gone peer itself; this only guards the call)
             log.warning("dropped a reply to a client whose queue is full")
 
     def _answer(self, socket: zmq.Socket, routing_id: bytes, now: float) -> list[Any]:
         # A ROUTER always delivers the routing id followed by a message of at least one part.
         message = protocol.receive(socket, self.config.limits, protocol.REQUEST_TYPES)
         request_id = message.request_id
-        if message.type == "hello":
-            body, arrays = self._hello
-            return protocol.encode("hello", request_id, arrays, body)
-        if message.type == "ping":  # also keeps an idle client's session alive
-            session = self._sessions.get(routing_id)
-            if session is not None:
-                session.last_seen = now
-            return protocol.encode("pong", request_id)
-        if message.type == "bye":
-            self._sessions.pop(routing_id, None)  # dropping the last reference frees the model's state
-            return protocol.encode("bye", request_id)
+        if request_id == 0:  # 0 marks an error reply to a message without a readable id: never a request's
+            raise ProtocolError("malformed", "'id' 0 is reserved for replies to messages without an id; count from 1")
+        session = self._sessions.get(routing_id)
+        if session is not None:  # every request that passed the wire checks keeps its session alive
+            session.last_seen = now
         try:
-            session = self._sessions.get(routing_id)
+            if message.type in ("hello", "ping", "bye"):
+                if message.arrays:
+                    raise ProtocolError(
+                        "bad_request", f"{message.type!r} carries no arrays, got {sorted(message.arrays)}"
+                    )
+                if message.type == "hello":
+                    body, arrays = self._hello
+                    return protocol.encode("hello", request_id, arrays, body)
+                if message.type == "bye":
+                    self._sessions.pop(routing_id, None)  # dropping the last reference frees the model's state
+                return protocol.encode("pong" if message.type == "ping" else "bye", request_id)
             if session is None:
                 if len(self._sessions) >= self.config.max_sessions:
                     raise ProtocolError("busy", f"all {self.config.max_sessions} sessions are taken")
-                session = _Session(self.open_session(), now)
+                try:
+                    state = self.open_session()
+                except Exception as error:  # the server's own factory failed: not the client's doing
+                    log.exception("could not open a session")
+                    raise ProtocolError("internal", f"no session: {type(error).__name__}: {error}") from None
+                session = _Session(state, now)
                 self._sessions[routing_id] = session
                 self.stats.sessions_opened += 1
-            session.last_seen = now
             start = time.perf_counter()
             reply_type, arrays, body = self.handle(session.state, message)
             elapsed = time.perf_counter() - start

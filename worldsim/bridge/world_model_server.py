@@ -49,8 +49,8 @@ class WorldModelServer(Server):
         self, make_session: Callable[[], Any], config: ServerConfig | None = None, *, max_context_frames: int = 64
     ) -> None:
         super().__init__(config)
-        if max_context_frames < 1:
-            raise ValueError(f"max_context_frames must be at least 1, got {max_context_frames}")
+        if type(max_context_frames) is not int or max_context_frames < 1:  # (True would pass as 1 otherwise)
+            raise ValueError(f"max_context_frames must be an int >= 1, got {max_context_frames!r}")
         self._make_session = make_session
         prototype = make_session()
         check_session(prototype)
@@ -76,6 +76,9 @@ class WorldModelServer(Server):
     def handle(self, client: _Client, message: Message) -> Reply:
         rid = message.request_id
         if message.type == "reset":
+            # Any refused reset leaves no stream to step, also one refused before the session saw it: a client
+            # that sent a reset meant to leave the old stream, and must not step on from it by mistake.
+            client.started = False
             expect_names(message.arrays, {"context_obs", "context_actions"}, rid)
             obs, actions = message.arrays["context_obs"], message.arrays["context_actions"]
             frames, steps = (obs.shape[0] if obs.ndim else 0), (actions.shape[0] if actions.ndim else 0)
@@ -89,7 +92,6 @@ class WorldModelServer(Server):
             obs_space, act_space = self.observation_space, self.action_space
             ArraySpec(obs_space.dtype, (frames, *obs_space.shape)).take(message.arrays, "context_obs", rid)
             ArraySpec(act_space.dtype, (steps, *act_space.shape)).take(message.arrays, "context_actions", rid)
-            client.started = False  # a failed reset must not leave a half-reset session steppable
             client.session.reset(obs, actions)
             client.started = True
             return "reset", None, None
