@@ -2,30 +2,36 @@
 
     python benchmarks/bridge.py                       # full run, about 6 minutes on 2 cores
     python benchmarks/bridge.py --policy pkg.mod:make_policy   # the control loops with another served policy
-    python benchmarks/bridge.py --env worldsim/PickPlace-v0 \
-        --serve "--onnx pickplace.onnx --strategy rti --option k=10 --option calls=2 --option cold_start_steps=10" \
+    python -m worldsim.export policy pickplace-state /tmp/pickplace.onnx
+    python benchmarks/bridge.py --env worldsim/PickPlace-v0 --onnx /tmp/pickplace.onnx --strategy rti \
+        --option k=10 --option calls=2 --option cold_start_steps=10 \
         --policy-description "the shipped pickplace-state policy exported to ONNX (...)"
                                                       # the command behind results/bridge.json
     python benchmarks/bridge.py --quick               # smoke run: few repeats, 500 ticks
 
 Servers run in their own processes, started with ``python -m worldsim.bridge.serve`` (the real deployment
-path), one BLAS thread each. Writes ``benchmarks/results/bridge.json`` and ``bridge.png``:
+path), one BLAS thread each; an ONNX policy is served there through ``--factory
+benchmarks.bridge:make_onnx_policy``, which reads the file and strategy from the environment variable
+``WORLDSIM_BENCH_ONNX`` (the bridge builds no model itself). Writes ``benchmarks/results/bridge.json`` and
+``bridge.png``:
 
 - latency: 2 KB observation round trip (``infer`` -> ``action``) over tcp loopback and ipc, CURVE off and
   on, beside a raw pyzmq DEALER/ROUTER ping-pong of the same request bytes, the two (and a raw client
   against the bridge server) interleaved in blocks of 100 round trips over open connections;
 - control loop: deadline misses over N ticks of ``worldsim/PushT-v0`` at 50 Hz and 200 Hz against a served
   policy (default: a numpy stand-in for RTI, see ``StandInRTIPolicy``), asynchronous inference;
-- fuzz: malformed and mutated messages sent to a served policy, error replies counted, crashes detected.
+- fuzz: malformed and mutated messages sent to a served policy, error replies counted, and crashes counted:
+  each time the server process died or stopped answering a well-formed ``ping``, it is restarted and the
+  campaign goes on.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import select
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -126,6 +132,32 @@ def make_standin_rti_policy() -> StandInRTIPolicy:
     return StandInRTIPolicy()
 
 
+ONNX_VARIABLE = "WORLDSIM_BENCH_ONNX"
+
+
+def make_onnx_policy():
+    """An exported policy (``--onnx``), built from ``$WORLDSIM_BENCH_ONNX``: JSON ``{"path", "strategy",
+    "options"}``, which ``main`` sets for the server processes it starts."""
+    from worldsim.export.onnx_policy import OnnxPolicy
+
+    spec = json.loads(os.environ[ONNX_VARIABLE])
+    return OnnxPolicy(spec["path"], strategy=spec["strategy"], **spec["options"])
+
+
+def strategy_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs, values read as JSON where they are JSON (numbers, booleans), else as strings."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option must look like KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 # --- processes ---------------------------------------------------------------------------------------------
 def _child_env() -> dict[str, str]:
     threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -155,10 +187,9 @@ def process(argv: list[str], ready_prefix: str) -> Iterator[tuple[subprocess.Pop
         child.stdout.close()
 
 
-def served(source: str | list[str], address: str, keys: Path | None) -> contextlib.AbstractContextManager:
-    """A policy server process; ``source`` is a factory ``module:callable`` or serve arguments (``--onnx F ...``)."""
-    source_args = ["--factory", source] if isinstance(source, str) else list(source)
-    argv = ["-m", "worldsim.bridge.serve", "policy", *source_args, "--address", address]
+def served(factory: str, address: str, keys: Path | None) -> contextlib.AbstractContextManager:
+    """A policy server process serving the factory ``module:callable``."""
+    argv = ["-m", "worldsim.bridge.serve", "policy", "--factory", factory, "--address", address]
     if keys is not None:
         argv += ["--curve-secret", str(keys / "server.key_secret"), "--allow", str(keys / "client.key")]
     return process(argv, "serving policy on ")
@@ -285,7 +316,7 @@ def latency_suite(keys: Path, workdir: Path, repeats: int) -> dict:
     return results
 
 
-def control_loop_run(source: str | list[str], env_id: str, rate_hz: float, ticks: int) -> tuple[dict, np.ndarray]:
+def control_loop_run(source: str, env_id: str, rate_hz: float, ticks: int) -> tuple[dict, np.ndarray]:
     with served(source, "tcp://127.0.0.1:*", None) as (_, endpoint), PolicyClient(endpoint) as client:
         env = gym.make(env_id, max_episode_steps=ticks)
         loop = ControlLoop(env, client, ControlLoopConfig(rate_hz=rate_hz, delay_ticks=1))
@@ -387,6 +418,11 @@ def fuzz_messages(count: int, rng: np.random.Generator) -> Iterator[tuple[str, l
             header(arrays=[{"name": "obs_history", "dtype": "<f8", "shape": [2**40, int(rng.integers(2**20, 2**40))]}])
         ],
         "wrong_version": lambda: [header(version=int(rng.integers(2, 1000))), valid[1]],
+        # msgpack true/false where an int belongs (bool is an int subclass in Python): refused as malformed.
+        "boolean_for_int": lambda: [
+            header(**{str(rng.choice(["version", "id", "time"])): bool(rng.integers(2))}),
+            valid[1],
+        ],
         "missing_buffer": lambda: [header()],
         "extra_buffer": lambda: [*valid, rng.bytes(16)],
         "nan_observation": lambda: [valid[0], np.full((2, OBS_DIM), np.nan, np.float32).tobytes()],
@@ -410,50 +446,70 @@ def fuzz_messages(count: int, rng: np.random.Generator) -> Iterator[tuple[str, l
         yield name, (mutated() if name == "mutation" else crafted[name]())
 
 
+def answers(endpoint: str) -> bool:
+    """Whether a server at ``endpoint`` answers a well-formed ``ping`` within 2 s."""
+    try:
+        with PolicyClient(endpoint, ClientConfig(timeout_s=2.0)) as client:
+            client.ping()
+        return True
+    except TimeoutError:
+        return False
+
+
 def fuzz_run(count: int) -> dict:
+    """Send ``count`` fuzz messages to a served policy. A crash is a server process that died or stopped
+    answering a well-formed ``ping``; it is counted, a new server is started, and the campaign goes on."""
     rng = np.random.default_rng(0)
-    sent, errors, other_replies, no_reply = 0, 0, 0, 0
+    sent, errors, other_replies, no_reply, crashes, servers = 0, 0, 0, 0, 0, 0
     by_kind: dict[str, int] = {}
-    with served("benchmarks.bridge:make_echo_policy", "tcp://127.0.0.1:*", None) as (child, endpoint):
-        context = zmq.Context()
-        socket = context.socket(zmq.DEALER)
-        socket.linger = 0
-        socket.rcvtimeo = 2000
-        socket.connect(endpoint)
-        try:
-            for kind, frames in fuzz_messages(count, rng):
-                socket.send_multipart(frames)
-                sent += 1
-                by_kind[kind] = by_kind.get(kind, 0) + 1
+    messages = fuzz_messages(count, rng)
+    context = zmq.Context()
+    try:
+        while sent < count:
+            servers += 1
+            with served("benchmarks.bridge:make_echo_policy", "tcp://127.0.0.1:*", None) as (child, endpoint):
+                socket = context.socket(zmq.DEALER)
+                socket.linger = 0
+                socket.rcvtimeo = 2000
+                socket.connect(endpoint)
+                crashed = False
                 try:
-                    reply = protocol.receive(socket, protocol.Limits(), protocol.REPLY_TYPES)
-                except zmq.Again:
-                    no_reply += 1
-                    continue
-                if reply.type == "error":
-                    errors += 1
-                else:
-                    other_replies += 1
-            alive = child.poll() is None
-            with PolicyClient(endpoint, ClientConfig(timeout_s=2.0)) as client:
-                client.ping()  # still serving well-formed clients afterwards
-                answers = True
-        except TimeoutError:
-            answers = False
-        finally:
-            socket.close(linger=0)
-            context.term()
+                    for kind, frames in messages:
+                        socket.send_multipart(frames)
+                        sent += 1
+                        by_kind[kind] = by_kind.get(kind, 0) + 1
+                        try:
+                            reply = protocol.receive(socket, protocol.Limits(), protocol.REPLY_TYPES)
+                        except zmq.Again:
+                            no_reply += 1
+                            reply = None
+                        else:
+                            errors += reply.type == "error"
+                            other_replies += reply.type != "error"
+                        if child.poll() is not None or (reply is None and not answers(endpoint)):
+                            crashed = True
+                            break
+                    # Still serving well-formed clients after the last message?
+                    crashed = crashed or child.poll() is not None or not answers(endpoint)
+                finally:
+                    socket.close(linger=0)
+                crashes += crashed
+    finally:
+        context.term()
     result = {
         "messages_sent": sent,
         "error_replies": errors,
         "valid_replies": other_replies,
         "no_reply": no_reply,
-        "crashes": int(not (alive and answers)),
+        "crashes": crashes,
+        "servers_started": servers,
+        "crash_definition": "times the server process died or stopped answering a well-formed ping (each time a "
+        "new one was started and the campaign went on)",
         "messages_by_kind": by_kind,
     }
     print(
         f"fuzz: {sent} sent, {errors} error replies, {other_replies} valid replies, {no_reply} unanswered, "
-        f"{result['crashes']} crashes",
+        f"{crashes} crashes ({servers} servers started)",
         flush=True,
     )
     return result
@@ -500,9 +556,10 @@ def main() -> None:
         default="benchmarks.bridge:make_standin_rti_policy",
         help="module:callable of the policy served in the control loops (default: %(default)s)",
     )
+    parser.add_argument("--onnx", help="serve this exported policy in the control loops instead of --policy")
+    parser.add_argument("--strategy", default="rti", help="with --onnx: ddpm, ddim, rti or rolling")
     parser.add_argument(
-        "--serve",
-        help="serve arguments instead of --policy, e.g. '--onnx policy.onnx --strategy rti --option k=10'",
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="with --onnx: a strategy option"
     )
     parser.add_argument("--env", default="worldsim/PushT-v0", help="the env the control loops run (state obs)")
     parser.add_argument("--policy-description", help="what --policy is, for the JSON (default: the stand-in's)")
@@ -519,6 +576,19 @@ def main() -> None:
     if args.quick:
         args.repeats, args.ticks, args.fuzz = 500, 500, 1000
 
+    if args.onnx:  # the server processes inherit it (see make_onnx_policy)
+        spec = {
+            "path": str(Path(args.onnx).resolve()),
+            "strategy": args.strategy,
+            "options": strategy_options(args.option),
+        }
+        os.environ[ONNX_VARIABLE] = json.dumps(spec)
+        source = "benchmarks.bridge:make_onnx_policy"
+        served_with = f"--factory {source} with {ONNX_VARIABLE}={json.dumps(spec)}"
+    else:
+        source = args.policy
+        served_with = f"--factory {args.policy}"
+
     load = {"start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="worldsim-bridge-bench-") as workdir:
         keys = Path(workdir) / "keys"
@@ -527,16 +597,15 @@ def main() -> None:
     load["after_latency"] = os.getloadavg()[0]
     loops, round_trips = {}, {}
     for rate in (50.0, 200.0):
-        source = shlex.split(args.serve) if args.serve else args.policy
         loops[f"{rate:.0f}Hz"], round_trips[f"{rate:.0f}Hz"] = control_loop_run(source, args.env, rate, args.ticks)
         load[f"after_{rate:.0f}Hz"] = os.getloadavg()[0]
     fuzz = fuzz_run(args.fuzz)
 
-    default_policy = args.policy == parser.get_default("policy") and not args.serve
+    default_policy = args.policy == parser.get_default("policy") and not args.onnx
     description = args.policy_description or (
         "STAND-IN, not a trained policy: " + " ".join(StandInRTIPolicy.__doc__.split())
         if default_policy
-        else (args.serve or args.policy)
+        else served_with
     )
     worst_ratio = max(v["ratio_p50"] for v in latency.values())
     worst_p99 = max(v["bridge"]["p99_ms"] for v in latency.values())
@@ -545,7 +614,7 @@ def main() -> None:
         "latency": latency,
         "control_loop": {
             "policy": description,
-            "served_with": args.serve or f"--factory {args.policy}",
+            "served_with": served_with,
             "env": f"{args.env} (state)",
             "mode": "asynchronous inference, delay_ticks=1, replan every tick",
             **loops,
