@@ -73,7 +73,7 @@ def rolling_throughput(model, window: int, ticks: int, with_cache: bool) -> dict
     start = time.perf_counter()
     emitted = 0
     for _ in range(ticks):
-        token = rolling.tick(torch.randn(1, 1, TOKEN_DIM, generator=g), cond=cond)
+        token = rolling.tick(torch.randn(1, 1, TOKEN_DIM, generator=g), cond=cond).emitted
         emitted += token.shape[1]
         if cache is not None:
             model(token, torch.zeros(1, 1), cond, cache, update_cache=True)

@@ -37,6 +37,8 @@ FAST = {"episodes": 1, "dream_frames": 30, "loop_seconds": 1.0}
 
 @dataclass
 class Part:
+    """One part of the demo: its status, time and the report section it wrote."""
+
     name: str
     status: str = "not run"
     seconds: float = 0.0

@@ -98,7 +98,7 @@ def sampling_section(model: CausalTransformer, generator: torch.Generator) -> No
         out = denoise(net, noise, plan, schedule, parameterization="epsilon", eta=eta, clip_x0=1.5, generator=generator)
         print(f"   {name:22s} error {circle_error(out):.3f}   {plan.num_model_calls / SEQUENCE:6.2f} calls per token")
     rolling = RollingDenoiser(net, schedule, window=8, parameterization="epsilon", clip_x0=1.5)
-    emitted = [rolling.tick(noise[:, i : i + 1]) for i in range(SEQUENCE)]
+    emitted = [rolling.tick(noise[:, i : i + 1]).emitted for i in range(SEQUENCE)]
     stream = torch.cat([e for e in emitted if e is not None], 1)
     print(f"   {'rolling window 8':22s} error {circle_error(stream):.3f}   {1.0:6.2f} calls per token")
     guess = toy_batch(64, generator) * 1.15  # a previous solution, a little off the circle

@@ -88,7 +88,7 @@ def test_rolling_denoiser_emits_the_data_distribution(schedule_name):
     )
     emitted = []
     for tick in range(window + 20):
-        out = rolling.tick(rng.standard_normal((1000, 1, 2)))
+        out = rolling.tick(rng.standard_normal((1000, 1, 2))).emitted
         if tick < window - 1:
             assert out is None and rolling.num_slots == tick + 1
         else:
@@ -107,9 +107,14 @@ def test_rolling_matches_the_equivalent_pyramid_plan():
     model = as_parameterization(oracle, schedule, "epsilon")
     noise = np.random.default_rng(4).standard_normal((2, 6, 3))
     rolling = RollingDenoiser(model, schedule, window=4, parameterization="epsilon")
-    emitted = [rolling.tick(noise[:, i : i + 1]) for i in range(6)]
+    outputs = [rolling.tick(noise[:, i : i + 1]) for i in range(6)]
+    emitted = [o.emitted for o in outputs]
     reference = denoise(model, noise, plans.pyramid(6, 4, 1), schedule, parameterization="epsilon")
     np.testing.assert_allclose(np.concatenate(emitted[3:], 1), reference[:, :3], atol=1e-10)
+    # The clean estimate of the oldest slot at the emitting call is the emitted slot itself (its last step
+    # lands on level 0), and every estimate has the window's shape.
+    np.testing.assert_allclose(outputs[3].pred_original_sample[:, :1], emitted[3], atol=1e-10)
+    assert outputs[0].emitted is None and outputs[0].pred_original_sample.shape == (2, 1, 3)
 
 
 def test_rolling_warm_start_emits_next_tick_and_keeps_a_good_guess():
@@ -122,7 +127,7 @@ def test_rolling_warm_start_emits_next_tick_and_keeps_a_good_guess():
     rolling.warm_start(guess)
     np.testing.assert_allclose(rolling.levels, 0.05 * np.arange(1, 8) / 8)
     tail = schedule.add_noise(guess[:, -1:], rng.standard_normal((4, 1, 2)), np.full((4, 1), 0.05))
-    out = rolling.tick(tail)
+    out = rolling.tick(tail).emitted
     assert out is not None and rolling.num_calls == 1
     # At a low start level the data barely moves: the warm start is kept, not re-sampled.
     assert np.abs(out - guess[:, :1]).max() < 0.1

@@ -25,6 +25,8 @@ from worldsim.world_model.streaming import SessionConfig
 
 @dataclass
 class CollectCommand:
+    """``worldsim collect``: record a task's expert demonstrations as a Minari dataset."""
+
     task: TaskSpec = field(default_factory=TaskSpec)
     episodes: int | None = None
     """Default: the task's ``demo_episodes``."""
@@ -37,6 +39,8 @@ class CollectCommand:
 
 @dataclass
 class TakeoverCommand:
+    """``worldsim takeover``: the task's expert finishing from a policy's states (recovery demonstrations)."""
+
     task: TaskSpec = field(default_factory=TaskSpec)
     strategy: StrategySpec = field(default_factory=lambda: StrategySpec("ddim", {"steps": 10}))
     checkpoint: str | None = None
@@ -54,6 +58,8 @@ class TakeoverCommand:
 
 @dataclass
 class EvalCommand:
+    """``worldsim eval``: roll a policy out with a strategy and report success (or return), calls, latency."""
+
     task: TaskSpec = field(default_factory=TaskSpec)
     strategy: StrategySpec = field(default_factory=StrategySpec)
     checkpoint: str | None = None
@@ -69,6 +75,8 @@ class EvalCommand:
 
 @dataclass
 class BenchCommand:
+    """``worldsim bench``: run a benchmark script of the source tree and keep its JSON."""
+
     name: str = "policy"
     """A script of the source tree's ``benchmarks/`` folder: core, envs, policy, world_model, bridge, export, ..."""
     args: list[str] = field(default_factory=list)
@@ -77,6 +85,8 @@ class BenchCommand:
 
 @dataclass
 class ServeCommand:
+    """``worldsim serve``: serve a policy or a world model over the ZeroMQ bridge."""
+
     task: TaskSpec = field(default_factory=TaskSpec)
     strategy: StrategySpec = field(default_factory=StrategySpec)
     """The served policy's strategy; its options default to the policy's recorded ones (its task's RTI)."""
@@ -102,6 +112,8 @@ class ServeCommand:
 
 @dataclass
 class ExportCommand:
+    """``worldsim export policy|world-model``: export a checkpoint's denoiser step to ONNX with a parity check."""
+
     task: TaskSpec = field(default_factory=TaskSpec)
     kind: str = "policy"
     """``policy`` or ``world-model``."""
@@ -114,6 +126,8 @@ class ExportCommand:
 
 @dataclass
 class PlayCommand:
+    """``worldsim play``: drive a pixel world model live, or record a scripted play."""
+
     checkpoint: str = "wm-pusht-pixels"
     session: SessionConfig = field(default_factory=SessionConfig)
     headless: bool = False
@@ -126,6 +140,8 @@ class PlayCommand:
 
 @dataclass
 class DemoCommand:
+    """``worldsim demo``: the policies, a dream rollout, a live bridge loop and an ONNX export, with a report."""
+
     fast: bool = False
     """A quick pass (CI): one episode per row, a short video and control loop."""
     tasks: list[str] = field(default_factory=lambda: ["pusht", "pickplace"])

@@ -13,6 +13,8 @@ rolling window. Like the rest of the core it runs on torch tensors or numpy arra
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
 from worldsim.core.array_ops import as_array_like, namespace, randn_like
@@ -21,7 +23,17 @@ from worldsim.core.schedules import NoiseSchedule, Parameterization
 from worldsim.core.updates import step
 
 
+class RollingOutput(NamedTuple):
+    """One tick of the rolling denoiser: the slot that left the window clean (None while it fills) and the
+    clean estimate ``pred_original_sample`` of every slot of the window at the tick's last network call."""
+
+    emitted: Any
+    pred_original_sample: Any
+
+
 class RollingDenoiser:
+    """A window of slots at staggered noise levels: one network call per tick, one clean slot out per tick."""
+
     def __init__(
         self,
         denoiser: Denoiser,
@@ -108,16 +120,17 @@ class RollingDenoiser:
         targets = self._token_levels(tokens, remaining)
         self._x = step(
             self.schedule, tokens, None, zeros, targets, self.parameterization, noise=randn_like(tokens, self.generator)
-        )
+        ).prev_sample
         self._token_cond = token_cond
         self._remaining = [int(r) for r in remaining]
 
-    def tick(self, new_tokens, *, cond=None, token_cond=None):
+    def tick(self, new_tokens, *, cond=None, token_cond=None) -> RollingOutput:
         """Admit ``new_tokens`` (``[B, tokens_per_slot, ...]`` at ``top_level``), denoise one notch.
 
         ``cond`` is passed to the denoiser as it is (global conditioning for this call); ``token_cond``
-        (``[B, tokens_per_slot, C]``) stays attached to the admitted slot. Returns the emitted clean
-        slot ``[B, tokens_per_slot, ...]``, or None while the window is still filling.
+        (``[B, tokens_per_slot, C]``) stays attached to the admitted slot. Returns a :class:`RollingOutput`:
+        the emitted clean slot ``[B, tokens_per_slot, ...]`` (None while the window is still filling) and
+        the network's clean estimate of every slot of the window at its last call, oldest first.
         """
         if cond is not None and token_cond is not None:
             raise ValueError("pass either a global `cond` or a per-slot `token_cond`, not both")
@@ -138,7 +151,7 @@ class RollingDenoiser:
             pred = self.denoiser(self._x, level, self._token_cond if token_cond is not None else cond)
             self.num_calls += 1
             noise = randn_like(self._x, self.generator) if self.eta > 0 else None
-            self._x = step(
+            self._x, estimate = step(
                 self.schedule, self._x, pred, level, next_level, self.parameterization,
                 eta=self.eta, noise=noise, clip_x0=self.clip_x0,
             )  # fmt: skip
@@ -146,7 +159,7 @@ class RollingDenoiser:
         self._remaining = [int(r) for r in remaining]
 
         if self._remaining[0] > 0:
-            return None
+            return RollingOutput(None, estimate)
         p = self.tokens_per_slot
         emitted, self._x = self._x[:, :p], self._x[:, p:]
         if self._token_cond is not None:
@@ -154,4 +167,4 @@ class RollingDenoiser:
         self._remaining.pop(0)
         if not self._remaining:
             self._x, self._token_cond = None, None
-        return emitted
+        return RollingOutput(emitted, estimate)

@@ -45,5 +45,7 @@ def denoise(
         pred = denoiser(x, level, cond) if (nxt < current).any() else None
         stochastic = (nxt > current).any() or (eta > 0 and (nxt < current).any())
         noise = randn_like(x, generator) if stochastic else None
-        x = step(schedule, x, pred, level, next_level, parameterization, eta=eta, noise=noise, clip_x0=clip_x0)
+        x = step(
+            schedule, x, pred, level, next_level, parameterization, eta=eta, noise=noise, clip_x0=clip_x0
+        ).prev_sample
     return x

@@ -31,6 +31,8 @@ from worldsim.core.validation import check_finite, check_levels
 
 @dataclass
 class TransformerConfig:
+    """Sizes of the block-causal transformer denoiser: token and conditioning widths, depth, heads, frame size."""
+
     in_dim: int
     out_dim: int | None = None
     cond_dim: int = 0
@@ -76,6 +78,8 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class Block(nn.Module):
+    """One pre-norm transformer layer: adaLN-modulated block-causal attention and MLP, each gated."""
+
     def __init__(self, width: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.heads = heads

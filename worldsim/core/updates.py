@@ -7,8 +7,18 @@ by forward diffusion (a warm start that begins from a clean guess). Works on num
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from worldsim.core.array_ops import clip, namespace
 from worldsim.core.schedules import NoiseSchedule, Parameterization, _expand, _safe
+
+
+class StepOutput(NamedTuple):
+    """What one update returns, as diffusers' schedulers do: the tokens at their next levels and the clean
+    estimate the network's prediction implies (after ``clip_x0``; None when no prediction was given)."""
+
+    prev_sample: Any
+    pred_original_sample: Any
 
 
 def step(
@@ -22,8 +32,8 @@ def step(
     eta: float = 0.0,
     noise=None,
     clip_x0: float | None = None,
-):
-    """Return ``x`` at ``next_level``.
+) -> StepOutput:
+    """Return ``x`` at ``next_level`` and the clean estimate ``x0`` of every token (:class:`StepOutput`).
 
     ``x_t``/``pred``: ``[B, T, ...]``; ``level``/``next_level``: ``[B, T]`` (or ``[T]``). ``pred`` is the
     network output at ``x_t``; it may be ``None`` when no token is denoised. ``noise`` (standard normal,
@@ -42,12 +52,13 @@ def step(
 
     a_t, s_t = _expand(schedule.alpha(level), x_t), _expand(schedule.sigma(level), x_t)
     a_s, s_s = _expand(schedule.alpha(next_level), x_t), _expand(schedule.sigma(next_level), x_t)
-    out = x_t
-    if any_down:
+    out, x0 = x_t, None
+    if pred is not None:
         x0, eps = schedule.split(pred, x_t, level, parameterization)
         if clip_x0 is not None:
             x0 = clip(x0, -clip_x0, clip_x0)
             eps = (x_t - a_t * x0) / _safe(s_t)
+    if any_down:
         if eta == 0:
             denoised = a_s * x0 + s_s * eps
         else:
@@ -60,4 +71,4 @@ def step(
         ratio = a_s / _safe(a_t)
         renoised = ratio * x_t + xp.sqrt(clip(s_s * s_s - ratio * ratio * s_t * s_t, 0.0)) * noise
         out = xp.where(_expand(up, x_t), renoised, out)
-    return out
+    return StepOutput(out, x0)

@@ -51,6 +51,8 @@ def fit_relative_normalizer(
 
 
 class ActionCodec:
+    """Raw action chunks <-> the normalized chunks the model denoises (relative actions, discrete dims)."""
+
     def __init__(self, config: DiffusionPolicyConfig, normalizer: Normalizer):
         per_dim, per_position = (config.action_dim,), (config.horizon, config.action_dim)
         if normalizer.shape not in (per_dim, per_position):

@@ -16,6 +16,8 @@ import numpy as np
 
 @runtime_checkable
 class Policy(Protocol):
+    """What every worldsim policy offers a control loop: spaces, horizons, reset, select_action, predict_chunk."""
+
     observation_space: gym.spaces.Space
     action_space: gym.spaces.Box
     obs_horizon: int

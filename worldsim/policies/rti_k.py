@@ -24,6 +24,8 @@ from worldsim.policies.strategies import DDPMStrategy
 
 @dataclass
 class RTIChoice:
+    """The chosen warm-start level k, the score of every candidate, and how many pairs scored them."""
+
     k: int
     nll: dict[int, float] = field(default_factory=dict)
     pairs: int = 0

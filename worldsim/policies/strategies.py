@@ -91,6 +91,8 @@ class Strategy(ABC):
 
 
 class DDPMStrategy(Strategy):
+    """Full DDPM from noise: ``steps`` stochastic steps (the training grid K by default)."""
+
     name = "ddpm"
 
     def __init__(self, steps: int | None = None, n_action_steps: int | None = None):
@@ -105,6 +107,8 @@ class DDPMStrategy(Strategy):
 
 
 class DDIMStrategy(Strategy):
+    """Deterministic DDIM from noise in ``steps`` steps."""
+
     name = "ddim"
 
     def __init__(self, steps: int = 10, n_action_steps: int | None = None):
@@ -233,7 +237,7 @@ class RollingStrategy(Strategy):
         emitted = None
         for _ in range(max(executed_steps, 1)):
             calls_before = self._rolling.num_calls
-            emitted = self._rolling.tick(sampler.noise()[:, :1], cond=sampler.cond)
+            emitted = self._rolling.tick(sampler.noise()[:, :1], cond=sampler.cond).emitted
             sampler.calls += self._rolling.num_calls - calls_before
         return namespace(emitted).concatenate([emitted, self._rolling.tokens], 1)
 

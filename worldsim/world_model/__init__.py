@@ -1,28 +1,21 @@
 """The action-conditioned streaming diffusion world model: tokenizers, model, streaming session, training.
 
-The names below are imported on first use, so the torch-free modules of this package (``spaces``,
-``streaming``) serve the onnxruntime runner without pulling in torch.
+The names below are imported on first use, so the torch-free modules of this package (``config``,
+``streaming``, ``action_encoder``) serve the onnxruntime runner without pulling in torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from worldsim.world_model.model import WorldModel, WorldModelConfig
-    from worldsim.world_model.session import SessionConfig, StreamingSession
+from worldsim.core.lazy_exports import lazy_attributes
 
 _HOMES = {
     "WorldModel": "model",
-    "WorldModelConfig": "model",
+    "WorldModelConfig": "config",
+    "TrainWorldModelConfig": "config",
+    "SelfForcingConfig": "config",
     "SessionConfig": "streaming",
     "StreamingSession": "session",
+    "WorldModelEnv": "env",
+    "train_world_model": "train",
+    "self_force": "self_forcing",
 }
-__all__ = ["SessionConfig", "StreamingSession", "WorldModel", "WorldModelConfig"]
-
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"worldsim.world_model.{_HOMES[name]}"), name)
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -115,6 +115,9 @@ class TrainWorldModelConfig:
     """Rollout episodes to train on (seeds ``training.seed + i``); more are held out after them."""
     max_steps: int = 300
     """Steps per rollout episode."""
+    through_termination: bool = True
+    """Keep stepping rollouts past a termination (to ``max_steps``): the model also learns what follows a
+    fall or a crash, so short random episodes still make long training windows."""
     held_out_episodes: int = 10
     use_demonstrations: bool = False
     """Train on the task's demonstration dataset (``task.dataset_id``) instead of fresh rollouts."""

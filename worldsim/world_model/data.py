@@ -112,8 +112,8 @@ def collect_episodes(
     ``actors[i % len(actors)]``.
 
     An episode ends on termination or truncation, or after ``max_steps`` steps. ``ignore_termination``
-    keeps stepping through terminations (to record long open-loop test sequences; the environment must
-    allow it, as worldsim's MuJoCo tasks do).
+    keeps stepping through terminations (a world model learns what happens after a fall too, and long
+    open-loop test sequences need it); an env that raises when stepped past its end stops there.
     """
     if not actors:
         raise ValueError("collect_episodes needs at least one actor")
@@ -129,10 +129,16 @@ def collect_episodes(
         actor.reset()
         obs, info = env.reset(seed=seed + index)
         observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-        success = False
+        success, ended = False, False
         while True:
             action = actor(obs, info)
-            obs, reward, terminated, truncated, info = env.step(action)
+            try:
+                obs, reward, terminated, truncated, info = env.step(action)
+            except Exception:
+                if not ended:
+                    raise
+                break  # an env that refuses to step past its end: the episode stops where it ended
+            ended = ended or terminated
             success = success or bool(info.get("is_success", False))
             for store, value in zip(
                 (observations, actions, rewards, terminations, truncations),

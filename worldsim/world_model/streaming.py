@@ -116,7 +116,6 @@ class StreamingSessionBase(ABC):
         self._plan = full_sequence(spec.tokens_per_frame, c.steps)
         self._rolling: RollingDenoiser | None = None
         self._slot_conds: deque = deque()
-        self._last_call: tuple | None = None
 
     # -- what a runtime supplies ------------------------------------------------------------------------
     @abstractmethod
@@ -147,7 +146,7 @@ class StreamingSessionBase(ABC):
         self._slot_conds.clear()
         if self.config.sampling == "rolling":
             self._rolling = RollingDenoiser(
-                self._record_call,
+                self._cached_denoiser,
                 spec.schedule,
                 window=self.config.rolling_window,
                 parameterization=spec.parameterization,
@@ -189,9 +188,10 @@ class StreamingSessionBase(ABC):
             self._commit(frame, cond, level=self.config.context_level)
         else:
             self._slot_conds.append(cond)
-            emitted = self._rolling.tick(noise, token_cond=token_cond)
-            x, level, pred = self._last_call
-            frame, _ = spec.schedule.split(pred[:, -p:], x[:, -p:], level[:, -p:], spec.parameterization)
+            # step must answer now: the newest frame's clean estimate from this very call (the window's
+            # refined version of it enters the cache W - 1 ticks later).
+            emitted, estimate = self._rolling.tick(noise, token_cond=token_cond)
+            frame = estimate[:, -p:]
             if emitted is not None:
                 self._commit(emitted, self._slot_conds.popleft(), level=self.config.context_level)
         self.num_steps += 1
@@ -222,11 +222,6 @@ class StreamingSessionBase(ABC):
 
     def _cached_denoiser(self, x, level, cond):
         return self._network(x, level, cond, update_cache=False)
-
-    def _record_call(self, x, level, cond):
-        pred = self._network(x, level, cond, update_cache=False)
-        self._last_call = (x, level, pred)
-        return pred
 
     def _commit(self, tokens, cond, *, level: float) -> None:
         """Append frames ``tokens [1, F * P, D]`` (conditioned by ``cond [F, C]``) to the cache at ``level``."""

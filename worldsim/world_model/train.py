@@ -45,6 +45,7 @@ def default_actors(env: gym.Env, task: TaskSpec, seed: int) -> list[Actor]:
 def gather_episodes(
     task: TaskSpec, episodes: int, max_steps: int, held_out_episodes: int, *, seed: int,
     demonstrations: bool = False, data_path: str | None = None, progress: bool = True,
+    through_termination: bool = True,
 ) -> tuple[list[Episode], list[Episode], gym.Env]:  # fmt: skip
     """Training and held-out episodes; held-out rollouts use seeds after the training ones."""
     env = task.make_env()
@@ -54,10 +55,9 @@ def gather_episodes(
             raise ValueError(f"the dataset has {len(recorded)} episodes, not more than {held_out_episodes}")
         return recorded[held_out_episodes:], recorded[:held_out_episodes], env
     actors = default_actors(env, task, seed)
-    train = collect_episodes(env, actors, episodes, seed=seed, max_steps=max_steps, progress=progress)
-    held_out = collect_episodes(
-        env, actors, held_out_episodes, seed=seed + episodes, max_steps=max_steps, progress=progress
-    )
+    rollouts = {"max_steps": max_steps, "ignore_termination": through_termination, "progress": progress}
+    train = collect_episodes(env, actors, episodes, seed=seed, **rollouts)
+    held_out = collect_episodes(env, actors, held_out_episodes, seed=seed + episodes, **rollouts)
     return train, held_out, env
 
 
@@ -108,6 +108,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
     train, held_out, env = gather_episodes(
         cfg.task, cfg.episodes, cfg.max_steps, cfg.held_out_episodes, seed=t.seed,
         demonstrations=cfg.use_demonstrations, data_path=cfg.data_path, progress=t.progress,
+        through_termination=cfg.through_termination,
     )  # fmt: skip
     print(f"{len(train)} training episodes ({sum(len(e) for e in train)} steps), {len(held_out)} held out")
 
