@@ -193,11 +193,16 @@ class ControlLoop:
             self._receive(deadline - time.perf_counter(), 0, stats)
 
     def _request(self, history: collections.deque, tick: int, stats: LoopStats) -> None:
+        obs_history = np.stack(history)
+        # The round trip starts before the send: a thread descheduled right after handing the request to ZeroMQ
+        # (common on a loaded machine, when the server wakes up) would otherwise start the clock after the server
+        # had already computed, and report a round trip shorter than the server's compute time.
+        sent = time.perf_counter()
         try:
-            request_id = self.client.submit(np.stack(history))
+            request_id = self.client.submit(obs_history)
         except NotConnectedError:
             return  # the watchdog covers the ticks; the connection is renewed while we wait
-        self._in_flight = (request_id, tick, time.perf_counter())
+        self._in_flight = (request_id, tick, sent)
         stats.requests += 1
 
     def _receive(self, timeout_s: float, tick: int, stats: LoopStats) -> bool:
