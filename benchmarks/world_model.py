@@ -9,8 +9,8 @@ its h-th observation against the simulator's (state units, or pixels scaled to [
 episodes. Copy-last-frame predicts the first observation forever.
 
 Also: frames per second at batch 1 for each sampler, in eager PyTorch and exported to onnxruntime (one
-thread each); the streaming session's memory after 1,000 and 10,000 frames; the issue's targets beside
-the measured figures (``targets`` per model).
+thread each); the process's resident memory (and the session's own bytes) after 1,000 and 10,000 streamed
+frames; the issue's targets beside the measured figures (``targets`` per model).
 """
 
 from __future__ import annotations
@@ -142,6 +142,12 @@ def rss_bytes() -> int:
 
 
 def memory_over_stream(model: WorldModel, config: SessionConfig, frames: int) -> dict:
+    """Process RSS and the session's own bytes after 1,000 and ``frames`` streamed frames.
+
+    The memory target is judged on the process's RSS, which sees anything that grows with the stream (a
+    leak in the session, the network, the allocator). ``session_bytes`` is the preallocated cache and
+    window: constant by construction, so it is recorded but cannot judge the target.
+    """
     session = StreamingSession(model, config, seed=0)
     session.reset(np.zeros((1, *model.observation_space.shape), model.observation_space.dtype))
     action = model.action_space.sample()
@@ -153,6 +159,9 @@ def memory_over_stream(model: WorldModel, config: SessionConfig, frames: int) ->
     first, last = record["1000"], record[str(frames)]
     record["session_ratio"] = last["session_bytes"] / first["session_bytes"]
     record["rss_ratio"] = last["process_rss_bytes"] / first["process_rss_bytes"]
+    # The ratio is diluted by the whole process (libraries, weights): the growth itself is what a leak adds.
+    record["rss_growth_bytes"] = last["process_rss_bytes"] - first["process_rss_bytes"]
+    record["rss_growth_bytes_per_frame"] = record["rss_growth_bytes"] / (frames - 1_000)
     return record
 
 
@@ -202,9 +211,17 @@ def targets(result: dict, *, pixels: bool) -> dict:
     }
     best = max(fps, key=fps.get)
     minimum = 30 if pixels else 1000
-    memory = result["memory"]["session_ratio"]
+    memory = result["memory"]
     out = {
-        "memory_10000_over_1000": {"target": "<= 1.05", "measured": memory, "met": memory <= 1.05},
+        # Judged on process memory (RSS), not on the session's preallocated bytes, which cannot change.
+        "memory_10000_over_1000": {
+            "target": "<= 1.05",
+            "measured": memory["rss_ratio"],
+            "of": "process RSS, 10,000 frames / 1,000",
+            "rss_growth_bytes": memory["rss_growth_bytes"],
+            "session_bytes_ratio": memory["session_ratio"],
+            "met": memory["rss_ratio"] <= 1.05,
+        },
         "fps_batch1": {"target": f">= {minimum}", "measured": fps[best], "best_of": best, "met": fps[best] >= minimum},
     }
     if plain is not None:
