@@ -34,9 +34,10 @@ def test_training_lowers_loss_and_ema_tracks():
     torch.manual_seed(0)
     trainer = Trainer(NoisyRegression(), data(), config(150))
     history = trainer.fit()
+    # Measured: the last logged loss is 0.21x the first, the EMA model's loss on all the data 0.23x.
     assert history[-1]["loss"] < 0.3 * history[0]["loss"]
     ema_loss = trainer.ema_model.compute_loss(data()).item()
-    assert ema_loss < history[0]["loss"]
+    assert ema_loss < 0.35 * history[0]["loss"]
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -89,17 +90,9 @@ def test_device_choice():
     with pytest.raises(ValueError, match="device must be"):
         TrainerConfig(device="gpu0")
     missing = torch.cuda.device_count()
+    # A well-formed name of a GPU that is not there is refused where the device is resolved: by the Trainer.
     with pytest.raises(ValueError, match=f"this machine has {missing} CUDA GPU"):
-        TrainerConfig(device=f"cuda:{missing}")
-
-
-def test_training_commands_refuse_a_bad_device_while_parsing(capsys):
-    from worldsim.policies.train import parse_args
-
-    with pytest.raises(SystemExit):
-        parse_args(["--task", "t", "--dataset-id", "d", "--out", "o", "--device", "gpu0"])
-    assert "argument --device: device must be" in capsys.readouterr().err
-    assert parse_args(["--task", "t", "--dataset-id", "d", "--out", "o"]).device == "auto"
+        Trainer(NoisyRegression(), data(), TrainerConfig(batch_size=16, device=f"cuda:{missing}"))
 
 
 def test_a_damaged_latest_state_is_refused_and_the_previous_one_resumes(tmp_path):
