@@ -25,21 +25,31 @@ def test_collect_episodes_records_consistent_transitions():
     np.testing.assert_array_equal(episodes[2].actions, again[2].actions)
 
 
-def test_random_walk_stays_in_bounds_and_moves_smoothly():
+def test_random_walk_moves_smoothly_and_reflects_off_the_bounds():
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     actor = RandomWalkActor(space, step_scale=0.1, seed=0)
     actions = np.stack([actor(None, None) for _ in range(500)])
-    assert space.contains(actions[0]) and (np.abs(actions) <= 1).all()
-    assert np.abs(np.diff(actions, axis=0)).mean() < 0.15
+    assert all(space.contains(a) for a in actions)
+    # Gaussian steps of std 0.1 x the half-range 1: E|step| = 0.1 sqrt(2 / pi) = 0.080 (measured 0.076; the
+    # mean of 998 steps has a standard error of 0.002).
+    assert np.abs(np.diff(actions, axis=0)).mean() == pytest.approx(0.1 * np.sqrt(2 / np.pi), rel=0.1)
+    # It reaches the walls (measured: within 0.003 of -1 on both axes) but bounces back instead of sitting
+    # on them, as clipping alone would.
+    assert (actions.min(0) < -0.99).all() and not (np.abs(actions) == 1).any()
     discrete = RandomWalkActor(gym.spaces.Discrete(3), seed=0)
     assert {discrete(None, None) for _ in range(50)} == {0, 1, 2}
 
 
 def test_noisy_expert_and_actor_errors():
-    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    noisy = NoisyExpert(lambda env: np.array([0.9, 0.0]), space, noise_std=0.5, seed=0)
+    space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    noisy = NoisyExpert(lambda obs, info: np.array([1.8, 0.0]), space, noise_std=0.5, seed=0)
     actions = np.stack([noisy(None, None) for _ in range(200)])
-    assert (actions <= 1).all() and actions[:, 0].std() > 0.1
+    # The oracle: the rule drawn with another generator, many times. The noise std is a fraction of the
+    # half-range (2), so the draws have std 1 before clipping. Tolerances: about 4 standard errors of 200 draws.
+    oracle = np.clip(np.array([1.8, 0.0]) + 0.5 * 2.0 * np.random.default_rng(1).normal(size=(200_000, 2)), -2, 2)
+    np.testing.assert_allclose(actions.mean(0), oracle.mean(0), atol=0.25)
+    np.testing.assert_allclose(actions.std(0), oracle.std(0), rtol=0.15)
+    assert (actions[:, 0] == 2.0).mean() == pytest.approx((oracle[:, 0] == 2.0).mean(), abs=0.14)
     with pytest.raises(ValueError, match="bounded"):
         RandomWalkActor(gym.spaces.Box(-np.inf, np.inf, (2,)))
     with pytest.raises(ValueError, match="max_steps"):
@@ -50,7 +60,10 @@ def test_state_tokenizer_round_trip():
     data = np.random.default_rng(0).uniform(-3, 5, (100, 4))
     tokenizer = StateTokenizer(Normalizer.fit(data))
     tokens = tokenizer.encode(data[:7])
-    assert tokens.shape == (7, 1, 4) and tokens.abs().max() <= 1.0 + 1e-6
+    assert tokens.shape == (7, 1, 4)
+    # min-max: each dimension's fitted range maps onto [-1, 1]
+    low, high = data.min(0), data.max(0)
+    np.testing.assert_allclose(tokens[:, 0].numpy(), 2 * (data[:7] - low) / (high - low) - 1, atol=1e-5)
     np.testing.assert_allclose(tokenizer.decode(tokens), data[:7], atol=1e-5)
 
 
@@ -107,9 +120,16 @@ def test_pusht_reward_matches_the_simulator():
     os.environ.setdefault("MUJOCO_GL", "egl")
     env = gym.make("worldsim/PushT-v0")
     reward = PushTCoverageReward()
-    for seed in range(5):
+    env.action_space.seed(0)
+    # Seeds whose block starts partly on the goal (measured coverage 0.25, 0.45 and 0.03; seeds 1-5 start at 0,
+    # where agreement would prove nothing), then a few steps each. Both rules rasterize the T on the same 2 mm
+    # grid, measured identical; 0.002 allows float32 observations to flip ~3 of the T's 1,575 cells.
+    for seed in (0, 6, 7):
         obs, info = env.reset(seed=seed)
-        assert reward.coverage(obs) == pytest.approx(info["coverage"], abs=0.02)
+        assert info["coverage"] > 0.02
+        for _ in range(4):
+            assert reward.coverage(obs) == pytest.approx(info["coverage"], abs=0.002)
+            obs, _, _, _, info = env.step(env.action_space.sample())
     goal = np.array([0.0, 0.5, 0.0, 0.0, np.cos(np.pi / 4), np.sin(np.pi / 4)], np.float32)
     assert reward(goal, None, goal) == 1.0 and reward.terminated(goal)
     env.close()
