@@ -48,10 +48,16 @@ def test_observation_history_pads_with_the_first_observation_and_keeps_order():
 
 def test_observation_history_stacks_each_key_of_dict_observations():
     env = ObservationHistory(gym.make(PUSH_T, obs_type="state_pixels", image_size=16), 2)
+    plain = gym.make(PUSH_T, obs_type="state_pixels", image_size=16)
     obs, _ = env.reset(seed=0)
+    first, _ = plain.reset(seed=0)
     assert obs["state"].shape == (2, 6) and obs["pixels"].shape == (2, 16, 16, 3)
-    obs, *_ = env.step(env.action_space.sample())
+    (action,) = _actions(env, 1)
+    obs, *_ = env.step(action)
+    second = plain.step(action)[0]
     assert env.observation_space.contains(obs)
+    for key in ("state", "pixels"):  # oldest first, each key from the same two steps
+        np.testing.assert_array_equal(obs[key], np.stack([first[key], second[key]]))
 
 
 def test_action_chunk_executes_the_chunk_and_sums_rewards():
@@ -130,14 +136,14 @@ def test_zero_latency_is_transparent():
 
 
 @pytest.mark.parametrize(
-    "make",
+    "make, message",
     [
-        lambda env: ObservationHistory(env, 0),
-        lambda env: ActionChunk(env, 2.5),
-        lambda env: InferenceLatency(env, -1),
-        lambda env: ObservationHistory(env, True),
+        (lambda env: ObservationHistory(env, 0), "n must be an int >= 1, got 0"),
+        (lambda env: ActionChunk(env, 2.5), "n must be an int >= 1, got 2.5"),
+        (lambda env: InferenceLatency(env, -1), "ticks must be an int >= 0, got -1"),
+        (lambda env: ObservationHistory(env, True), "n must be an int >= 1, got True"),
     ],
 )
-def test_bad_sizes_raise_value_error(make):
-    with pytest.raises(ValueError):
+def test_bad_sizes_raise_value_error(make, message):
+    with pytest.raises(ValueError, match=message):
         make(gym.make(PUSH_T))
