@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from worldsim.core.episodes import Episode, policy_windows, sequence_windows
-from worldsim.envs import collect
 from worldsim.envs.datasets import collect_dataset, datasets_root, fit_normalizers, load_demonstrations
 
 
@@ -143,7 +142,7 @@ def test_explicit_reset_seeds_and_make_kwargs_for_any_env(tmp_path):
     [
         ({"seeds": [1, 2, 3]}, "seeds must hold one reset seed per episode: 3 seeds for 2"),
         ({"seeds": []}, "0 seeds for 2"),
-        ({"env_kwargs": {"obs_type": "pixels"}}, "pass obs_type of worldsim's tasks as arguments"),
+        ({"obs_type": "state_pixels", "env_kwargs": {"obs_type": "pixels"}}, "obs_type='state_pixels' contradicts"),
         ({"env_id": "MountainCarContinuous-v0", "expert": PushWithVelocity, "obs_type": "pixels"}, "env_kwargs"),
     ],
 )
@@ -155,23 +154,16 @@ def test_bad_seeds_and_make_kwargs_are_refused_in_one_line(tmp_path, kwargs, mes
     assert not (tmp_path / "worldsim").exists()  # refused before anything was recorded
 
 
-def test_collect_script_writes_a_pick_place_dataset(tmp_path, capsys):
-    collect.main(
-        ["--task", "worldsim/PickPlace-v0", "--episodes", "2", "--dataset-id", "worldsim/pickplace/cli-v0",
-         "--path", str(tmp_path)]
-    )  # fmt: skip
-    assert "wrote 2 episodes" in capsys.readouterr().out
+def test_pick_place_dataset_records_the_discrete_gripper(tmp_path):
+    # (The `worldsim collect` command that wraps collect_dataset is tested with the CLI.)
+    collect_dataset("worldsim/PickPlace-v0", "worldsim/pickplace/cli-v0", 2, path=tmp_path, progress=False)
     episodes = load_demonstrations("worldsim/pickplace/cli-v0", "worldsim/PickPlace-v0", path=tmp_path)
     assert [episode.success for episode in episodes] == [True, True]
     assert set(np.unique(np.concatenate([episode.actions[:, 3] for episode in episodes]))) == {-1.0, 1.0}
 
 
-def test_parallel_collection_records_every_episode_in_order(push_t_dataset, tmp_path, capsys):
-    collect.main(
-        ["--task", "worldsim/PushT-v0", "--episodes", "3", "--dataset-id", "worldsim/pusht/vector-v0", "--seed", "5",
-         "--num-envs", "2", "--path", str(tmp_path)]
-    )  # fmt: skip
-    assert "wrote 3 episodes" in capsys.readouterr().out
+def test_parallel_collection_records_every_episode_in_order(push_t_dataset, tmp_path):
+    collect_dataset("worldsim/PushT-v0", "worldsim/pusht/vector-v0", 3, 5, path=tmp_path, progress=False, num_envs=2)
     episodes = load_demonstrations("worldsim/pusht/vector-v0", "worldsim/PushT-v0", path=tmp_path)
     # Each sub-environment's steps went to its own episode: replaying episode i's actions from its reset
     # seed 5 + i in a plain environment gives back exactly the recorded observations and rewards.

@@ -93,7 +93,7 @@ def collect_dataset(
         image_size: side of pixel observations of worldsim's tasks.
         env_kwargs: keyword arguments of ``gymnasium.make`` for any env (e.g. ``{"obs_type": "state"}`` for
             gym-pusht, ``{"max_episode_steps": 100}``); for worldsim's tasks they join ``obs_type`` and
-            ``image_size``, which must then be passed as those arguments, not here.
+            ``image_size`` (which may also be given here; a non-default argument that differs is refused).
         data_format: Minari backend, ``"hdf5"`` or ``"arrow"``.
         path: datasets root; defaults to ``$MINARI_DATASETS_PATH`` (else ``~/.minari/datasets``).
         author: recorded in the dataset's metadata.
@@ -130,12 +130,14 @@ def collect_dataset(
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     env_kwargs = dict(env_kwargs or {})
     if env_id in EXPERTS:
-        clash = sorted({"obs_type", "image_size"} & set(env_kwargs))
-        if clash:
-            raise ValueError(f"pass {', '.join(clash)} of worldsim's tasks as arguments, not in env_kwargs")
-        env_kwargs["obs_type"] = obs_type
+        # obs_type / image_size may also come in env_kwargs (e.g. from a task file); an argument that differs
+        # from its default and from env_kwargs is a contradiction.
+        for name, value, default in (("obs_type", obs_type, "state"), ("image_size", image_size, 96)):
+            if name in env_kwargs and value != default and env_kwargs[name] != value:
+                raise ValueError(f"{name}={value!r} contradicts env_kwargs[{name!r}]={env_kwargs[name]!r}")
+        obs_type = env_kwargs.setdefault("obs_type", obs_type)
         if obs_type != "state":
-            env_kwargs["image_size"] = image_size
+            env_kwargs.setdefault("image_size", image_size)
     reset_seeds = seeds if seeds is not None else [seed + index for index in range(num_episodes)]
     with datasets_root(path):
         check_new_dataset_id(dataset_id)
