@@ -185,7 +185,8 @@ def test_a_user_env_through_hydra_is_the_python_api_s_run():
     overrides = ["task=gym", "task.env_id=MountainCarContinuous-v0", "task.dataset_id=mc/expert-v0", "out=runs/mc"]
     with initialize_config_module("worldsim.conf", version_base="1.3"):
         composed = OmegaConf.to_object(compose("train_policy", overrides=overrides))
-    python = TrainPolicyConfig(task=TaskSpec(env_id="MountainCarContinuous-v0", dataset_id="mc/expert-v0"), out="runs/mc")
+    task = TaskSpec(env_id="MountainCarContinuous-v0", dataset_id="mc/expert-v0")
+    python = TrainPolicyConfig(task=task, out="runs/mc")
     assert composed == python
     assert composed.task.relative_to_obs is None and composed.task.n_action_steps is None and not composed.task.rti
     assert composed.policy.parameterization == "sample" and composed.training.steps == 15_000

@@ -41,11 +41,15 @@ class PointMass(gym.Env):
 TINY = WorldModelConfig(width=32, depth=2, heads=2, sequence_frames=8, sink_frames=1, window_frames=3)
 
 
-def state_model(discrete: bool = False, config: WorldModelConfig = TINY, seed: int = 0) -> WorldModel:
-    """An untrained point-mass world model whose output layers are randomized (so outputs depend on inputs)."""
+def state_model(
+    discrete: bool = False, config: WorldModelConfig = TINY, seed: int = 0, delta: bool = False
+) -> WorldModel:
+    """An untrained point-mass world model whose output layers are randomized (so outputs depend on inputs);
+    ``delta``: its tokens also carry the change since the previous frame (a step of at most 0.1)."""
     torch.manual_seed(seed)
     env = PointMass(discrete)
-    tokenizer = StateTokenizer(Normalizer.fit(np.array([[-1.0, -1.0], [1.0, 1.0]]), "minmax"))
+    changes = Normalizer.fit(np.array([[-0.1, -0.1], [0.1, 0.1]]), "minmax") if delta else None
+    tokenizer = StateTokenizer(Normalizer.fit(np.array([[-1.0, -1.0], [1.0, 1.0]]), "minmax"), changes)
     normalizer = None if discrete else Normalizer.fit(np.array([[-1.0, -1.0], [1.0, 1.0]]), "minmax")
     model = WorldModel(config, tokenizer, ActionEncoder(env.action_space, normalizer), env.observation_space)
     _randomize(model)

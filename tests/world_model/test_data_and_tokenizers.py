@@ -58,13 +58,38 @@ def test_noisy_expert_and_actor_errors():
 
 def test_state_tokenizer_round_trip():
     data = np.random.default_rng(0).uniform(-3, 5, (100, 4))
-    tokenizer = StateTokenizer(Normalizer.fit(data))
+    tokenizer = StateTokenizer(Normalizer.fit(data, "minmax"))
     tokens = tokenizer.encode(data[:7])
     assert tokens.shape == (7, 1, 4)
     # min-max: each dimension's fitted range maps onto [-1, 1]
     low, high = data.min(0), data.max(0)
-    np.testing.assert_allclose(tokens[:, 0].numpy(), 2 * (data[:7] - low) / (high - low) - 1, atol=1e-5)
+    np.testing.assert_allclose(tokens[:, 0], 2 * (data[:7] - low) / (high - low) - 1, atol=1e-5)
     np.testing.assert_allclose(tokenizer.decode(tokens), data[:7], atol=1e-5)
+
+
+def test_delta_state_tokens_carry_the_standardized_change():
+    rng = np.random.default_rng(1)
+    episodes = [np.cumsum(rng.normal(0, 0.01, (50, 3)), 0) + rng.uniform(-2, 2, 3) for _ in range(4)]
+    tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True)
+    assert tokenizer.token_dim == 6 and tokenizer.delta
+    obs = episodes[0][:8]
+    tokens = tokenizer.encode(obs)
+    # the change part: (x_t - x_{t-1} - mean change) / std change, over all recorded steps; none for frame 0
+    steps = np.concatenate([np.diff(e, axis=0) for e in episodes])
+    expected = (np.diff(obs, axis=0) - steps.mean(0)) / steps.std(0)
+    np.testing.assert_allclose(tokens[1:, 0, 3:], expected, rtol=1e-4, atol=1e-4)
+    # decoding onto the previous observation gives the state back, in numpy and in torch alike
+    np.testing.assert_allclose(tokenizer.decode(tokens[1:], obs[:-1]), obs[1:], atol=1e-9)
+    torch_tokens = tokenizer.encode(torch.as_tensor(obs))
+    np.testing.assert_allclose(torch_tokens.numpy(), tokens, atol=1e-9)
+    # a token whose absolute part disagrees with its change is re-based onto the frame before
+    drifted = tokens[2:3].copy()
+    drifted[:, 0, :3] += 5.0
+    np.testing.assert_allclose(tokenizer.rebase(drifted, tokens[1:2]), tokens[2:3], atol=1e-9)
+    with pytest.raises(ValueError, match="pass previous"):
+        tokenizer.decode(tokens)
+    restored = StateTokenizer.from_tensors(tokenizer.tensors(), tokenizer.config())
+    np.testing.assert_allclose(restored.encode(obs), tokens, atol=1e-5)
 
 
 def test_pixel_tokens_are_cells_of_the_latent_grid():

@@ -105,7 +105,8 @@ def one_window_of_a_six_frame_model():
     rng = np.random.default_rng(0)
     obs = rng.uniform(-1, 1, (6, 2)).astype(np.float32)
     actions = rng.uniform(-1, 1, (1, 5, 2)).astype(np.float32)
-    data = {"frames": model.tokenizer.encode(obs)[None], "cond": model.frame_conditions(actions)}
+    frames = torch.as_tensor(model.tokenizer.encode(obs)).float()[None]
+    data = {"frames": frames, "cond": model.frame_conditions(actions)}
     return model, obs, actions, data
 
 
@@ -118,7 +119,7 @@ def test_self_forcing_windows_are_the_models_own_stream():
     session = StreamingSession(model, SessionConfig(steps=2, context_level=0.0), seed=7)
     session.reset(obs[:1])
     streamed = np.stack([session.step(a) for a in actions[0, :4]])
-    np.testing.assert_allclose(model.tokenizer.decode(own["frames"][0, 1:5]), streamed, atol=1e-4)
+    np.testing.assert_allclose(model.tokenizer.decode(own["frames"][0, 1:5].numpy()), streamed, atol=1e-4)
     torch.testing.assert_close(own["frames"][0, [0, 5]], data["frames"][0, [0, 5]])  # true first and last
     assert own["target"].tolist() == [[False] * 5 + [True]]
     loss = model.train().compute_loss(own)

@@ -15,9 +15,9 @@ def record_tokens(model):
     seen = []
     decode = model.tokenizer.decode
 
-    def spy(tokens):
-        seen.append(tokens.clone())
-        return decode(tokens)
+    def spy(tokens, previous=None):
+        seen.append(torch.as_tensor(tokens).clone())
+        return decode(tokens, previous)
 
     model.tokenizer.decode = spy
     return seen
@@ -35,7 +35,7 @@ def context(model, frames: int, seed: int = 0):
 
 
 def reference_inputs(model, obs, context_actions, actions):
-    tokens = model.tokenizer.encode(obs)
+    tokens = torch.as_tensor(model.tokenizer.encode(obs)).float()
     encoder = model.action_encoder
     cond = torch.cat([encoder.no_action(1), encoder.encode(context_actions)]) if len(obs) > 1 else encoder.no_action(1)
     return list(tokens), list(cond), list(encoder.encode(actions))

@@ -20,11 +20,11 @@ import numpy as np
 import onnxruntime as ort
 
 from worldsim.core.kv_cache import KVCache
-from worldsim.core.normalizer import Normalizer
 from worldsim.core.schedules import schedule_from_config
 from worldsim.export.metadata import ExportFormatError, read_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict
+from worldsim.world_model.state_tokenizer import StateTokenizer
 from worldsim.world_model.streaming import SessionConfig, StreamingSessionBase, StreamSpec
 
 KIND = "world_model_step"
@@ -57,19 +57,6 @@ def _check_graph(session: ort.InferenceSession, path: Path, inputs: dict, output
             raise ExportFormatError(
                 f"{path}: input {name!r} has shape {got_inputs[name]}, but the metadata describes {list(shape)}"
             )
-
-
-class _StateCodec:
-    """A state model's tokens: the normalized state vector, one token per frame."""
-
-    def __init__(self, normalizer: Normalizer):
-        self.normalizer = normalizer
-
-    def encode(self, obs: np.ndarray) -> np.ndarray:
-        return self.normalizer.normalize(np.asarray(obs, np.float32))[:, None, :]
-
-    def decode(self, tokens: np.ndarray) -> np.ndarray:
-        return self.normalizer.unnormalize(tokens[:, 0]).astype(np.float32, copy=False)
 
 
 class _OnnxFrameCodec:
@@ -139,9 +126,10 @@ class OnnxWorldModelSession(StreamingSessionBase):
         inputs |= {"cache_keys": cache_dims, "cache_values": cache_dims, "cache_frames": ()}
         _check_graph(self.session, path, inputs, STEP_OUTPUTS)
         tokenizer = meta["tokenizer"]
+        state_tokenizer = None
+        self._codec: _OnnxFrameCodec | None = None
         if tokenizer["kind"] == "state":
-            normalizer = Normalizer.from_state_dict(meta["tokenizer_tensors"], "tokenizer.state", tokenizer["mode"])
-            self._codec: _StateCodec | _OnnxFrameCodec = _StateCodec(normalizer)
+            state_tokenizer = StateTokenizer.from_tensors(meta["tokenizer_tensors"], tokenizer)
         else:
             self._codec = _OnnxFrameCodec(path, meta, providers, threads)
         model = meta["config"]
@@ -154,6 +142,7 @@ class OnnxWorldModelSession(StreamingSessionBase):
             token_dim=d,
             sink_frames=model["sink_frames"],
             window_frames=model["window_frames"],
+            state_tokenizer=state_tokenizer,
         )
         super().__init__(spec, config, generator=np.random.default_rng(seed), like=np.zeros((), np.float32))
         if self.sink_frames + self.window_frames > self.slot_frames:
@@ -199,8 +188,8 @@ class OnnxWorldModelSession(StreamingSessionBase):
             cache.append(keys, values)
         return pred
 
-    def _encode(self, obs: np.ndarray) -> np.ndarray:
+    def _encode_frames(self, obs: np.ndarray) -> np.ndarray:
         return self._codec.encode(obs)
 
-    def _decode(self, tokens: np.ndarray) -> np.ndarray:
+    def _decode_frames(self, tokens: np.ndarray) -> np.ndarray:
         return self._codec.decode(tokens)

@@ -123,6 +123,11 @@ class TrainWorldModelConfig:
     """Train on the task's demonstration dataset (``task.dataset_id``) instead of fresh rollouts."""
     data_path: str | None = None
     """Minari datasets root for ``use_demonstrations``; None: ``$MINARI_DATASETS_PATH``."""
+    state_normalization: str = "meanstd"
+    """State models: how each state dimension (and its change) is scaled, ``meanstd`` or ``minmax``."""
+    state_delta: bool = True
+    """State models: tokens also carry each frame's change since the previous one, and a generated frame is
+    the previous observation plus its predicted change (precise dynamics in raw units)."""
     tokens_per_frame: int = 4
     """Pixel models: latent tokens per frame."""
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -144,6 +149,7 @@ class TrainWorldModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads must be a non-negative integer, got {self.threads!r}")
+        check_choice("state_normalization", self.state_normalization, ("meanstd", "minmax"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -95,8 +95,12 @@ class WorldModel(Pretrained, nn.Module):
         tokenized = []
         for episode in episodes:
             obs = episode.observations[obs_key] if obs_key is not None else episode.observations
-            tokens = torch.cat([self.tokenizer.encode(obs[i : i + batch_size]) for i in range(0, len(obs), batch_size)])
-            tokenized.append(dataclasses.replace(episode, observations=tokens.cpu().numpy()))
+            if isinstance(self.tokenizer, StateTokenizer):  # whole episodes: each frame's change needs the one before
+                tokens = self.tokenizer.encode(np.asarray(obs, np.float32)).astype(np.float32)
+            else:
+                batches = [self.tokenizer.encode(obs[i : i + batch_size]) for i in range(0, len(obs), batch_size)]
+                tokens = torch.cat(batches).cpu().numpy()
+            tokenized.append(dataclasses.replace(episode, observations=tokens))
         frames, actions = sequence_windows(tokenized, self.config.sequence_frames - 1, stride=stride)
         return {"frames": torch.from_numpy(frames), "cond": self.frame_conditions(actions)}
 

@@ -27,6 +27,7 @@ from worldsim.envs.tasks import TaskSpec, task_for_env
 from worldsim.world_model.config import SelfForcingConfig
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
+from worldsim.world_model.state_tokenizer import StateTokenizer
 
 
 @torch.no_grad()
@@ -43,6 +44,8 @@ def own_rollout_windows(
     config = model.config
     device = next(model.parameters()).device
     out = frames.clone()
+    tokenizer = model.tokenizer
+    delta = isinstance(tokenizer, StateTokenizer) and tokenizer.delta
     for start in range(0, m, batch_size):
         chunk = slice(start, start + batch_size)
         n = len(frames[chunk])
@@ -56,6 +59,8 @@ def own_rollout_windows(
                 model.denoiser, x[:, :end], frozen_prefix(end, k * p, steps), model.schedule,
                 parameterization=config.parameterization, cond=token_cond[:, :end], generator=generator,
             )  # fmt: skip
+            if delta:  # as a stream commits it: the frame before plus the generated change
+                x[:, k : k + 1] = tokenizer.rebase(x[:, k : k + 1], x[:, k - 1 : k])
         out[chunk, 1 : t - 1] = x[:, p : (t - 1) * p].reshape(n, t - 2, p, d).to(out.device)
     target = torch.zeros(m, t, dtype=torch.bool)
     target[:, -1] = True

@@ -11,6 +11,7 @@ import torch
 
 from worldsim.core.kv_cache import KVCache
 from worldsim.world_model.model import WorldModel
+from worldsim.world_model.state_tokenizer import StateTokenizer
 from worldsim.world_model.streaming import SAMPLINGS, Sampling, SessionConfig, StreamingSessionBase, StreamSpec
 
 __all__ = ["SAMPLINGS", "Sampling", "SessionConfig", "StreamingSession"]
@@ -36,6 +37,7 @@ class StreamingSession(StreamingSessionBase):
             token_dim=model.tokenizer.token_dim,
             sink_frames=model.config.sink_frames,
             window_frames=model.config.window_frames,
+            state_tokenizer=model.tokenizer if isinstance(model.tokenizer, StateTokenizer) else None,
         )
         super().__init__(spec, config, generator=generator, like=torch.zeros(()))
 
@@ -55,8 +57,8 @@ class StreamingSession(StreamingSessionBase):
     def _network(self, x, level, cond, *, update_cache: bool):
         return self.model.denoiser(x, level, cond, self.cache, update_cache=update_cache)
 
-    def _encode(self, obs: np.ndarray) -> torch.Tensor:
+    def _encode_frames(self, obs: np.ndarray) -> torch.Tensor:
         return self.model.tokenizer.encode(obs)
 
-    def _decode(self, tokens: torch.Tensor) -> np.ndarray:
+    def _decode_frames(self, tokens: torch.Tensor) -> np.ndarray:
         return self.model.tokenizer.decode(tokens)

@@ -43,6 +43,7 @@ from worldsim.core.sampling import denoise
 from worldsim.core.schedules import NoiseSchedule, Parameterization
 from worldsim.core.validation import check_choice
 from worldsim.world_model.action_encoder import ActionEncoder
+from worldsim.world_model.state_tokenizer import StateTokenizer
 
 Sampling = Literal["autoregressive", "rolling"]
 SAMPLINGS: tuple[str, ...] = ("autoregressive", "rolling")
@@ -85,6 +86,10 @@ class StreamSpec:
     sink_frames: int
     """The model's training pattern: the defaults of :class:`SessionConfig`'s ``None`` sizes."""
     window_frames: int
+    state_tokenizer: StateTokenizer | None = None
+    """A state model's tokenizer (torch-free, shared by the runtimes); None for a pixel model. In delta mode
+    a generated frame is the previous one plus its decoded change, and it enters the cache re-encoded from
+    that observation, so the model attends to exactly the trajectory the session returns."""
 
 
 class StreamingSessionBase(ABC):
@@ -115,6 +120,7 @@ class StreamingSessionBase(ABC):
         self._frame_like = zeros((1, spec.tokens_per_frame, spec.token_dim), like)
         self._plan = full_sequence(spec.tokens_per_frame, c.steps)
         self._rolling: RollingDenoiser | None = None
+        self._committed_obs: np.ndarray | None = None  # state models: the last observation in the cache
         self._slot_conds: deque = deque()
 
     # -- what a runtime supplies ------------------------------------------------------------------------
@@ -126,13 +132,31 @@ class StreamingSessionBase(ABC):
     def _network(self, x, level, cond, *, update_cache: bool):
         """The denoiser's prediction for ``x [1, T, D]`` attending to ``self.cache``; commits if asked."""
 
-    @abstractmethod
-    def _encode(self, obs: np.ndarray):
-        """Observations ``[N, *obs_shape]`` to frame tokens ``[N, P, D]``."""
+    def _encode_frames(self, obs: np.ndarray):
+        """Pixel models: frames ``[N, *obs_shape]`` to tokens ``[N, P, D]`` (state models never call it)."""
+        raise NotImplementedError(f"{type(self).__name__} runs state models only")
 
-    @abstractmethod
-    def _decode(self, tokens) -> np.ndarray:
-        """Frame tokens ``[N, P, D]`` to observations ``[N, *obs_shape]``."""
+    def _decode_frames(self, tokens) -> np.ndarray:
+        """Pixel models: tokens ``[N, P, D]`` to frames ``[N, *obs_shape]``."""
+        raise NotImplementedError(f"{type(self).__name__} runs state models only")
+
+    # -- tokens, for every runtime ----------------------------------------------------------------------
+    def _encode(self, obs: np.ndarray, previous: np.ndarray | None = None):
+        """Observations ``[N, *obs_shape]`` to frame tokens ``[N, P, D]`` (``previous``: the observation before
+        each, for a delta state tokenizer; None: ``obs`` is a sequence)."""
+        tokenizer = self.spec.state_tokenizer
+        if tokenizer is None:
+            return self._encode_frames(obs)
+        tokens = tokenizer.encode(np.asarray(obs, np.float32), previous).astype(np.float32)
+        return as_array_like(tokens, self._frame_like)
+
+    def _decode(self, tokens, previous: np.ndarray | None = None) -> np.ndarray:
+        """Frame tokens ``[N, P, D]`` to observations ``[N, *obs_shape]`` (a delta state frame adds to
+        ``previous``)."""
+        tokenizer = self.spec.state_tokenizer
+        if tokenizer is None:
+            return self._decode_frames(tokens)
+        return tokenizer.decode(_as_numpy(tokens), previous).astype(np.float32)
 
     # -- public API -------------------------------------------------------------------------------------
     def reset(self, context_obs, context_actions=None, *, seed: int | None = None) -> None:
@@ -154,6 +178,7 @@ class StreamingSessionBase(ABC):
                 generator=self.generator,
             )
         tokens = self._encode(obs)
+        self._committed_obs = obs[-1:].astype(np.float32) if spec.state_tokenizer is not None else None
         cond = spec.action_encoder.no_action_conditions(1)
         if len(obs) > 1:
             cond = np.concatenate([cond, spec.action_encoder.conditions(np.asarray(context_actions))])
@@ -185,17 +210,18 @@ class StreamingSessionBase(ABC):
                 cond=token_cond,
                 generator=self.generator,
             )
-            self._commit(frame, cond, level=self.config.context_level)
+            obs = self._commit_generated(frame, cond, decode=True)
         else:
             self._slot_conds.append(cond)
             # step must answer now: the newest frame's clean estimate from this very call (the window's
             # refined version of it enters the cache W - 1 ticks later).
             emitted, estimate = self._rolling.tick(noise, token_cond=token_cond)
-            frame = estimate[:, -p:]
             if emitted is not None:
-                self._commit(emitted, self._slot_conds.popleft(), level=self.config.context_level)
+                self._commit_generated(emitted, self._slot_conds.popleft(), decode=False)
+                estimate = estimate[:, p:]
+            obs = self._preview(estimate)
         self.num_steps += 1
-        return self._decode(frame)[0]
+        return obs[0]
 
     @property
     def observation_space(self) -> gym.spaces.Box:
@@ -222,6 +248,31 @@ class StreamingSessionBase(ABC):
 
     def _cached_denoiser(self, x, level, cond):
         return self._network(x, level, cond, update_cache=False)
+
+    def _commit_generated(self, frame, cond, *, decode: bool) -> np.ndarray | None:
+        """Commit a generated frame at the context level; returns its observation ``[1, *obs_shape]`` if asked.
+
+        A delta state frame is decoded onto the last committed observation and enters the cache re-encoded
+        from the result (its absolute part made consistent with the trajectory the session returns)."""
+        tokenizer = self.spec.state_tokenizer
+        if tokenizer is None or not tokenizer.delta:
+            self._commit(frame, cond, level=self.config.context_level)
+            return self._decode(frame) if decode else None
+        previous = self._committed_obs
+        obs = self._decode(frame, previous)
+        self._commit(self._encode(obs, previous), cond, level=self.config.context_level)
+        self._committed_obs = obs
+        return obs
+
+    def _preview(self, estimate) -> np.ndarray:
+        """The rolling window's newest observation from the clean estimates of its uncommitted frames."""
+        tokenizer = self.spec.state_tokenizer
+        p = self.spec.tokens_per_frame
+        if tokenizer is None or not tokenizer.delta:
+            return self._decode(estimate[:, -p:])
+        # The last committed observation plus the change of every frame still in the window.
+        changes = tokenizer.change(_as_numpy(estimate).reshape(-1, 1, self.spec.token_dim))
+        return self._committed_obs + changes.sum(0, keepdims=True).astype(np.float32)
 
     def _commit(self, tokens, cond, *, level: float) -> None:
         """Append frames ``tokens [1, F * P, D]`` (conditioned by ``cond [F, C]``) to the cache at ``level``."""
@@ -260,3 +311,7 @@ class StreamingSessionBase(ABC):
         elif action.shape != encoder.action_space.shape:
             raise ValueError(f"action must have shape {encoder.action_space.shape}, got {action.shape}")
         return encoder.check(action[None])
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)

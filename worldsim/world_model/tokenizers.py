@@ -1,6 +1,8 @@
 """Tokenizers: observations to frame tokens ``[N, P, D]`` and back, actions to per-frame conditioning.
 
-- :class:`StateTokenizer`: a low-dimensional state is one token per frame, normalized per dimension.
+- :class:`~worldsim.world_model.state_tokenizer.StateTokenizer` (torch-free, re-exported here): a
+  low-dimensional state is one token per frame, standardized, with its standardized change since the
+  previous frame (delta mode).
 - :class:`PixelTokenizer`: an RGB frame goes through a small convolutional autoencoder
   (:mod:`worldsim.world_model.autoencoder`) to a latent grid, cut into ``tokens_per_frame`` tokens and
   standardized; the diffusion model never sees raw pixels (measured: 64 raw patch tokens per frame are
@@ -19,43 +21,13 @@ from torch import nn
 from worldsim.core.normalizer import Normalizer
 from worldsim.world_model.action_encoder import ActionEncoder
 from worldsim.world_model.autoencoder import ConvAutoencoder
+from worldsim.world_model.state_tokenizer import StateTokenizer
 
 __all__ = ["ActionEncoder", "PixelTokenizer", "StateTokenizer"]
 
 
 def _as_float_tensor(x, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, device=device).float()
-
-
-class StateTokenizer(nn.Module):
-    """One token per frame: the min-max normalized state vector."""
-
-    def __init__(self, normalizer: Normalizer):
-        super().__init__()
-        if len(normalizer.shape) != 1:
-            raise ValueError(f"StateTokenizer needs a flat state normalizer, got shape {normalizer.shape}")
-        self.normalizer = normalizer
-        self.obs_shape: tuple[int, ...] = normalizer.shape
-        self.tokens_per_frame = 1
-        self.token_dim = normalizer.shape[0]
-
-    def encode(self, obs) -> torch.Tensor:
-        """``[N, obs_dim]`` (numpy or torch) to tokens ``[N, 1, obs_dim]``."""
-        return self.normalizer.normalize(_as_float_tensor(obs, torch.device("cpu")))[:, None, :]
-
-    def decode(self, tokens: torch.Tensor) -> np.ndarray:
-        """Tokens ``[N, 1, obs_dim]`` to float32 states ``[N, obs_dim]``."""
-        return self.normalizer.unnormalize(tokens[:, 0]).detach().cpu().numpy().astype(np.float32)
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        return self.normalizer.state_dict("tokenizer.state")
-
-    def config(self) -> dict:
-        return {"kind": "state", "mode": self.normalizer.mode}
-
-    @classmethod
-    def from_tensors(cls, tensors: dict, config: dict) -> StateTokenizer:
-        return cls(Normalizer.from_state_dict(tensors, "tokenizer.state", config["mode"]))
 
 
 class PixelTokenizer(nn.Module):
@@ -106,10 +78,12 @@ class PixelTokenizer(nn.Module):
         images = _as_float_tensor(obs, next(self.autoencoder.parameters()).device)
         return self.latents_to_tokens(self.autoencoder.encode(images))
 
-    def encode(self, obs) -> torch.Tensor:
+    def encode(self, obs, previous=None) -> torch.Tensor:
+        """Frames ``uint8 [N, H, W, 3]`` to tokens ``[N, P, D]`` (``previous`` is unused: frames stand alone)."""
         return self.latent_normalizer.normalize(self.raw_tokens(obs))
 
-    def decode(self, tokens: torch.Tensor) -> np.ndarray:
+    def decode(self, tokens: torch.Tensor, previous=None) -> np.ndarray:
+        """Tokens to ``uint8`` frames (``previous`` is unused)."""
         return self.autoencoder.to_uint8(self.decode_images(tokens)).cpu().numpy()
 
     def decode_images(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -74,7 +74,7 @@ def train_autoencoder(
 
 def build_model(
     train: list[Episode], env: gym.Env, model_config: WorldModelConfig, autoencoder: ConvAutoencoder | None,
-    tokens_per_frame: int,
+    tokens_per_frame: int, *, state_normalization: str = "meanstd", state_delta: bool = True,
 ) -> WorldModel:  # fmt: skip
     """A fresh world model whose tokenizer and action statistics are fitted on ``train``."""
     obs_space, action_space = env.observation_space, env.action_space
@@ -84,7 +84,8 @@ def build_model(
     if isinstance(action_space, gym.spaces.Box):
         action_normalizer = Normalizer.fit(np.concatenate([e.actions for e in train]), "minmax")
     if autoencoder is None:
-        tokenizer = StateTokenizer(Normalizer.fit(np.concatenate([e.observations for e in train]), "minmax"))
+        observations = [np.asarray(e.observations, np.float64) for e in train]
+        tokenizer = StateTokenizer.fit(observations, mode=state_normalization, delta=state_delta)
     else:
         frames = np.concatenate([e.observations for e in train])
         tokenizer = PixelTokenizer(autoencoder, None, tokens_per_frame)
@@ -135,7 +136,10 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
                 frames, ae_config, ae_trainer, f"{state_dir}/autoencoder" if state_dir else None
             )
             del frames
-        model = build_model(train, env, cfg.model, autoencoder, cfg.tokens_per_frame)
+        model = build_model(
+            train, env, cfg.model, autoencoder, cfg.tokens_per_frame, state_normalization=cfg.state_normalization,
+            state_delta=cfg.state_delta,
+        )  # fmt: skip
     data = model.training_data(train, stride=2)
     held_out_data = model.training_data(held_out, stride=7)
     print(f"{len(data['frames'])} training windows of {cfg.model.sequence_frames} frames")

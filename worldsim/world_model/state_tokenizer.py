@@ -1,0 +1,97 @@
+"""The state tokenizer: one token per frame, torch-free, shared by the torch model and the onnxruntime runner.
+
+A token is the frame's standardized state and, in *delta* mode, its standardized change since the
+previous frame. A state model must predict the next state far more precisely than the state's range: a
+joint that moves 1 mm per step in a 2 m workspace changes by 0.05% of it, below what a diffusion model
+resolves. The change itself, standardized by how much each dimension usually changes, is on the scale
+the model works at; the generated observation is the previous one plus the decoded change, and the
+absolute part keeps the state in every token the model attends to.
+
+Arrays in, arrays of the same kind out (numpy or torch), so both runtimes call the same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldsim.core.array_ops import namespace
+from worldsim.core.normalizer import Normalizer
+
+
+class StateTokenizer:
+    """``encode(obs, previous) -> [N, 1, D or 2D]`` and ``decode(tokens, previous) -> [N, D]``.
+
+    ``normalizer`` scales the state; ``delta_normalizer`` (delta mode), when given, scales the change since
+    the previous frame. ``previous`` is the observation before each one; None in ``encode`` means ``obs`` is
+    a sequence whose frames precede one another (the first frame gets no change).
+    """
+
+    def __init__(self, normalizer: Normalizer, delta_normalizer: Normalizer | None = None):
+        if len(normalizer.shape) != 1:
+            raise ValueError(f"the state tokenizer needs a flat state normalizer, got shape {normalizer.shape}")
+        if delta_normalizer is not None and delta_normalizer.shape != normalizer.shape:
+            raise ValueError(f"delta normalizer shape {delta_normalizer.shape} differs from {normalizer.shape}")
+        self.normalizer = normalizer
+        self.delta_normalizer = delta_normalizer
+        self.obs_shape: tuple[int, ...] = normalizer.shape
+        self.tokens_per_frame = 1
+        self.token_dim = normalizer.shape[0] * (2 if delta_normalizer is not None else 1)
+
+    @property
+    def delta(self) -> bool:
+        return self.delta_normalizer is not None
+
+    @classmethod
+    def fit(cls, episodes_observations: list[np.ndarray], *, mode: str = "meanstd", delta: bool = True):
+        """Statistics of the states (and of their per-step changes) of recorded episodes ``[T, D]`` each."""
+        states = np.concatenate(episodes_observations)
+        normalizer = Normalizer.fit(states, mode)
+        if not delta:
+            return cls(normalizer)
+        changes = np.concatenate([np.diff(o, axis=0) for o in episodes_observations if len(o) > 1])
+        return cls(normalizer, Normalizer.fit(changes, mode))
+
+    def encode(self, obs, previous=None):
+        """States ``[N, D]`` to tokens ``[N, 1, token_dim]``."""
+        state = self.normalizer.normalize(obs)
+        if not self.delta:
+            return state[:, None, :]
+        xp = namespace(obs)
+        if previous is None:
+            previous = xp.concatenate([obs[:1], obs[:-1]], 0)
+        change = self.delta_normalizer.normalize(obs - previous)
+        return xp.concatenate([state, change], -1)[:, None, :]
+
+    def decode(self, tokens, previous=None):
+        """Tokens ``[N, 1, token_dim]`` to states ``[N, D]``: delta mode adds the decoded change to ``previous``."""
+        d = self.obs_shape[0]
+        if not self.delta:
+            return self.normalizer.unnormalize(tokens[:, 0, :d])
+        if previous is None:
+            raise ValueError("a delta state tokenizer decodes a frame from the observation before it: pass previous")
+        return previous + self.delta_normalizer.unnormalize(tokens[:, 0, d:])
+
+    def change(self, tokens):
+        """The decoded per-frame change ``[N, D]`` of delta tokens (what a frame adds to the one before)."""
+        return self.delta_normalizer.unnormalize(tokens[:, 0, self.obs_shape[0] :])
+
+    def rebase(self, tokens, previous_tokens):
+        """Delta tokens ``[N, 1, token_dim]`` re-encoded as the previous frame's state plus their change: what a
+        stream commits for a generated frame (its absolute part made consistent with the returned state)."""
+        previous = self.normalizer.unnormalize(previous_tokens[:, 0, : self.obs_shape[0]])
+        return self.encode(previous + self.change(tokens), previous)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        tensors = self.normalizer.state_dict("tokenizer.state")
+        if self.delta:
+            tensors |= self.delta_normalizer.state_dict("tokenizer.delta")
+        return tensors
+
+    def config(self) -> dict:
+        return {"kind": "state", "mode": self.normalizer.mode, "delta": self.delta}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, config: dict) -> StateTokenizer:
+        normalizer = Normalizer.from_state_dict(tensors, "tokenizer.state", config["mode"])
+        delta = Normalizer.from_state_dict(tensors, "tokenizer.delta", config["mode"]) if config.get("delta") else None
+        return cls(normalizer, delta)
