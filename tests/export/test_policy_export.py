@@ -189,3 +189,24 @@ def test_numpy_generator_drives_torch_noise():
     a = randn_like(torch.zeros(2, 3), np.random.default_rng(5))
     b = randn_like(np.zeros((2, 3), np.float32), np.random.default_rng(5))
     np.testing.assert_allclose(a.numpy(), b, atol=1e-6)
+
+
+def test_the_runner_runs_a_strategy_with_the_options_the_policy_recorded(tmp_path):
+    """An export carries the policy's recorded strategy options: ``OnnxPolicy(path, strategy="rti")`` runs the
+    tuned RTI (here k = 6 in 2 calls, 3 actions per chunk), not the class defaults (k = 3, 1 call, 1 action);
+    options given override them one by one."""
+    policy = make_policy(discrete_dims=())
+    policy.strategy_defaults = {"rti": {"k": 6, "calls": 2, "n_action_steps": 3}}
+    path = tmp_path / "tuned.onnx"
+    export_policy(policy, path, source="pytest")
+    runner = OnnxPolicy(path, strategy="rti", seed=0)
+    assert (runner.strategy.k, runner.strategy.calls, runner.n_action_steps) == (6, 2, 3)
+    observations = np.random.default_rng(2).normal(size=(7, OBS_DIM)).astype(np.float32)
+    calls = []
+    for obs in observations:
+        runner.select_action(obs)
+        calls.append(runner.calls_last_prediction)
+    assert calls[-1] == 2  # warm-started predictions make 2 network calls
+    overridden = OnnxPolicy(path, strategy="rti", k=4)
+    assert (overridden.strategy.k, overridden.strategy.calls, overridden.n_action_steps) == (4, 2, 3)
+    assert OnnxPolicy(path, strategy="ddim", steps=5).n_action_steps == policy.config.n_action_steps

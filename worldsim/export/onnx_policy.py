@@ -19,12 +19,19 @@ from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.control import ChunkPolicy
-from worldsim.policies.strategies import ChunkContext, Strategy, make_strategy
+from worldsim.policies.strategies import ChunkContext, Strategy
 
 KIND = "diffusion_policy_step"
 
 
 class OnnxPolicy(ChunkPolicy):
+    """An exported diffusion policy on onnxruntime: ``reset()``, ``select_action(obs)``, ``set_strategy``.
+
+    ``strategy`` by name starts from the options the trained policy recorded for it (the export's
+    ``strategies`` metadata: a task's tuned RTI, say), overridden by ``strategy_kwargs``; ``seed`` seeds the
+    numpy generator all sampling noise comes from (the torch policy's ``seed`` draws the same).
+    """
+
     def __init__(
         self,
         path: str | Path,
@@ -50,8 +57,8 @@ class OnnxPolicy(ChunkPolicy):
         self.session = make_session(self.path, providers, threads=threads)
         self._check_io()
         self.generator = np.random.default_rng(seed)
-        self.strategy = make_strategy(strategy, **strategy_kwargs) if isinstance(strategy, str) else strategy
-        self.reset()
+        self.strategy_defaults = {name: dict(options) for name, options in meta.get("strategies", {}).items()}
+        self.set_strategy(strategy, **strategy_kwargs)
 
     def _check_io(self) -> None:
         inputs = {i.name for i in self.session.get_inputs()}

@@ -83,6 +83,7 @@ def export_policy(
             "normalization": c.normalization,
             "action_normalizer": {k: v.tolist() for k, v in policy.codec.normalizer.state_dict("a").items()},
             "schedule": policy.schedule.config(),
+            "strategies": policy.strategy_defaults,
             "source": source,
             "tolerance": tolerance,
         },
