@@ -1,13 +1,13 @@
 """Public-task experts: success, return, final goal error, length and speed, beside a uniform-random policy.
 
-    python benchmarks/public_experts.py [--episodes 100] [--tasks FetchPush-v4 ...] [--out benchmarks/results]
+    python benchmarks/public_experts.py [--episodes 100] [--tasks fetch_push ...] [--out benchmarks/results]
 
-For every task of ``worldsim.envs.public_experts.PUBLIC_TASKS`` it runs the task's expert and a uniform-random
-policy on the same reset seeds ``0 .. episodes - 1`` and writes ``public_experts.json``. The expert is made
-once (``expert(seed=0)``) and ``reset()`` before each episode, as ``collect_dataset`` records; the random
-policy draws from the action space, seeded with the episode's reset seed. Success is the task's ``info`` key
-at an episode's last step; the goal error is the task's function of the last step's ``(obs, info)``; seconds
-per episode are the expert's episodes' wall time, environment included.
+For every task of the generalization suite (``worldsim.envs.public_experts.SUITE``: task files) it runs the task's
+expert and a uniform-random policy on the same reset seeds ``0 .. episodes - 1`` and writes
+``public_experts.json``. The expert is made once (``expert(seed=0)``) and ``reset()`` before each episode, as
+``collect_dataset`` records; the random policy draws from the action space, seeded with the episode's reset seed.
+Success and goal error are the task's judge (``TaskSpec.judge``: its success rule true at any step, its goal error
+after the last step); seconds per episode are the expert's episodes' wall time, environment included.
 """
 
 from __future__ import annotations
@@ -31,19 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402
-from worldsim.envs.public_experts import GOAL_ERRORS, PUBLIC_TASKS, PublicTask, make_public_env  # noqa: E402
+from worldsim.envs.public_experts import SUITE  # noqa: E402
+from worldsim.envs.tasks import TaskSpec, load_task  # noqa: E402
 
 SOLVED_RETURN = {"LunarLanderContinuous-v3": 200.0}  # Gymnasium's "solved" landing score
 
 
-def run_episodes(task: PublicTask, seeds: list[int], policy: str) -> dict:
+def run_episodes(task: TaskSpec, seeds: list[int], policy: str) -> dict:
     """Episodes of the expert (``policy="expert"``) or of uniform-random actions, one per reset seed."""
-    env = make_public_env(task.env_id)
-    expert = task.expert(seed=0) if policy == "expert" else None
+    env = task.make_env()
+    expert = task.make_expert(seed=0) if policy == "expert" else None
     returns, lengths, successes, goal_errors = [], [], [], []
     start = time.perf_counter()
     for seed in seeds:
         obs, info = env.reset(seed=seed)
+        judge = task.judge()
         if expert is not None:
             expert.reset()
         else:
@@ -52,13 +54,14 @@ def run_episodes(task: PublicTask, seeds: list[int], policy: str) -> dict:
         while not done:
             action = expert(obs, info) if expert is not None else env.action_space.sample()
             obs, reward, terminated, truncated, info = env.step(action)
+            judge.observe(obs, reward, info)
             total, steps, done = total + float(reward), steps + 1, terminated or truncated
         returns.append(total)
         lengths.append(steps)
-        if task.success_key is not None:
-            successes.append(bool(info[task.success_key]))
-        if task.goal_error is not None:
-            goal_errors.append(GOAL_ERRORS[task.goal_error](obs, info))
+        if judge.success is not None:
+            successes.append(judge.success)
+        if judge.goal_error is not None:
+            goal_errors.append(judge.goal_error)
     seconds = time.perf_counter() - start
     env.close()
     result = {
@@ -89,7 +92,7 @@ def versions() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=100, help="episodes per task and policy (default 100)")
-    parser.add_argument("--tasks", nargs="*", default=sorted(PUBLIC_TASKS), help="env ids (default: all)")
+    parser.add_argument("--tasks", nargs="*", default=list(SUITE), help="task names (default: the suite)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     seeds = list(range(args.episodes))
@@ -101,13 +104,15 @@ def main() -> None:
         "episodes_per_task": args.episodes,
         "tasks": {},
     }
-    for env_id in args.tasks:
-        task = PUBLIC_TASKS[env_id]
+    for name in args.tasks:
+        task = load_task(name)
+        env_id = task.env_id
         print(f"{env_id}: expert and random policy over {args.episodes} episodes ...", flush=True)
         entry = {
-            "make_kwargs": task.make_kwargs,
-            "expert": task.expert.__name__,
-            "success_key": task.success_key,
+            "task": name,
+            "make_kwargs": task.env_kwargs,
+            "expert": task.expert,
+            "success": task.success,
             "goal_error": task.goal_error,
             "expert_policy": run_episodes(task, seeds, "expert"),
             "random_policy": run_episodes(task, seeds, "random"),

@@ -11,16 +11,21 @@ import numpy as np
 import pytest
 
 from worldsim.envs.experts import Expert
-from worldsim.envs.public_experts import GOAL_ERRORS, PUBLIC_TASKS, GymPushTExpert, make_public_env
+from worldsim.envs.public_experts import SUITE, GymPushTExpert, goal_distance, pusher_goal_distance
+from worldsim.envs.tasks import load_task
+
+PACKAGES = {"gym_pusht": "gym_pusht", "fetch": "gymnasium_robotics", "lunar": "Box2D"}
 
 
-def _make(env_id: str) -> gym.Env:
-    package = PUBLIC_TASKS[env_id].package
-    if package is not None:
-        pytest.importorskip(package)
-    if env_id.startswith("LunarLander"):
-        pytest.importorskip("Box2D")
-    return make_public_env(env_id)
+def _make(name: str) -> gym.Env:
+    for prefix, package in PACKAGES.items():
+        if name.startswith(prefix):
+            pytest.importorskip(package)
+    return load_task(name).make_env()
+
+
+def _expert(name: str):
+    return load_task(name).make_expert(seed=0)
 
 
 def _episode(env: gym.Env, expert, seed: int, strip_info: tuple[str, ...] = ()) -> dict:
@@ -36,65 +41,65 @@ def _episode(env: gym.Env, expert, seed: int, strip_info: tuple[str, ...] = ()) 
     return {"return": total, "obs": obs, "info": info, "actions": np.array(actions), "length": len(actions)}
 
 
-def _success(env_id: str, result: dict) -> bool:
-    return bool(result["info"][PUBLIC_TASKS[env_id].success_key])
+def _success(name: str, result: dict) -> bool:
+    return bool(result["info"][load_task(name).success])
 
 
-def test_the_table_describes_public_tasks_only():
-    assert len(PUBLIC_TASKS) >= 6 and not any(env_id.startswith("worldsim/") for env_id in PUBLIC_TASKS)
-    for env_id, task in PUBLIC_TASKS.items():
-        assert task.env_id == env_id
-        if task.package is None:  # Gymnasium's own envs; the others register when their package is imported
-            assert env_id in gym.registry
-        assert task.goal_error is None or task.goal_error in GOAL_ERRORS
+def test_the_suite_is_public_task_files_only():
+    tasks = [load_task(name) for name in SUITE]
+    assert len({task.env_id for task in tasks}) == len(SUITE) >= 6
+    assert not any(task.env_id.startswith("worldsim/") for task in tasks)
+    for task in tasks:
+        assert task.expert.startswith("worldsim.envs.public_experts:")
+        assert task.judge() is not None  # the success and goal-error callables resolve
     # Experts that need no optional package are built here; the others in their tasks' tests.
-    assert isinstance(PUBLIC_TASKS["Pusher-v5"].expert(seed=0), Expert)
-    assert isinstance(PUBLIC_TASKS["InvertedDoublePendulum-v5"].expert(seed=0), Expert)
+    assert isinstance(_expert("pusher"), Expert) and isinstance(_expert("inverted_double_pendulum"), Expert)
+    assert [load_task(n).success for n in ("pusher", "inverted_double_pendulum", "lunar_lander")] == [None] * 3
 
 
-SUCCESS_TASKS = ["gym_pusht/PushT-v0", "FetchReach-v4", "FetchPush-v4", "FetchPickAndPlace-v4"]
+SUCCESS_TASKS = ["gym_pusht", "fetch_reach", "fetch_push", "fetch_pick_and_place"]
 
 
-@pytest.mark.parametrize("env_id", SUCCESS_TASKS)
-def test_expert_succeeds_on_a_few_seeds(env_id):
-    env = _make(env_id)
-    expert = PUBLIC_TASKS[env_id].expert(seed=0)
+@pytest.mark.parametrize("name", SUCCESS_TASKS)
+def test_expert_succeeds_on_a_few_seeds(name):
+    env = _make(name)
+    expert = _expert(name)
     assert isinstance(expert, Expert)
     for seed in range(3):
         result = _episode(env, expert, seed)
-        assert _success(env_id, result), (env_id, seed)
-        if env_id.startswith("Fetch"):  # the gripper dimension is a discrete command
+        assert _success(name, result), (name, seed)
+        if name.startswith("fetch"):  # the gripper dimension is a discrete command
             assert set(np.unique(result["actions"][:, 3])) <= {-1.0, 1.0}
-            assert GOAL_ERRORS["goal_distance"](result["obs"], result["info"]) < 0.05
+            assert goal_distance(result["obs"], result["info"]) < 0.05
 
 
 def test_fetch_pick_and_place_opens_and_closes_the_gripper():
-    env = _make("FetchPickAndPlace-v4")
-    result = _episode(env, PUBLIC_TASKS["FetchPickAndPlace-v4"].expert(seed=0), seed=5)
-    assert _success("FetchPickAndPlace-v4", result)
+    env = _make("fetch_pick_and_place")
+    result = _episode(env, _expert("fetch_pick_and_place"), seed=5)
+    assert _success("fetch_pick_and_place", result)
     assert set(np.unique(result["actions"][:, 3])) == {-1.0, 1.0}
 
 
 def test_pusher_brings_the_object_closer_far_above_random():
-    env = _make("Pusher-v5")
-    expert = PUBLIC_TASKS["Pusher-v5"].expert(seed=0)
+    env = _make("pusher")
+    expert = _expert("pusher")
     for seed in (2, 6):  # measured: returns -36.9 and -36.8, the object 8.3 and 7.7 cm closer
         start = np.asarray(env.reset(seed=seed)[0])
         result = _episode(env, expert, seed)
         assert result["return"] > -60.0  # random actions: -148.5 on average
         before = float(np.linalg.norm(start[17:19] - start[20:22]))
-        assert GOAL_ERRORS["pusher_goal_distance"](result["obs"], result["info"]) < before - 0.05
+        assert pusher_goal_distance(result["obs"], result["info"]) < before - 0.05
 
 
 def test_inverted_double_pendulum_balances_the_whole_episode():
-    env = _make("InvertedDoublePendulum-v5")
-    result = _episode(env, PUBLIC_TASKS["InvertedDoublePendulum-v5"].expert(seed=0), seed=0)
+    env = _make("inverted_double_pendulum")
+    result = _episode(env, _expert("inverted_double_pendulum"), seed=0)
     assert result["length"] == 1000 and result["return"] > 9300.0
 
 
 def test_lunar_lander_lands_from_the_observation_alone():
-    env = _make("LunarLanderContinuous-v3")
-    expert = PUBLIC_TASKS["LunarLanderContinuous-v3"].expert(seed=0)
+    env = _make("lunar_lander")
+    expert = _expert("lunar_lander")
     returns = [_episode(env, expert, seed)["return"] for seed in range(3)]
     assert min(returns) >= 200.0, returns  # Gymnasium's "solved" landing; measured 306.0, 273.9, 257.4
 
@@ -102,16 +107,16 @@ def test_lunar_lander_lands_from_the_observation_alone():
 def test_pusht_expert_tracks_the_agent_velocity_itself():
     """Without ``info["vel_agent"]`` the expert predicts the agent's velocity with the PD loop's own model:
     it acts as it does with gym-pusht's reported velocity (to rounding), so it also runs on bare observations."""
-    env = _make("gym_pusht/PushT-v0")
+    env = _make("gym_pusht")
     with_info = _episode(env, GymPushTExpert(seed=2), seed=7)
     bare = _episode(env, GymPushTExpert(seed=2), seed=7, strip_info=("vel_agent", "goal_pose"))
-    assert _success("gym_pusht/PushT-v0", bare) and bare["length"] == with_info["length"]
+    assert _success("gym_pusht", bare) and bare["length"] == with_info["length"]
     np.testing.assert_allclose(bare["actions"], with_info["actions"], atol=1e-3)
 
 
 def test_pusht_expert_goes_round_either_way():
     """The per-episode coin: from one start, the two sides of the coin walk round the block differently."""
-    env = _make("gym_pusht/PushT-v0")
+    env = _make("gym_pusht")
     paths = {}
     for expert_seed in range(10):
         expert = GymPushTExpert(seed=expert_seed)
@@ -119,7 +124,7 @@ def test_pusht_expert_goes_round_either_way():
         side = expert.side
         expert.reset = lambda: None  # keep the side just drawn
         result = _episode(env, expert, seed=3)
-        assert _success("gym_pusht/PushT-v0", result)
+        assert _success("gym_pusht", result)
         paths.setdefault(side, result["actions"])
     assert set(paths) == {-1, 1}
     length = min(len(paths[-1]), len(paths[1]))
@@ -130,7 +135,7 @@ def test_collect_dataset_records_a_public_env_through_the_protocol(tmp_path):
     pytest.importorskip("gym_pusht")
     from worldsim.envs.datasets import collect_dataset, load_demonstrations
 
-    env = make_public_env("gym_pusht/PushT-v0")  # registers the env for collect_dataset's gymnasium.make
+    env = load_task("gym_pusht").make_env()  # registers the env for collect_dataset's gymnasium.make
     collect_dataset(
         "gym_pusht/PushT-v0", "pusht/public-v0", 2, seeds=[11, 3], env_kwargs={"obs_type": "state"},
         expert=GymPushTExpert, path=tmp_path, progress=False,
@@ -152,7 +157,7 @@ def test_bad_seeds_for_a_public_env_are_refused(tmp_path):
     pytest.importorskip("gym_pusht")
     from worldsim.envs.datasets import collect_dataset
 
-    make_public_env("gym_pusht/PushT-v0")
+    load_task("gym_pusht").make_env()
     with pytest.raises(ValueError, match="seeds must hold one reset seed per episode: 1 seeds for 2"):
         collect_dataset(
             "gym_pusht/PushT-v0", "pusht/bad-v0", 2, seeds=[4], env_kwargs={"obs_type": "state"},
@@ -165,36 +170,61 @@ def test_bad_seeds_for_a_public_env_are_refused(tmp_path):
         )  # fmt: skip
 
 
-def test_unknown_public_task_is_refused():
-    with pytest.raises(ValueError, match="is not one of the public tasks"):
-        make_public_env("CartPole-v1")
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="no task 'cartpole'; worldsim ships"):
+        load_task("cartpole")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", SUCCESS_TASKS)
-def test_expert_success_over_fifty_episodes(env_id):
-    env = _make(env_id)
-    expert = PUBLIC_TASKS[env_id].expert(seed=0)
-    assert np.mean([_success(env_id, _episode(env, expert, seed)) for seed in range(50)]) >= 0.96
+@pytest.mark.parametrize("name", SUCCESS_TASKS)
+def test_expert_success_over_fifty_episodes(name):
+    env = _make(name)
+    expert = _expert(name)
+    assert np.mean([_success(name, _episode(env, expert, seed)) for seed in range(50)]) >= 0.96
 
 
 @pytest.mark.slow
 def test_pusher_return_over_twenty_episodes():
-    env = _make("Pusher-v5")
-    expert = PUBLIC_TASKS["Pusher-v5"].expert(seed=0)
+    env = _make("pusher")
+    expert = _expert("pusher")
     assert np.mean([_episode(env, expert, seed)["return"] for seed in range(20)]) > -55.0  # measured -43.6
 
 
 @pytest.mark.slow
 def test_inverted_double_pendulum_over_ten_episodes():
-    env = _make("InvertedDoublePendulum-v5")
-    expert = PUBLIC_TASKS["InvertedDoublePendulum-v5"].expert(seed=0)
+    env = _make("inverted_double_pendulum")
+    expert = _expert("inverted_double_pendulum")
     assert all(_episode(env, expert, seed)["length"] == 1000 for seed in range(10))
 
 
 @pytest.mark.slow
 def test_lunar_lander_over_fifty_episodes():
-    env = _make("LunarLanderContinuous-v3")
-    expert = PUBLIC_TASKS["LunarLanderContinuous-v3"].expert(seed=0)
+    env = _make("lunar_lander")
+    expert = _expert("lunar_lander")
     returns = np.array([_episode(env, expert, seed)["return"] for seed in range(50)])
     assert returns.mean() > 250.0 and np.mean(returns >= 200.0) >= 0.94  # measured 284.5 and 1.0
+
+
+def test_a_fetch_recording_keeps_the_success_the_env_reports_from_its_first_step(tmp_path):
+    """Gymnasium-Robotics' reset info is empty and its steps report ``is_success``: the recording keeps it."""
+    pytest.importorskip("gymnasium_robotics")
+    from worldsim.envs.datasets import collect_dataset, load_demonstrations
+
+    task = load_task("fetch_reach")
+    task.make_env()
+
+    def lazy(seed=None):  # reaches nothing: each episode fails
+        class Still:
+            def reset(self):
+                pass
+
+            def __call__(self, obs, info):
+                return np.zeros(4, np.float32)
+
+        return Still()
+
+    for expert, dataset in ((task.expert_factory(), "fetchreach/good-v0"), (lazy, "fetchreach/still-v0")):
+        collect_dataset(task.env_id, dataset, 2, seeds=[0, 1], expert=expert, path=tmp_path, progress=False)
+    good = load_demonstrations("fetchreach/good-v0", task.env_id, path=tmp_path)
+    still = load_demonstrations("fetchreach/still-v0", task.env_id, path=tmp_path)
+    assert [e.success for e in good] == [True, True] and [e.success for e in still] == [False, False]

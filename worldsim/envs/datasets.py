@@ -24,12 +24,24 @@ from tqdm.auto import tqdm
 
 from worldsim.core.episodes import Episode, observations_of
 from worldsim.core.normalizer import NormalizationMode, Normalizer
-from worldsim.envs.experts import Expert, PickPlaceExpert, PushTExpert
+from worldsim.envs.experts import Expert
+from worldsim.envs.tasks import task_for_env, task_names
 
-EXPERTS: dict[str, Callable[..., Callable[[gym.Env], np.ndarray]]] = {
-    "worldsim/PushT-v0": PushTExpert,
-    "worldsim/PickPlace-v0": PickPlaceExpert,
-}
+
+def default_expert(env_id: str, expert=None):
+    """``expert`` if given, else the expert factory of the shipped task whose env is ``env_id``; a one-line
+    error when there is neither."""
+    factory = expert if expert is not None else task_for_env(env_id).expert_factory()
+    if factory is None:
+        raise ValueError(
+            f"no scripted expert for {env_id!r}: pass expert=<factory of your controller>, or use a task that "
+            f"names one ({', '.join(task_names())})"
+        )
+    return factory
+
+
+def _is_worldsim_env(env_id: str) -> bool:
+    return env_id.startswith("worldsim/")
 
 
 @contextlib.contextmanager
@@ -81,7 +93,7 @@ def collect_dataset(
     (there one expert generator runs on through all the episodes).
 
     Args:
-        env_id: a Gymnasium id: one of worldsim's tasks (see ``EXPERTS``), or any env given ``expert``.
+        env_id: a Gymnasium id: the env of a shipped task (``worldsim/conf/task/``), or any env given ``expert``.
         dataset_id: Minari id, e.g. ``"worldsim/pusht/expert-v0"``; must not exist yet.
         num_episodes: number of episodes (>= 1).
         seed: first reset seed: episode ``i`` is reset with ``seed + i``; also the expert's seed.
@@ -108,13 +120,8 @@ def collect_dataset(
     Returns:
         The created ``minari.MinariDataset``.
     """
-    make_expert = expert if expert is not None else EXPERTS.get(env_id)
-    if make_expert is None:
-        raise ValueError(
-            f"no scripted expert for {env_id!r}: pass expert=<factory of your controller>, or use one of "
-            f"{sorted(EXPERTS)}"
-        )
-    if env_id not in EXPERTS and obs_type != "state":
+    make_expert = default_expert(env_id, expert)
+    if not _is_worldsim_env(env_id) and obs_type != "state":
         raise ValueError(
             f"obs_type={obs_type!r} applies to worldsim's tasks only; pass {env_id}'s own options in env_kwargs"
         )
@@ -129,7 +136,7 @@ def collect_dataset(
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
     env_kwargs = dict(env_kwargs or {})
-    if env_id in EXPERTS:
+    if _is_worldsim_env(env_id):
         # obs_type / image_size may also come in env_kwargs (e.g. from a task file); an argument that differs
         # from its default and from env_kwargs is a contradiction.
         for name, value, default in (("obs_type", obs_type, "state"), ("image_size", image_size, 96)):
@@ -161,7 +168,11 @@ def collect_dataset(
                 algorithm_name=f"scripted expert ({getattr(make_expert, '__name__', type(make_expert).__name__)})",
                 description=(
                     f"Scripted-expert demonstrations of {env_id} "
-                    + (f"({obs_type} observations)." if env_id in EXPERTS else f"(gymnasium.make kwargs {env_kwargs}).")
+                    + (
+                        f"({obs_type} observations)."
+                        if _is_worldsim_env(env_id)
+                        else f"(gymnasium.make kwargs {env_kwargs})."
+                    )
                 ),
                 author=author,
                 code_permalink=code_permalink,
@@ -245,8 +256,21 @@ class EpisodeRecorder:
             rewards=self.rewards,
             terminations=self.terminations,
             truncations=self.truncations,
-            infos=_stack(self.infos),
+            infos=_stack(_aligned_infos(self.infos)),
         )
+
+
+def _aligned_infos(infos: list[dict]) -> list[dict]:
+    """The infos keys every step reports, one row per observation. A key the reset's info lacks (Gymnasium-
+    Robotics reports ``is_success`` only from the first step) gets a zero row there, so it is kept; a key some
+    step lacks is dropped (Minari needs one value per observation)."""
+    reset, steps = infos[0], infos[1:]
+    if not steps:
+        return infos
+    keys = [key for key in steps[0] if all(key in info for info in steps)]
+    keys = [key for key in keys if key in reset or not isinstance(steps[0][key], dict)]
+    first = {key: reset[key] if key in reset else np.zeros_like(np.asarray(steps[0][key])) for key in keys}
+    return [first] + [{key: info[key] for key in keys} for info in steps]
 
 
 def _record_episode(env: gym.Env, expert: Expert, index: int, seed: int) -> EpisodeBuffer:

@@ -1,27 +1,24 @@
-"""Scripted experts for public benchmark tasks (none of them worldsim's), and the table that describes the tasks.
+"""Scripted experts for the public tasks of the generalization suite (none of them worldsim's).
 
 Every expert follows :class:`worldsim.envs.experts.Expert`: the class is the factory (``Expert(seed=...)``),
 ``reset()`` starts an episode and ``expert(obs, info) -> action`` acts from what the env just returned. They
 read the observation (and an ``info`` entry the env documents, where one helps) and never the simulator
 behind ``env.unwrapped``, so they also drive recorded or remote observation streams.
 
-:data:`PUBLIC_TASKS` says, per task, how to make the env, which expert drives it, how success is judged and
-how far from its goal an episode ended; ``benchmarks/public_experts.py`` measures every expert with it. The
-tasks' packages are optional (``pip install "worldsim[suite]"``): :func:`make_public_env` imports and
-registers what a task needs, so nothing here imports them before a task is made.
+Each suite task is a task file (:data:`SUITE`) that names its expert and goal-error function here; its env,
+kwargs and success rule live in that file only. The tasks' packages are optional (``pip install
+"worldsim[suite]"``): ``TaskSpec.make_env`` imports and registers what a task needs, so nothing here imports
+them before a task is made.
 
 Measured over reset seeds 0-99 (``benchmarks/results/public_experts.json``; ``docs/datasets.md`` has the table).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 import scipy.linalg
@@ -592,132 +589,18 @@ def pusht_goal_distance(obs: Any, info: dict[str, Any]) -> float:
     return float(np.linalg.norm(np.asarray(obs)[2:4] - goal[:2]))
 
 
-GOAL_ERRORS = {fn.__name__: fn for fn in (goal_distance, pusher_goal_distance, pusht_goal_distance)}
+# --- the suite -------------------------------------------------------------------------------------------------
+
+SUITE: tuple[str, ...] = (
+    "gym_pusht", "fetch_reach", "fetch_push", "fetch_pick_and_place", "pusher", "inverted_double_pendulum",
+    "lunar_lander",
+)  # fmt: skip
+"""The generalization suite: task files of ``worldsim/conf/task/`` (env, kwargs, expert, success and
+goal-error rules), none of them worldsim's own. ``load_task(name).make_env()`` imports and registers what a
+task's env needs."""
 
 
-# --- the table ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PublicTask:
-    """How to make, drive and judge one public task.
-
-    Attributes:
-        env_id: the Gymnasium id (the newest registered version).
-        make_kwargs: keyword arguments of ``gymnasium.make``.
-        expert: the expert class (its own factory: ``expert(seed=...)``).
-        success_key: the ``info`` key of the env's own success rule, read at an episode's last step; ``None``
-            where the task has none (judged by return).
-        goal_error: name of the function in :data:`GOAL_ERRORS` that measures, from the last step's
-            ``(obs, info)``, how far from its goal the episode ended; ``None`` where the task has no goal.
-        package: the module to import before ``gymnasium.make`` (it registers the env), if any.
-    """
-
-    env_id: str
-    make_kwargs: dict[str, Any]
-    expert: type
-    success_key: str | None = None
-    goal_error: str | None = None
-    package: str | None = None
-
-    def make(self, **overrides: Any) -> gym.Env:
-        """``gymnasium.make(env_id, **make_kwargs, **overrides)``, after importing the task's package."""
-        return make_public_env(self.env_id, **overrides)
-
-
-PUBLIC_TASKS: dict[str, PublicTask] = {
-    task.env_id: task
-    for task in (
-        PublicTask(
-            env_id="gym_pusht/PushT-v0",
-            make_kwargs={"obs_type": "state"},
-            expert=GymPushTExpert,
-            success_key="is_success",  # gym-pusht's rule: coverage of the goal T > 0.95; the episode then ends
-            goal_error="pusht_goal_distance",
-            package="gym_pusht",
-        ),
-        PublicTask(
-            env_id="FetchReach-v4",
-            make_kwargs={},
-            expert=FetchReachExpert,
-            success_key="is_success",  # grasp point within 5 cm of the goal (at the 50th, last step)
-            goal_error="goal_distance",
-            package="gymnasium_robotics",
-        ),
-        PublicTask(
-            env_id="FetchPush-v4",
-            make_kwargs={},
-            expert=FetchPushExpert,
-            success_key="is_success",  # cube within 5 cm of the goal
-            goal_error="goal_distance",
-            package="gymnasium_robotics",
-        ),
-        PublicTask(
-            env_id="FetchPickAndPlace-v4",
-            make_kwargs={},
-            expert=FetchPickAndPlaceExpert,
-            success_key="is_success",  # cube within 5 cm of the goal
-            goal_error="goal_distance",
-            package="gymnasium_robotics",
-        ),
-        PublicTask(
-            env_id="Pusher-v5",
-            make_kwargs={},
-            expert=PusherExpert,
-            success_key=None,  # no success rule: judged by return
-            goal_error="pusher_goal_distance",
-        ),
-        PublicTask(
-            env_id="InvertedDoublePendulum-v5",
-            make_kwargs={},
-            expert=InvertedDoublePendulumExpert,
-            success_key=None,  # judged by return: 1,000 steps balanced
-            goal_error=None,
-        ),
-        PublicTask(
-            env_id="LunarLanderContinuous-v3",
-            make_kwargs={},
-            expert=LunarLanderExpert,
-            success_key=None,  # judged by return (>= 200: Gymnasium's "solved" landing)
-            goal_error=None,
-        ),
-    )
-}
-
-
-# --- making the envs ---------------------------------------------------------------------------------------------
-
-
-def make_public_env(env_id: str, **overrides: Any) -> gym.Env:
-    """Make one of :data:`PUBLIC_TASKS` with its table kwargs (``overrides`` win), importing what it needs.
-
-    Raises ``ImportError`` naming the ``suite`` extra when the task's package is not installed.
-    """
-    if env_id not in PUBLIC_TASKS:
-        raise ValueError(f"{env_id!r} is not one of the public tasks {sorted(PUBLIC_TASKS)}")
-    task = PUBLIC_TASKS[env_id]
-    register_public_envs(task.package)
-    return gym.make(env_id, **{**task.make_kwargs, **overrides})
-
-
-def register_public_envs(package: str | None = None) -> None:
-    """Register the public tasks' envs with Gymnasium (``package``: only that one's, e.g. ``"gym_pusht"``).
-
-    gym-pusht registers on import; Gymnasium-Robotics through ``gymnasium.register_envs``. Safe to call more
-    than once; needed before ``gymnasium.make`` or ``collect_dataset`` of such an env id.
-    """
-    packages = [package] if package else sorted({t.package for t in PUBLIC_TASKS.values() if t.package})
-    for name in packages:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as error:
-            raise ImportError(f"{name} is missing: pip install 'worldsim[suite]' ({error})") from error
-        if name == "gymnasium_robotics":
-            gym.register_envs(module)
-            _fix_gymnasium_robotics_joint_access()
-
-
-def _fix_gymnasium_robotics_joint_access() -> None:
+def fix_gymnasium_robotics_joint_access() -> None:
     """Make Gymnasium-Robotics' joint accessors work with the installed MuJoCo, where they are broken.
 
     ``gymnasium_robotics.utils.mujoco_utils`` (1.4.2) checks a joint's type with ``joint_type in

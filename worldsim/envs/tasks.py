@@ -112,6 +112,10 @@ class TaskSpec:
         _import_registering_package(env_id)
         return gym.make(env_id, **{**self.env_kwargs, **overrides})
 
+    def expert_factory(self):
+        """The task's expert factory (``factory(seed=...) -> Expert``), or None when the task names none."""
+        return load_callable(self.expert, what="task.expert") if self.expert else None
+
     def make_expert(self, seed: int | None = None):
         """A fresh scripted expert seeded with ``seed``, or a one-line error when the task names none."""
         if self.expert is None:
@@ -119,7 +123,7 @@ class TaskSpec:
                 f"task {self.env_id!r} names no scripted expert (task.expert=package.module:Factory); record its "
                 "demonstrations yourself with collect_dataset(..., expert=...)"
             )
-        return load_callable(self.expert, what="task.expert")(seed=seed)
+        return self.expert_factory()(seed=seed)
 
     def judge(self) -> EpisodeJudge:
         """A fresh :class:`EpisodeJudge` of this task's success, score and goal-error rules."""
@@ -186,14 +190,17 @@ _ROBOTICS_PREFIXES = ("Fetch", "HandManipulate", "HandReach", "AdroitHand", "Poi
 
 
 def _import_registering_package(env_id: str) -> None:
-    if env_id in gym.registry:
-        return
-    for prefix, package in _REGISTERING_PACKAGES.items():
-        if env_id.startswith(prefix):
-            _import_or_explain(package, env_id)
-    if env_id.startswith(_ROBOTICS_PREFIXES):
-        robotics = _import_or_explain("gymnasium_robotics", env_id)
-        gym.register_envs(robotics)
+    robotics = env_id.startswith(_ROBOTICS_PREFIXES)
+    if env_id not in gym.registry:
+        for prefix, package in _REGISTERING_PACKAGES.items():
+            if env_id.startswith(prefix):
+                _import_or_explain(package, env_id)
+        if robotics:
+            gym.register_envs(_import_or_explain("gymnasium_robotics", env_id))
+    if robotics:  # registered by anyone, built here: the accessors must work under the installed MuJoCo
+        from worldsim.envs.public_experts import fix_gymnasium_robotics_joint_access
+
+        fix_gymnasium_robotics_joint_access()
 
 
 def _import_or_explain(package: str, env_id: str):
@@ -226,12 +233,11 @@ def load_task(name: str) -> TaskSpec:
 
 
 def task_for_env(env_id: str) -> TaskSpec:
-    """The shipped task whose env is ``env_id``, else the neutral ``TaskSpec(env_id=env_id)``."""
-    for name in task_names():
-        task = load_task(name)
-        if task.env_id == env_id and not task.env_kwargs:
-            return task
-    return TaskSpec(env_id=env_id)
+    """The shipped task whose env is ``env_id`` (one without ``env_kwargs`` first), else the neutral
+    ``TaskSpec(env_id=env_id)``."""
+    matches = [task for task in map(load_task, task_names()) if task.env_id == env_id]
+    matches.sort(key=lambda task: bool(task.env_kwargs))
+    return matches[0] if matches else TaskSpec(env_id=env_id)
 
 
 def _task_dir() -> Path:

@@ -25,7 +25,7 @@ import torch
 from minari.data_collector import EpisodeBuffer
 from tqdm.auto import tqdm
 
-from worldsim.envs.datasets import EXPERTS, EpisodeRecorder, check_new_dataset_id, datasets_root, write_dataset
+from worldsim.envs.datasets import EpisodeRecorder, check_new_dataset_id, datasets_root, default_expert, write_dataset
 from worldsim.envs.experts import Expert
 from worldsim.policies.base import Policy
 
@@ -135,9 +135,7 @@ def collect_takeover_dataset(
         path: datasets root; defaults to ``$MINARI_DATASETS_PATH``.
         progress: show a progress bar.
     """
-    make_expert = expert if expert is not None else EXPERTS.get(env_id)
-    if make_expert is None:
-        raise ValueError(f"no scripted expert for {env_id!r}: pass expert=<factory of your controller>")
+    make_expert = default_expert(env_id, expert)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     low, high = handover_steps
