@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -140,3 +141,28 @@ def test_replaced_data_is_what_the_rest_of_the_run_trains_on():
     assert trainer.step == 12 and trainer.num_examples == 40
     assert set(Recorder.seen[:seen_before]) <= set(first["x"][:, 0].tolist())
     assert set(Recorder.seen[seen_before:]) == {7.0}
+
+
+class SlowRegression(NoisyRegression):
+    """Every step takes at least 20 ms, so a time budget is spent after a known least number of steps."""
+
+    def compute_loss(self, batch):
+        time.sleep(0.02)
+        return super().compute_loss(batch)
+
+
+def test_a_time_budget_stops_the_run_annealed():
+    cfg = TrainerConfig(
+        steps=100_000, batch_size=16, learning_rate=1e-2, warmup_steps=2, log_every=1, progress=False,
+        time_limit_minutes=0.01,
+    )  # fmt: skip
+    trainer = Trainer(SlowRegression(), data(), cfg)
+    history = trainer.fit()
+    # 0.6 s at >= 20 ms a step: at most 30 steps, far from the 100,000 asked for
+    assert 2 < trainer.step <= 30 and trainer.train_seconds >= 0.6
+    lrs = [record["lr"] for record in history]
+    assert lrs[-1] < 1e-6 < lrs[len(lrs) // 2] < 1e-2  # the cosine decay ran on time, to zero at the budget
+    with pytest.raises(ValueError, match="time_limit_minutes applies to single-process runs"):
+        TrainerConfig(time_limit_minutes=5, distributed=True)
+    with pytest.raises(ValueError, match="training.time_limit_minutes"):
+        TrainerConfig(time_limit_minutes=-1)

@@ -96,6 +96,7 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+        self.train_seconds = 0.0  # wall time spent in training steps, for time_limit_minutes
         self.history: list[dict] = []
 
     def replace_data(self, data: Mapping[str, torch.Tensor] | WindowDataset) -> None:
@@ -115,7 +116,12 @@ class Trainer:
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(self.config.steps - warmup, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return 0.5 * (1 + math.cos(math.pi * min(max(progress, self._time_fraction()), 1.0)))
+
+    def _time_fraction(self) -> float:
+        """The fraction of the time budget spent (0 without one)."""
+        limit = self.config.time_limit_minutes
+        return self.train_seconds / (60.0 * limit) if limit else 0.0
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """This rank's batches from the current (epoch, batch) position on.
@@ -176,7 +182,8 @@ class Trainer:
         running = torch.zeros((), dtype=torch.float64, device=self.device)
         count, started = 0, time.perf_counter()
         batches, loss_function = self._batches(), self._loss_function()
-        while self.step < stop:
+        while self.step < stop and self._time_fraction() < 1.0:
+            step_started = time.perf_counter()
             batch = next(batches)
             with self._precision():
                 loss = loss_function(batch)
@@ -184,12 +191,13 @@ class Trainer:
             loss.backward()  # under DistributedDataParallel this also averages the gradients over the ranks
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip_norm)
             self.optimizer.step()
+            self.train_seconds += time.perf_counter() - step_started
             self.scheduler.step()
             self.step += 1
             self._update_ema()
             running, count = running + loss.detach(), count + 1
             bar.update(1)
-            if self.step % config.log_every == 0 or self.step == config.steps:
+            if self.step % config.log_every == 0 or self.step == config.steps or self._time_fraction() >= 1.0:
                 record = {
                     "step": self.step,
                     "loss": self.dist.mean(running).item() / count,
@@ -249,6 +257,7 @@ class Trainer:
             "trainer": asdict(self.config),
             "world_size": self.dist.world_size,
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "param_groups": optimizer["param_groups"],
@@ -274,6 +283,7 @@ class Trainer:
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         self.scheduler.load_state_dict(meta["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        self.train_seconds = float(meta.get("train_seconds", 0.0))  # a resumed budgeted run keeps its spent time
         self.history = meta["history"]
         rank = self.dist.rank
         if meta["world_size"] == self.dist.world_size:

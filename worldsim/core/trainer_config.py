@@ -34,6 +34,10 @@ class TrainerConfig:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK): NCCL on GPUs, else gloo."""
     mixed_precision: str = "no"
     """``"bf16"``: compute the loss under bfloat16 autocast. Needs a CUDA device (refused on CPU)."""
+    time_limit_minutes: float | None = None
+    """Stop training after this many minutes of training steps (evaluations and checkpoints not counted), at
+    ``steps`` at the latest. The cosine decay then advances with the larger of the step and the time
+    fractions, so a run cut by its budget still ends annealed. None: no limit. Single-process runs only."""
     compile: bool = False
     """``torch.compile`` the loss computation (the first steps are slow while it compiles)."""
     device: str | None = None
@@ -51,6 +55,9 @@ class TrainerConfig:
         check_number("training.grad_clip_norm", self.grad_clip_norm, low=0)
         check_number("training.ema_decay", self.ema_decay, low=0, high=0.999999)
         check_choice("training.mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_number("training.time_limit_minutes", self.time_limit_minutes, low=0, allow_none=True)
+        if self.time_limit_minutes is not None and self.distributed:
+            raise ValueError("training.time_limit_minutes applies to single-process runs (ranks would stop apart)")
         if self.device is not None and not _DEVICE.match(str(self.device)):
             raise ValueError(f"training.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
