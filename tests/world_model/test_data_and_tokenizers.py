@@ -92,6 +92,18 @@ def test_delta_state_tokens_carry_the_standardized_change():
     np.testing.assert_allclose(restored.encode(obs), tokens, atol=1e-5)
 
 
+def test_a_dimension_that_never_changes_stays_put_under_a_wrong_change():
+    """A fixed goal in the state: a unit error in its predicted (standardized) change moves it by < 1e-5."""
+    rng = np.random.default_rng(2)
+    episodes = [np.c_[np.cumsum(rng.normal(0, 0.1, (30, 2)), 0), np.full((30, 1), 0.45)] for _ in range(3)]
+    tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True)
+    tokens = tokenizer.encode(episodes[0])
+    tokens[:, 0, 3:] += 1.0  # one standard deviation of error in every change
+    decoded = tokenizer.decode(tokens[1:], episodes[0][:-1])
+    assert np.abs(decoded[:, 2] - 0.45).max() < 1e-5
+    assert np.abs(decoded[:, :2] - episodes[0][1:, :2]).min() > 0.01  # the moving dimensions do move
+
+
 def test_pixel_tokens_are_cells_of_the_latent_grid():
     tokenizer = pixel_model().tokenizer
     latents = torch.randn(3, 4, 2, 2)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from worldsim.core.episodes import Episode, observations_of
 from worldsim.core.normalizer import NormalizationMode, Normalizer
 from worldsim.envs.experts import Expert
-from worldsim.envs.tasks import task_for_env, task_names
+from worldsim.envs.tasks import ensure_registered, task_for_env, task_names
 
 
 def default_expert(env_id: str, expert=None):
@@ -148,6 +148,7 @@ def collect_dataset(
     reset_seeds = seeds if seeds is not None else [seed + index for index in range(num_episodes)]
     with datasets_root(path):
         check_new_dataset_id(dataset_id)
+        ensure_registered(env_id)
         env = gym.make(env_id, **env_kwargs)
         try:
             if num_envs == 1:
@@ -328,6 +329,7 @@ class _ExpertInTheLoop(gym.Wrapper):
 
 
 def _expert_env(env_id: str, kwargs: dict, make_expert: Callable[..., Callable[[gym.Env], np.ndarray]]) -> gym.Env:
+    ensure_registered(env_id)  # in each env process too
     return _ExpertInTheLoop(gym.make(env_id, **kwargs), make_expert)
 
 
@@ -427,6 +429,7 @@ def load_demonstrations(
             raise ValueError(f"no local Minari dataset {dataset_id!r} under {get_dataset_path()}")
         dataset = minari.load_dataset(dataset_id)
     if env_id is not None:
+        ensure_registered(env_id)
         env = gym.make(env_id, **(env_kwargs or {}))
         env.close()  # only its spaces are needed
         for name in ("observation_space", "action_space"):

@@ -109,7 +109,7 @@ class TaskSpec:
         """``gymnasium.make(env_id, **env_kwargs, **overrides)``, importing the packages that register public
         envs (gym-pusht, Gymnasium-Robotics) when the id needs them."""
         env_id = self.require_env()
-        _import_registering_package(env_id)
+        ensure_registered(env_id)
         return gym.make(env_id, **{**self.env_kwargs, **overrides})
 
     def expert_factory(self):
@@ -189,7 +189,8 @@ _REGISTERING_PACKAGES = {"gym_pusht/": "gym_pusht"}
 _ROBOTICS_PREFIXES = ("Fetch", "HandManipulate", "HandReach", "AdroitHand", "PointMaze", "AntMaze", "FrankaKitchen")
 
 
-def _import_registering_package(env_id: str) -> None:
+def ensure_registered(env_id: str) -> None:
+    """Import and register what ``env_id`` needs before ``gymnasium.make`` (gym-pusht, Gymnasium-Robotics)."""
     robotics = env_id.startswith(_ROBOTICS_PREFIXES)
     if env_id not in gym.registry:
         for prefix, package in _REGISTERING_PACKAGES.items():

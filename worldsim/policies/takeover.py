@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from worldsim.envs.datasets import EpisodeRecorder, check_new_dataset_id, datasets_root, default_expert, write_dataset
 from worldsim.envs.experts import Expert
+from worldsim.envs.tasks import ensure_registered
 from worldsim.policies.base import Policy
 
 
@@ -147,6 +148,7 @@ def collect_takeover_dataset(
     with datasets_root(path):
         check_new_dataset_id(dataset_id)
         # Long enough that the time limit never cuts the expert short.
+        ensure_registered(env_id)
         env = gym.make(env_id, max_episode_steps=high + expert_steps + 1, **(env_kwargs or {}))
         try:
             segments = takeover_episodes(policy, env, make_expert, episodes, seed, handover_steps, expert_steps, stats)

@@ -9,11 +9,17 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.core.episodes import Episode
+from worldsim.envs.tasks import ensure_registered
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.session import SessionConfig, StreamingSession
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 TerminationFn = Callable[[np.ndarray], bool]
+
+
+def load_task_env(env_id: str, env_kwargs: dict) -> gym.Env:
+    ensure_registered(env_id)
+    return gym.make(env_id, **env_kwargs)
 
 
 class WorldModelEnv(gym.Env):
@@ -107,9 +113,9 @@ class WorldModelEnv(gym.Env):
                 meta = self.model.metadata
                 if "env_id" not in meta:
                     raise ValueError("this model records no training environment: pass context_env or context_episodes")
-                context_env = gym.make(meta["env_id"], **meta.get("env_kwargs", {}))
+                context_env = load_task_env(meta["env_id"], meta.get("env_kwargs", {}))
             elif isinstance(context_env, str):
-                context_env = gym.make(context_env)
+                context_env = load_task_env(context_env, {})
             if context_env.observation_space.shape != self.observation_space.shape:
                 raise ValueError(
                     f"context_env observations have shape {context_env.observation_space.shape}, "

@@ -17,6 +17,9 @@ import numpy as np
 from worldsim.core.array_ops import namespace
 from worldsim.core.normalizer import Normalizer
 
+_STILL_SCALE = 1e-6
+"""The change scale of a state dimension that never changed in the data."""
+
 
 class StateTokenizer:
     """``encode(obs, previous) -> [N, 1, D or 2D]`` and ``decode(tokens, previous) -> [N, D]``.
@@ -49,7 +52,12 @@ class StateTokenizer:
         if not delta:
             return cls(normalizer)
         changes = np.concatenate([np.diff(o, axis=0) for o in episodes_observations if len(o) > 1])
-        return cls(normalizer, Normalizer.fit(changes, mode))
+        fitted = Normalizer.fit(changes, mode)
+        # A dimension that never changes (a fixed goal, say) keeps a change of exactly 0: Normalizer's fallback
+        # scale of 1 would turn the model's residual error there into raw units, so it becomes negligible.
+        still = np.ptp(changes, axis=0) == 0
+        scale = np.where(still, _STILL_SCALE, fitted.scale).astype(np.float32)
+        return cls(normalizer, Normalizer(mode, fitted.offset, scale))
 
     def encode(self, obs, previous=None):
         """States ``[N, D]`` to tokens ``[N, 1, token_dim]``."""

@@ -169,6 +169,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
             "train_config": cfg.to_dict(),
             "training": {
                 "minutes": round(minutes, 1),
+                "steps": trainer.step,
                 "threads": cfg.threads,
                 "episodes": len(train),
                 "windows": len(data["frames"]),
