@@ -115,3 +115,37 @@ def test_make_vec_with_registered_entry_point():
         envs.close()
     finally:
         del gym.registry["worldsim-test/PointMassModel-v0"]
+
+
+def test_the_model_starts_where_the_simulator_does_and_reports_the_reward_info():
+    """``context_seed`` resets the real env with that seed (the simulator's start); ``context`` starts from
+    given observations; a reward function's ``info`` reaches every step's info."""
+
+    class FarRight:
+        def __call__(self, obs, action, next_obs):
+            return float(next_obs[0])
+
+        def info(self, next_obs):
+            return {"is_success": bool(next_obs[0] > 0.5), "x": float(next_obs[0])}
+
+    real = PointMass()
+    env = WorldModelEnv(model=state_model(), context_env=PointMass(), reward_fn=FarRight())
+    for seed in (3, 8):
+        obs, _ = env.reset(seed=0, options={"context_seed": seed})
+        np.testing.assert_allclose(obs, real.reset(seed=seed)[0], atol=1e-6)
+    given = np.array([[0.25, -0.5]], np.float32)
+    obs, info = env.reset(seed=0, options={"context": given})
+    np.testing.assert_allclose(obs, given[0])
+    assert info["context_frames"] == 1
+    next_obs, reward, *_, info = env.step(np.zeros(2, np.float32))
+    assert info["x"] == pytest.approx(next_obs[0]) == pytest.approx(reward)
+    assert info["is_success"] == (next_obs[0] > 0.5)
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['start'\]"):
+        env.reset(options={"start": 1})
+    with pytest.raises(ValueError, match="reset context must be observations"):
+        env.reset(options={"context": np.zeros((1, 3))})
+    episodes = collect_episodes(PointMass(), [RandomWalkActor(PointMass().action_space, seed=0)], 2, max_steps=5,
+                                progress=False)  # fmt: skip
+    recorded = WorldModelEnv(model=state_model(), context_episodes=episodes)
+    with pytest.raises(ValueError, match="context_seed resets a real environment"):
+        recorded.reset(options={"context_seed": 1})

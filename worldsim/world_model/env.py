@@ -36,10 +36,12 @@ class WorldModelEnv(gym.Env):
     The model's: a float32 Box for state models (predictions are clipped into it), a
     ``Box(0, 255, (S, S, 3), uint8)`` for pixel models.
 
-    ## Rewards
+    ## Rewards and info
     From the user: ``reward_fn(obs, action, next_obs) -> float`` on the generated observations (e.g.
     :class:`~worldsim.world_model.rewards.PushTCoverageReward` for Push-T states). Without one the
-    reward is 0. The model itself has no learned reward head.
+    reward is 0. The model itself has no learned reward head. When the reward function also has an
+    ``info(next_obs) -> dict`` method, every step's ``info`` carries what it returns (Push-T: ``coverage``
+    and ``is_success``, as the simulator's), so a task's success rule judges episodes inside the model.
 
     ## Termination and truncation
     ``termination_fn(next_obs) -> bool`` decides termination (never, without one). The episode is
@@ -47,7 +49,10 @@ class WorldModelEnv(gym.Env):
 
     ## Starting state
     ``context_env`` (an id or an instance): the real environment is reset with a seed drawn from this
-    environment's ``np_random`` and its first observation is the context. ``context_episodes``: an
+    environment's ``np_random`` and its first observation is the context; ``reset(options={"context_seed":
+    s})`` resets it with ``s`` instead, so the model starts where the simulator does with ``reset(seed=s)``.
+    ``reset(options={"context": obs[F, ...], "context_actions": actions[F - 1, ...]})`` starts from given
+    real observations (a state of your own) whatever the configured source. ``context_episodes``: an
     episode and a start step are drawn from ``np_random``; the context is ``context_frames``
     observations and the actions between them. Without either, the environment the checkpoint was
     trained on (recorded in its JSON) is used. The session's noise generator is seeded from
@@ -63,6 +68,7 @@ class WorldModelEnv(gym.Env):
 
     ## Version history
     - v0: initial version.
+    - v0 (worldsim 0.1): ``context_seed`` and ``context`` reset options; ``info`` from the reward function.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -135,9 +141,23 @@ class WorldModelEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         rng = self.np_random
-        if self._context_env is not None:
-            context, _ = self._context_env.reset(seed=int(rng.integers(2**31 - 1)))
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"context_seed", "context", "context_actions"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; use context_seed, or context and context_actions")
+        if "context" in options:
+            context = np.asarray(options["context"])
+            if context.shape[1:] != self.observation_space.shape:
+                raise ValueError(
+                    f"reset context must be observations [F, *{self.observation_space.shape}], got {context.shape}"
+                )
+            actions = options.get("context_actions")
+        elif self._context_env is not None:
+            context_seed = options.get("context_seed", int(rng.integers(2**31 - 1)))
+            context, _ = self._context_env.reset(seed=int(context_seed))
             context, actions = np.asarray(context)[None], None
+        elif "context_seed" in options:
+            raise ValueError("context_seed resets a real environment: this one draws context from recorded episodes")
         else:
             episode = self._episodes[int(rng.integers(len(self._episodes)))]
             start = int(rng.integers(len(episode) - self.context_frames + 2))
@@ -157,7 +177,10 @@ class WorldModelEnv(gym.Env):
         self._steps += 1
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         self._obs = next_obs
-        return next_obs, reward, terminated, truncated, {"model_steps": self.session.num_steps}
+        info = {"model_steps": self.session.num_steps}
+        if hasattr(self.reward_fn, "info"):
+            info |= self.reward_fn.info(next_obs)
+        return next_obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._obs is None:

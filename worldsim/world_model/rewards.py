@@ -14,7 +14,8 @@ from worldsim.envs.push_t import GOAL_POSE, WORKSPACE, t_rectangles
 
 class PushTCoverageReward:
     """``reward(obs, action, next_obs) = min(coverage / success_coverage, 1)`` from a Push-T state observation,
-    and ``terminated(next_obs) = coverage >= success_coverage``: the simulator's rules, on predicted states."""
+    ``terminated(next_obs) = coverage >= success_coverage`` and ``info(next_obs)`` (coverage and success): the
+    simulator's rules, on predicted states."""
 
     def __init__(self, success_coverage: float = 0.95, resolution: float = 0.002):
         if not 0.0 < success_coverage <= 1.0:
@@ -48,3 +49,8 @@ class PushTCoverageReward:
 
     def terminated(self, next_obs: np.ndarray) -> bool:
         return self.coverage(next_obs) >= self.success_coverage
+
+    def info(self, next_obs: np.ndarray) -> dict:
+        """What the simulator's ``info`` reports of a state: ``coverage`` and ``is_success``."""
+        coverage = self.coverage(next_obs)
+        return {"coverage": coverage, "is_success": coverage >= self.success_coverage}
