@@ -1,0 +1,100 @@
+"""The default recipe's derivations on synthetic spaces and data, and how a user's success rule is judged."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from worldsim.core.episodes import Episode
+from worldsim.envs.tasks import EpisodeJudge, TaskSpec
+from worldsim.policies.config import DiffusionPolicyConfig
+from worldsim.policies.recipe import (
+    complete_policy_config,
+    discrete_action_dims,
+    flat_episodes,
+    observation_layout,
+)
+
+
+class SpacesOnly(gym.Env):
+    """An env that only has spaces (the recipe reads nothing else)."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+
+def episode(observations, actions) -> Episode:
+    n = len(actions)
+    return Episode(observations, np.asarray(actions, np.float32), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), True)
+
+
+def test_a_goal_conditioned_dict_space_is_flattened_in_its_key_order():
+    space = gym.spaces.Dict(
+        {
+            "observation": gym.spaces.Box(-np.inf, np.inf, (4,)),
+            "achieved_goal": gym.spaces.Box(-1, 1, (3,)),
+            "desired_goal": gym.spaces.Box(-2, 2, (3,)),
+        }
+    )
+    layout = observation_layout(space)
+    # Gymnasium sorts Dict keys: achieved_goal, desired_goal, observation
+    assert layout["obs_keys"] == ("achieved_goal", "desired_goal", "observation")
+    assert layout["obs_shape"] == (10,) and layout["obs_type"] == "state"
+    assert layout["obs_low"][:6] == (-1.0,) * 3 + (-2.0,) * 3 and np.isinf(layout["obs_low"][6:]).all()
+    obs = {k: np.arange(3 * n, dtype=np.float32).reshape(3, n) for k, n in (("observation", 4), ("achieved_goal", 3),
+                                                                            ("desired_goal", 3))}  # fmt: skip
+    flat = flat_episodes([episode(obs, np.zeros((2, 2)))], layout["obs_keys"])[0].observations
+    np.testing.assert_array_equal(flat[1], np.r_[obs["achieved_goal"][1], obs["desired_goal"][1], obs["observation"][1]])
+
+
+def test_images_and_unbounded_states_get_their_own_layouts():
+    assert observation_layout(gym.spaces.Box(0, 255, (32, 32, 3), np.uint8))["obs_type"] == "pixels"
+    unbounded = observation_layout(gym.spaces.Box(-np.inf, np.inf, (5,)))
+    assert unbounded["obs_low"] == () and unbounded["obs_shape"] == (5,)
+    with pytest.raises(ValueError, match="state observations must be flat vectors"):
+        observation_layout(gym.spaces.Box(-1, 1, (2, 3)))
+    with pytest.raises(ValueError, match="policies take Box or Dict-of-Box observations"):
+        observation_layout(gym.spaces.Discrete(4))
+
+
+def test_discrete_dimensions_are_the_exactly_plus_minus_one_ones_seen_both_ways():
+    rng = np.random.default_rng(0)
+    actions = np.c_[rng.uniform(-1, 1, (50, 2)), rng.choice([-1.0, 1.0], 50), np.ones(50), rng.choice([-1.0, 0.99], 50)]
+    # dim 2 is a gripper; dim 3 only ever +1 (no choice seen); dim 4 is not exactly +-1
+    assert discrete_action_dims(actions) == (2,)
+    assert discrete_action_dims(np.clip(rng.normal(0, 5, (100, 3)), -1, 1)) == ()  # saturated, not discrete
+
+
+def test_a_user_env_gets_neutral_settings_and_the_task_file_wins_where_it_speaks():
+    env = SpacesOnly(gym.spaces.Box(-5, 5, (3,)), gym.spaces.Box(np.array([-1, -2, -1]), np.array([1, 2, 1])))
+    actions = np.c_[np.linspace(-1, 1, 20), np.linspace(-2, 2, 20), np.tile([-1.0, 1.0], 10)]
+    demos = [episode(np.zeros((21, 3), np.float32), actions)]
+    neutral = complete_policy_config(DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0"), env, demos)
+    assert neutral.relative_to_obs == () and neutral.discrete_dims == (2,)
+    assert neutral.action_low == (-1.0, -2.0, -1.0) and neutral.obs_shape == (3,)
+    assert neutral.n_action_steps == DiffusionPolicyConfig().n_action_steps
+    told = TaskSpec(env_id="Mine-v0", discrete_dims=[], relative_to_obs=[0, 1, -1], n_action_steps=4)
+    stated = complete_policy_config(DiffusionPolicyConfig(), told, env, demos)
+    assert stated.discrete_dims == () and stated.relative_to_obs == (0, 1, -1) and stated.n_action_steps == 4
+    with pytest.raises(ValueError, match="policy.relative_to_obs is not a policy setting: it comes from task"):
+        complete_policy_config(DiffusionPolicyConfig(relative_to_obs=(0,)), TaskSpec(env_id="Mine-v0"), env, demos)
+
+
+def reached(obs, info) -> bool:
+    """A user's success rule, by import path (see ``TaskSpec.success``)."""
+    return bool(obs[0] > 0.5)
+
+
+def test_success_from_a_callable_from_an_info_key_or_undefined():
+    by_callable = EpisodeJudge(f"{__name__}:reached")
+    for x in (0.1, 0.7, 0.2):  # true at one step is success
+        by_callable.observe(np.array([x]), 0.0, {})
+    assert by_callable.success is True
+    by_key = EpisodeJudge("is_success")
+    by_key.observe(np.zeros(1), 1.0, {"is_success": False})
+    by_key.observe(np.zeros(1), 2.0, {"is_success": False})
+    assert by_key.success is False and by_key.total_reward == 3.0
+    never = EpisodeJudge("is_success")  # an env without the key: success is undefined, not 0
+    never.observe(np.zeros(1), 1.0, {"other": 1})
+    assert never.success is None and EpisodeJudge(None).success is None
+    with pytest.raises(ValueError, match="task.success"):
+        EpisodeJudge("no_such_module_xyz:fn")
