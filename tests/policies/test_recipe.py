@@ -24,7 +24,8 @@ class SpacesOnly(gym.Env):
 
 def episode(observations, actions) -> Episode:
     n = len(actions)
-    return Episode(observations, np.asarray(actions, np.float32), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), True)
+    flags = np.zeros(n, bool)
+    return Episode(observations, np.asarray(actions, np.float32), np.zeros(n), flags, flags, True)
 
 
 def test_a_goal_conditioned_dict_space_is_flattened_in_its_key_order():
@@ -43,7 +44,8 @@ def test_a_goal_conditioned_dict_space_is_flattened_in_its_key_order():
     obs = {k: np.arange(3 * n, dtype=np.float32).reshape(3, n) for k, n in (("observation", 4), ("achieved_goal", 3),
                                                                             ("desired_goal", 3))}  # fmt: skip
     flat = flat_episodes([episode(obs, np.zeros((2, 2)))], layout["obs_keys"])[0].observations
-    np.testing.assert_array_equal(flat[1], np.r_[obs["achieved_goal"][1], obs["desired_goal"][1], obs["observation"][1]])
+    expected = np.r_[obs["achieved_goal"][1], obs["desired_goal"][1], obs["observation"][1]]
+    np.testing.assert_array_equal(flat[1], expected)
 
 
 def test_images_and_unbounded_states_get_their_own_layouts():
