@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,10 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     schema.register()
+    # As `python -m` does: modules in the working directory (a user's expert, success rule or factory named
+    # as module:callable in a config) import without installing them.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
