@@ -149,3 +149,16 @@ def test_the_model_starts_where_the_simulator_does_and_reports_the_reward_info()
     recorded = WorldModelEnv(model=state_model(), context_episodes=episodes)
     with pytest.raises(ValueError, match="context_seed resets a real environment"):
         recorded.reset(options={"context_seed": 1})
+
+
+def test_matched_seeds_start_the_model_from_the_simulator_s_reset():
+    real = PointMass()
+    env = WorldModelEnv(model=state_model(), context_env=PointMass(), match_seeds=True)
+    for seed in (2, 9):
+        np.testing.assert_allclose(env.reset(seed=seed)[0], real.reset(seed=seed)[0], atol=1e-6)
+    unmatched = WorldModelEnv(model=state_model(), context_env=PointMass())
+    assert not np.allclose(unmatched.reset(seed=2)[0], real.reset(seed=2)[0])
+    episodes = collect_episodes(PointMass(), [RandomWalkActor(PointMass().action_space, seed=0)], 2, max_steps=5,
+                                progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="match_seeds resets a real environment"):
+        WorldModelEnv(model=state_model(), context_episodes=episodes, match_seeds=True)

@@ -52,7 +52,9 @@ class WorldModelEnv(gym.Env):
     environment's ``np_random`` and its first observation is the context; ``reset(options={"context_seed":
     s})`` resets it with ``s`` instead, so the model starts where the simulator does with ``reset(seed=s)``.
     ``reset(options={"context": obs[F, ...], "context_actions": actions[F - 1, ...]})`` starts from given
-    real observations (a state of your own) whatever the configured source. ``context_episodes``: an
+    real observations (a state of your own) whatever the configured source. With ``match_seeds=True``,
+    ``reset(seed=s)`` itself resets the real environment with ``s``: an evaluation that seeds episodes
+    (``evaluate_policy``) then starts the model and the simulator from the same states. ``context_episodes``: an
     episode and a start step are drawn from ``np_random``; the context is ``context_frames``
     observations and the actions between them. Without either, the environment the checkpoint was
     trained on (recorded in its JSON) is used. The session's noise generator is seeded from
@@ -60,7 +62,7 @@ class WorldModelEnv(gym.Env):
 
     ## Arguments
     ``WorldModelEnv(model=..., context_env=None, context_episodes=None, context_frames=1, session=None,
-    reward_fn=None, termination_fn=None, max_episode_steps=None, render_mode=None)``. ``model`` is a
+    reward_fn=None, termination_fn=None, max_episode_steps=None, render_mode=None, match_seeds=False)``. ``model`` is a
     ``WorldModel`` or a checkpoint name or path (a string keeps the environment cheap to pickle into
     vector-env workers). ``session`` is a :class:`~worldsim.world_model.session.SessionConfig`
     (autoregressive or rolling sampling, cache sizes, context noise). ``render()``
@@ -68,7 +70,8 @@ class WorldModelEnv(gym.Env):
 
     ## Version history
     - v0: initial version.
-    - v0 (worldsim 0.1): ``context_seed`` and ``context`` reset options; ``info`` from the reward function.
+    - v0 (worldsim 0.1): ``context_seed`` and ``context`` reset options, ``match_seeds``; ``info`` from the
+      reward function.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -85,6 +88,7 @@ class WorldModelEnv(gym.Env):
         termination_fn: TerminationFn | None = None,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        match_seeds: bool = False,
     ):
         self.model = WorldModel.from_pretrained(model) if isinstance(model, str) else model
         if context_env is not None and context_episodes is not None:
@@ -134,6 +138,9 @@ class WorldModelEnv(gym.Env):
         self.termination_fn = termination_fn
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
+        if match_seeds and self._context_env is None:
+            raise ValueError("match_seeds resets a real environment: pass context_env (or none, for the model's own)")
+        self.match_seeds = match_seeds
         self.session = StreamingSession(self.model, session)
         self._obs: np.ndarray | None = None
         self._steps = 0
@@ -153,7 +160,8 @@ class WorldModelEnv(gym.Env):
                 )
             actions = options.get("context_actions")
         elif self._context_env is not None:
-            context_seed = options.get("context_seed", int(rng.integers(2**31 - 1)))
+            drawn = seed if self.match_seeds and seed is not None else int(rng.integers(2**31 - 1))
+            context_seed = options.get("context_seed", drawn)
             context, _ = self._context_env.reset(seed=int(context_seed))
             context, actions = np.asarray(context)[None], None
         elif "context_seed" in options:
