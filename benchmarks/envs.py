@@ -27,25 +27,29 @@ import numpy as np  # noqa: E402
 
 import worldsim  # noqa: E402
 from worldsim.core.episodes import policy_windows  # noqa: E402
-from worldsim.envs.datasets import EXPERTS, collect_dataset, load_demonstrations  # noqa: E402
+from worldsim.envs.datasets import collect_dataset, load_demonstrations  # noqa: E402
 from worldsim.envs.experts import PushTExpert  # noqa: E402
+from worldsim.envs.tasks import TaskSpec, load_task  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+TASKS = ("pickplace", "pusht")  # worldsim's own tasks (worldsim/conf/task/<name>.yaml)
 
-def expert_success(env_id: str, episodes: int) -> dict:
-    env = gym.make(env_id)
-    expert = EXPERTS[env_id](seed=0)
+
+def expert_success(task: TaskSpec, episodes: int) -> dict:
+    env_id = task.env_id
+    env = task.make_env()
+    expert = task.make_expert(seed=0)
     successes, lengths, scores = [], [], []
     start = time.perf_counter()
     for seed in range(episodes):
-        env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         expert.reset()
         terminated = truncated = False
         steps = 0
         while not (terminated or truncated):
-            _, _, terminated, truncated, info = env.step(expert(env))
+            obs, _, terminated, truncated, info = env.step(expert(obs, info))
             steps += 1
         successes.append(bool(info["is_success"]))
         lengths.append(steps)
@@ -114,12 +118,12 @@ def figure(path: Path) -> None:
     ax = axes[2]
     for expert_seed in range(12):
         expert = PushTExpert(seed=expert_seed)
-        env.reset(seed=3)
+        obs, info = env.reset(seed=3)
         expert.reset()
         path_xy, terminated, truncated = [], False, False
         while not (terminated or truncated):
             path_xy.append(env.unwrapped.task_state()["pusher"])
-            _, _, terminated, truncated, _ = env.step(expert(env))
+            obs, _, terminated, truncated, info = env.step(expert(obs, info))
         path_xy = np.array(path_xy) / 0.25
         ax.plot(path_xy[:, 0], path_xy[:, 1], color="tab:red" if expert.side > 0 else "tab:blue", alpha=0.6)
     ax.set_xlim(-1, 1)
@@ -156,9 +160,10 @@ def main() -> None:
         },
         "tasks": {},
     }
-    for env_id in sorted(EXPERTS):
+    for spec in sorted(map(load_task, TASKS), key=lambda spec: spec.env_id):
+        env_id = spec.env_id
         print(f"{env_id}: expert over {args.episodes} episodes ...", flush=True)
-        task = {"expert": expert_success(env_id, args.episodes)}
+        task = {"expert": expert_success(spec, args.episodes)}
         task["steps_per_s"] = {
             "state": steps_per_second(env_id, 3000),
             "pixels_96": steps_per_second(env_id, 1000, obs_type="pixels", image_size=96),

@@ -3,11 +3,11 @@
     python benchmarks/policy.py                      # 100 episodes per strategy and task
     python benchmarks/policy.py --episodes 10        # a quick look
 
-Writes benchmarks/results/policy.json and policy.png.
+Writes policy.json and policy.png into ``--out`` (default benchmarks/results).
 
 RTI runs with k chosen by RTI-DP's offline rule (for chunked rows, from decisions as far apart as the actions
-a chunk executes), and as each task's Hydra config sets it (``policy_rti_options`` in
-``worldsim/conf/task/*.yaml``, the options the demo runs), a row named ``rti_task``.
+a chunk executes), and as each task file sets it (``rti`` in ``worldsim/conf/task/*.yaml``, the options the
+demo runs), a row named ``rti_task``.
 ``benchmarks/policy_targets.py`` then judges the ``rti_task``-versus-``ddpm`` target on more episodes.
 """
 
@@ -22,38 +22,36 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import gymnasium as gym  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine_info, write_result  # noqa: E402
+from common import RESULTS, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
-from worldsim.envs.datasets import EXPERTS  # noqa: E402
+from worldsim.envs.tasks import TaskSpec, load_task  # noqa: E402
+from worldsim.policies.config import EVAL_SEED  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
 from worldsim.policies.evaluation import evaluate_policy  # noqa: E402
 from worldsim.policies.rti_k import choose_rti_k  # noqa: E402
-from worldsim.policies.train import EVAL_SEED, TASKS  # noqa: E402
 
-TASK_CONFIGS = {"worldsim/PushT-v0": "pusht", "worldsim/PickPlace-v0": "pickplace"}  # conf/task/<name>.yaml
+TASK_FILES = {"worldsim/PushT-v0": "pusht", "worldsim/PickPlace-v0": "pickplace"}  # conf/task/<name>.yaml
 HELD_OUT_SEED = 200_000  # episodes for choosing k: neither training nor evaluation seeds
 
 
-def expert_success(env_id: str, episodes: int) -> float:
-    env = gym.make(env_id)
-    expert = EXPERTS[env_id](seed=0)
+def expert_success(task: TaskSpec, episodes: int) -> float:
+    env = task.make_env()
+    expert = task.make_expert(seed=0)
     successes = 0
     for i in range(episodes):
-        env.reset(seed=EVAL_SEED + i)
+        obs, info = env.reset(seed=EVAL_SEED + i)
         expert.reset()
         while True:
-            _, _, terminated, truncated, info = env.step(expert(env))
+            obs, _, terminated, truncated, info = env.step(expert(obs, info))
             if terminated or truncated:
                 successes += bool(info.get("is_success", False))
                 break
@@ -61,17 +59,17 @@ def expert_success(env_id: str, episodes: int) -> float:
     return successes / episodes
 
 
-def held_out_observations(env_id: str, episodes: int) -> list[np.ndarray]:
+def held_out_observations(task: TaskSpec, episodes: int) -> list[np.ndarray]:
     """Observation sequences of expert episodes on held-out seeds (input to RTI-DP's k rule)."""
-    env = gym.make(env_id)
-    expert = EXPERTS[env_id](seed=1)
+    env = task.make_env()
+    expert = task.make_expert(seed=1)
     sequences = []
     for i in range(episodes):
-        obs, _ = env.reset(seed=HELD_OUT_SEED + i)
+        obs, info = env.reset(seed=HELD_OUT_SEED + i)
         expert.reset()
         observations = [obs]
         while True:
-            obs, _, terminated, truncated, _ = env.step(expert(env))
+            obs, _, terminated, truncated, info = env.step(expert(obs, info))
             observations.append(obs)
             if terminated or truncated:
                 break
@@ -80,36 +78,30 @@ def held_out_observations(env_id: str, episodes: int) -> list[np.ndarray]:
     return sequences
 
 
-def task_config(env_id: str) -> dict:
-    """The task's Hydra config (``worldsim/conf/task/<name>.yaml``): its shipped policy and RTI options."""
-    path = Path(worldsim.__file__).parent / "conf" / "task" / f"{TASK_CONFIGS[env_id]}.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--latency-episodes", type=int, default=50)
     parser.add_argument("--closed-loop-episodes", type=int, default=20)
-    parser.add_argument("--tasks", nargs="*", default=list(TASK_CONFIGS))
+    parser.add_argument("--tasks", nargs="*", default=list(TASK_FILES), choices=list(TASK_FILES))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = the batch-1 control setting)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of policy.json and policy.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the policies' noise: every run of this script samples the same chunks
 
     results: dict = {"episodes": args.episodes, "latency_episodes": args.latency_episodes, "tasks": {}}
-    previous = RESULTS / "policy.json"
+    previous = args.out / "policy.json"
     if previous.is_file():
         # Tasks not re-run keep their last measurement (each records its own machine load and date).
         kept = json.loads(previous.read_text())["tasks"]
         results["tasks"] = {k: v for k, v in kept.items() if k not in args.tasks}
     for env_id in args.tasks:
-        score_key = TASKS[env_id]["score_key"]
-        config = task_config(env_id)
-        policy = DiffusionPolicy.from_pretrained(config["policy_checkpoint"])
+        spec = load_task(TASK_FILES[env_id])  # the task file: its shipped policy, RTI options and score key
+        policy = DiffusionPolicy.from_pretrained(spec.policy_checkpoint)
         started = time.time()
         chunk = policy.config.n_action_steps
-        held_out = held_out_observations(env_id, 10)
+        held_out = held_out_observations(spec, 10)
         choice = choose_rti_k(policy, held_out, executed_steps=1)
         # Executing a chunk shifts the guess by all its actions: the rule then pairs decisions that far apart.
         choice_chunked = choose_rti_k(policy, held_out, executed_steps=chunk)
@@ -126,17 +118,17 @@ def main() -> None:
             # The warm start from level k walked in 2 calls on the training grid, after a 10-step DDIM cold
             # start: RTI's speed knob (see RTIStrategy).
             "rti_2calls": ("rti", {"k": choice.k, "calls": 2, "cold_start_steps": 10}),
-            "rti_task": ("rti", config["policy_rti_options"]),
+            "rti_task": ("rti", spec.rti),
             "rolling": ("rolling", {}),
         }
         # Full DDPM executing one action per prediction, like RTI: the equal-footing baseline for calls
         # per action (costly, so measured on fewer episodes).
         closed_loop = {"steps": policy.config.num_train_steps, "n_action_steps": 1}
         task: dict = {
-            "checkpoint": config["policy_checkpoint"],
+            "checkpoint": spec.policy_checkpoint,
             "machine": machine_info(),
             "episodes": args.episodes,
-            "expert_success_rate": expert_success(env_id, args.episodes),
+            "expert_success_rate": expert_success(spec, args.episodes),
             "rti_k_choice": choice.to_dict(),
             "rti_k_choice_chunked": {"executed_steps": chunk, **choice_chunked.to_dict()},
             "strategies": {},
@@ -144,14 +136,12 @@ def main() -> None:
         }
         for name, (strategy, kwargs) in strategies.items():
             policy.set_strategy(strategy, **kwargs)
-            result = evaluate_policy(policy, env_id, episodes=args.episodes, seed=EVAL_SEED, score_key=score_key)
+            result = evaluate_policy(policy, spec, episodes=args.episodes, seed=EVAL_SEED)
             task["strategies"][name] = {"strategy": strategy, "options": kwargs, **result}
             print(f"  {name:18s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}  "
                   f"p50 {result['latency_ms_p50']:.2f} ms  p99 {result['latency_ms_p99']:.2f} ms")  # fmt: skip
         policy.set_strategy("ddpm", **closed_loop)
-        result = evaluate_policy(
-            policy, env_id, episodes=args.closed_loop_episodes, seed=EVAL_SEED, score_key=score_key
-        )
+        result = evaluate_policy(policy, spec, episodes=args.closed_loop_episodes, seed=EVAL_SEED)
         task["ddpm_closed_loop"] = {"options": closed_loop, **result}
         print(f"  ddpm, 1 action per prediction: success {result['success_rate']:.2f}  "
               f"calls/step {result['calls_per_step']:.2f}")  # fmt: skip
@@ -161,9 +151,8 @@ def main() -> None:
             task["latency_sweep"][name] = {}
             for ticks in (0, 1, 2, 4):
                 result = evaluate_policy(
-                    policy, env_id, episodes=args.latency_episodes, seed=EVAL_SEED, latency_ticks=ticks,
-                    score_key=score_key, progress=False,
-                )  # fmt: skip
+                    policy, spec, episodes=args.latency_episodes, seed=EVAL_SEED, latency_ticks=ticks, progress=False
+                )
                 task["latency_sweep"][name][str(ticks)] = result["success_rate"]
             print(f"  latency sweep {name}: {task['latency_sweep'][name]}")
         s = task["strategies"]
@@ -193,11 +182,14 @@ def main() -> None:
         }
         task["seconds"] = time.time() - started
         results["tasks"][env_id] = task
-    write_result("policy", results)
-    plot(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "policy.json"
+    path.write_text(json.dumps({"machine": machine_info(), **results}, indent=2) + "\n")
+    print(f"wrote {path}")
+    plot(results, args.out)
 
 
-def plot(results: dict) -> None:
+def plot(results: dict, out: Path) -> None:
     tasks = results["tasks"]
     fig, axes = plt.subplots(len(tasks), 3, figsize=(12, 3.2 * len(tasks)), squeeze=False)
     for row, (env_id, task) in enumerate(tasks.items()):
@@ -221,7 +213,7 @@ def plot(results: dict) -> None:
         axes[row, 2].set_title("success under latency")
         axes[row, 2].legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "policy.png", dpi=110)
+    fig.savefig(out / "policy.png", dpi=110)
 
 
 if __name__ == "__main__":

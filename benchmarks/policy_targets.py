@@ -8,7 +8,7 @@ cannot tell a policy that meets it from one that misses it. This script evaluate
 compares (``ddpm`` and ``rti_task``, with the options the JSON records for them) on ``--extra-episodes`` more
 seeds, continuing the table's (episode ``i`` of the table has seed ``EVAL_SEED + i``), split over worker
 processes, and pools them with the table's episodes. It writes ``targets_extended`` into each task's entry of
-``benchmarks/results/policy.json``; the table and its ``targets`` stay as measured.
+``policy.json`` in ``--out`` (default ``benchmarks/results``); the table and its ``targets`` stay as measured.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine_info, write_result  # noqa: E402
+from common import RESULTS, machine_info  # noqa: E402
 
 COMPARED = ("ddpm", "rti_task")  # the target: rti_task within 3 points of ddpm, with >= 25x fewer calls
 
@@ -38,16 +38,14 @@ def evaluate_share(job: tuple[str, str, str, dict, int, int, int]) -> dict:
     import worldsim  # noqa: F401 - registers the tasks
     from worldsim.policies.diffusion_policy import DiffusionPolicy
     from worldsim.policies.evaluation import evaluate_policy
-    from worldsim.policies.train import TASKS
 
     env_id, checkpoint, strategy, options, seed, episodes, noise_seed = job
     torch.set_num_threads(1)
     torch.manual_seed(noise_seed)
     policy = DiffusionPolicy.from_pretrained(checkpoint)
     policy.set_strategy(strategy, **options)
-    return evaluate_policy(
-        policy, env_id, episodes=episodes, seed=seed, score_key=TASKS[env_id]["score_key"], progress=False
-    )
+    # The env id's shipped task file judges the episodes (success, and its score key).
+    return evaluate_policy(policy, env_id, episodes=episodes, seed=seed, progress=False)
 
 
 def pool(results: list[dict]) -> dict:
@@ -65,16 +63,17 @@ def pool(results: list[dict]) -> dict:
 
 
 def main() -> None:
-    from worldsim.policies.train import EVAL_SEED
+    from worldsim.policies.config import EVAL_SEED
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", required=True)
     parser.add_argument("--extra-episodes", type=int, default=400)
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the policy.json to extend")
     args = parser.parse_args()
     if args.extra_episodes < 1 or args.workers < 1:
         parser.error("--extra-episodes and --workers must be positive")
-    path = RESULTS / "policy.json"
+    path = args.out / "policy.json"
     if not path.is_file():
         parser.error(f"{path} is missing: run benchmarks/policy.py first")
     results = json.loads(path.read_text())
@@ -134,7 +133,8 @@ def main() -> None:
         task["targets_extended"] = extended
         print(f"{env_id}: rti_task - ddpm = {gap:+.1f} points (standard error {stderr:.1f}) over "
               f"{ddpm['episodes']} episodes; {reduction:.1f}x fewer calls", flush=True)  # fmt: skip
-    write_result("policy", results)
+    path.write_text(json.dumps({"machine": machine_info(), **results}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark the shipped world models against the MuJoCo simulator: open-loop drift, speed and memory.
 
     python benchmarks/world_model.py            # writes benchmarks/results/world_model.json and world_model*.png
+    python benchmarks/world_model.py --out DIR  # the same files into DIR
 
 Held-out episodes (seeds never used in training) are rolled in MuJoCo with a mix of noisy-expert and
 random-walk actions, ignoring termination, for ``--horizon`` steps. Each model starts from the true first
@@ -34,10 +35,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, latency_ms, write_result  # noqa: E402
+from common import RESULTS, latency_ms, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
-from worldsim.envs.datasets import EXPERTS  # noqa: E402
+from worldsim.envs.datasets import default_expert  # noqa: E402
 from worldsim.export.onnx_world_model import OnnxWorldModelSession  # noqa: E402
 from worldsim.export.world_model_export import env_rollout, export_world_model  # noqa: E402
 from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
@@ -66,7 +67,7 @@ def held_out_episodes(model: WorldModel, episodes: int, horizon: int):
     meta = model.metadata
     env = gym.make(meta["env_id"], max_episode_steps=horizon + 1, **meta.get("env_kwargs", {}))
     actors = [
-        NoisyExpert(EXPERTS[meta["env_id"]](seed=1), env.action_space, noise_std=0.3, seed=1),
+        NoisyExpert(default_expert(meta["env_id"])(seed=1), env.action_space, noise_std=0.3, seed=1),
         RandomWalkActor(env.action_space, step_scale=0.1, seed=2),
     ]
     result = collect_episodes(
@@ -192,7 +193,7 @@ def bench_model(name: str, args) -> dict:
     print(f"  speed {json.dumps(result['speed']['autoregressive_1_step'])[:200]}, memory {result['memory']}")
     print(f"  targets {result['targets']}")
     if model.observation_space.dtype == np.uint8:
-        plot_frames(snapshots, episodes[0].observations)
+        plot_frames(snapshots, episodes[0].observations, args.out)
     return result
 
 
@@ -240,7 +241,7 @@ def log_curve(curve: np.ndarray, points: int = 40) -> dict:
     return {"horizon": horizons.tolist(), "mse": [float(curve[h - 1]) for h in horizons]}
 
 
-def plot_errors(models: dict[str, dict]) -> None:
+def plot_errors(models: dict[str, dict], out: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, (name, result) in zip(axes[0], models.items(), strict=True):
         curves = {"copy last frame": result["copy_last_frame"]["curve"]}
@@ -258,10 +259,10 @@ def plot_errors(models: dict[str, dict]) -> None:
         ax.set(title=f"{name}: open-loop error vs MuJoCo", xlabel="horizon (steps)", ylabel="MSE")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "world_model.png", dpi=120)
+    fig.savefig(out / "world_model.png", dpi=120)
 
 
-def plot_frames(snapshots: dict[str, np.ndarray], truth: np.ndarray) -> None:
+def plot_frames(snapshots: dict[str, np.ndarray], truth: np.ndarray, out: Path) -> None:
     """Predicted frames at the horizons for each sampler, under the simulator's."""
     rows = [("MuJoCo", [truth[h] for h in HORIZONS if h < len(truth)])]
     rows += [(mode, list(frames)) for mode, frames in snapshots.items()]
@@ -274,7 +275,7 @@ def plot_frames(snapshots: dict[str, np.ndarray], truth: np.ndarray) -> None:
                 axes[r, c].set_title(f"h = {HORIZONS[c]}")
         axes[r, 0].set_ylabel(label, fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "world_model_pixels.png", dpi=100)
+    fig.savefig(out / "world_model_pixels.png", dpi=100)
 
 
 def main() -> None:
@@ -285,15 +286,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--memory-frames", type=int, default=10_000)
     parser.add_argument("--update", action="store_true", help="keep the other models already in the JSON")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of world_model.json and its plots")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    path = RESULTS / "world_model.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "world_model.json"
     models = json.loads(path.read_text())["models"] if args.update and path.exists() else {}
     for name in args.checkpoints:
         models[name] = bench_model(name, args)
         models[name]["load_average_1min"] = os.getloadavg()[0]  # the CPU is shared: speeds depend on it
-    plot_errors(models)
-    write_result("world_model", {"horizons": list(HORIZONS), "held_out_seed": HELD_OUT_SEED, "models": models})
+    plot_errors(models, args.out)
+    result = {"horizons": list(HORIZONS), "held_out_seed": HELD_OUT_SEED, "models": models}
+    path.write_text(json.dumps({"machine": machine_info(), **result}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
