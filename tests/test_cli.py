@@ -229,3 +229,26 @@ def test_train_policy_on_pusht_runs_the_shipped_recipe(monkeypatch):
         assert getattr(ours.policy, field) == shipped["config"][field], field
     assert list(shipped["config"]["relative_to_obs"]) == ours.task.relative_to_obs
     assert shipped["config"]["n_action_steps"] == ours.task.n_action_steps
+
+
+def test_serve_on_a_taken_address_is_a_one_line_error(monkeypatch, capsys):
+    """`worldsim serve` on an address another socket holds names the address in one line, no traceback."""
+    import zmq
+
+    from tests.bridge.policies import CountingPolicy
+
+    monkeypatch.setattr(cli, "serve_factory", lambda command: CountingPolicy)  # no model to load
+    context = zmq.Context()
+    holder = context.socket(zmq.REP)
+    try:
+        port = holder.bind_to_random_port("tcp://127.0.0.1")
+        address = f"tcp://127.0.0.1:{port}"
+        command = schema.ServeCommand(address=address, onnx="policy.onnx")  # (onnx: no torch thread setup)
+        with pytest.raises(cli.UserError, match=rf"cannot bind {re.escape(address)}: .*address="):
+            cli._serve(command, Path("."))
+        assert cli.main(["serve", f"address={address}", "onnx=policy.onnx"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"worldsim serve: error: cannot bind {address}")
+    finally:
+        holder.close(linger=0)
+        context.term()

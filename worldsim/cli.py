@@ -374,6 +374,8 @@ def serve_factory(c: schema.ServeCommand) -> Callable[[], Any]:
 
 
 def _serve(c: schema.ServeCommand, out: Path) -> None:
+    import zmq
+
     from worldsim.bridge.security import CurveServerKeys
     from worldsim.bridge.serve import serve_forever
     from worldsim.bridge.server import ServerConfig
@@ -387,7 +389,15 @@ def _serve(c: schema.ServeCommand, out: Path) -> None:
         address=c.address, session_timeout_s=c.session_timeout_s, max_sessions=c.max_sessions, curve=curve,
         allow_insecure=c.insecure,
     )  # fmt: skip
-    raise SystemExit(serve_forever(c.kind, serve_factory(c), config, max_context_frames=c.max_context_frames))
+    factory = serve_factory(c)
+    try:
+        status = serve_forever(c.kind, factory, config, max_context_frames=c.max_context_frames)
+    except zmq.ZMQError as error:  # most often: the address is taken, or not an interface of this machine
+        raise UserError(
+            f"cannot bind {c.address}: {error}; stop what serves there or choose another address= "
+            "(tcp://127.0.0.1:* picks a free port)"
+        ) from None
+    raise SystemExit(status)
 
 
 def _export(c: schema.ExportCommand, out: Path) -> None:

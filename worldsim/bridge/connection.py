@@ -42,6 +42,13 @@ class NotConnectedError(RuntimeError):
 
 @dataclass
 class ClientConfig:
+    """How a client talks to a server: its reply timeout and reconnect pace, its CURVE keys, and the message
+    size limits it enforces on what it receives.
+
+    ``curve``: the server's public key and this client's key pair (None: unencrypted, for servers that run
+    without CURVE). ``limits``: the largest frames, arrays and headers accepted from the server.
+    """
+
     timeout_s: float = 1.0
     """Longest wait for any reply; past it the request fails and the connection is renewed."""
     reconnect_interval_s: float = 0.1

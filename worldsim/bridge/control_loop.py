@@ -24,7 +24,11 @@ from worldsim.bridge.policy_client import PolicyClient
 
 @dataclass
 class ControlLoopConfig:
+    """How the robot-side control loop runs: its tick rate, when a requested chunk takes over, how often it
+    asks for one, what it applies when no chunk covers a tick, and when an episode stops."""
+
     rate_hz: float = 50.0
+    """Control ticks per second; each tick applies one action."""
     delay_ticks: int = 1
     """Ticks from an observation to the first action used from its chunk. 0: synchronous inference, the
     loop waits for the chunk within the tick (for at most ``sync_wait`` of the period)."""
@@ -34,6 +38,8 @@ class ControlLoopConfig:
     replan_every: int | None = None
     """Ticks between two requests; ``None``: the server's ``n_action_steps``."""
     safe_action: SafeAction = "hold"
+    """The action of a tick no chunk covers: ``"hold"`` repeats the last applied action, ``"zero"`` applies
+    zeros (see ``worldsim.bridge.action_schedule``)."""
     first_chunk_timeout_s: float = 5.0
     """Longest wait for the chunk an episode starts with (the clock starts once it is there)."""
     max_ticks: int | None = None
@@ -83,6 +89,14 @@ class LoopStats:
 
 @dataclass
 class EpisodeResult:
+    """The outcome of one :meth:`ControlLoop.run_episode`.
+
+    ``seed``: the env's reset seed; ``ticks``: actions applied; ``total_reward``: the sum of the env's
+    rewards; ``success``: the last step's ``info["is_success"]`` (False when the env does not report it);
+    ``terminated`` / ``truncated``: how the env ended the episode (both False when ``max_ticks`` stopped it);
+    ``stats``: the episode's deadline misses, requests, chunks and round-trip times.
+    """
+
     seed: int | None
     ticks: int
     total_reward: float

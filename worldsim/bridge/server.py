@@ -59,11 +59,18 @@ class ServerConfig:
 
 @dataclass
 class ServerStats:
+    """Counters of a running server (``server.stats``), since it started."""
+
     messages: int = 0
+    """Messages received (every request, answered or refused)."""
     errors: int = 0
+    """``error`` replies sent: protocol violations, refused inputs and model exceptions."""
     sessions_opened: int = 0
+    """Client sessions created (on a client's first ``reset`` / ``infer`` / ``step``)."""
     sessions_expired: int = 0
+    """Sessions freed after ``session_timeout_s`` without a message (a ``bye`` is not counted)."""
     auth_rejected: int = 0
+    """CURVE handshakes refused because the client's key is not allowed (0 without CURVE)."""
 
 
 class _Session:
