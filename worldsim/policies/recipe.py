@@ -60,6 +60,17 @@ def flat_episodes(episodes: list[Episode], keys: tuple[str, ...]) -> list[Episod
     return [dataclasses.replace(e, observations=policy_observations(e, keys)) for e in episodes]
 
 
+def bounds_the_data_respects(layout: dict, episodes: list[Episode]) -> dict:
+    """The declared observation bounds, dropped (made infinite) in each dimension where the env's own
+    demonstrations leave them: a bound the env itself breaks (gym-pusht's block can be pushed past its
+    declared table) is no bound, and checking it would refuse the env's own observations."""
+    observations = np.concatenate([policy_observations(e, layout["obs_keys"]) for e in episodes])
+    low, high = np.array(layout["obs_low"], np.float64), np.array(layout["obs_high"], np.float64)
+    broken = (observations.min(0) < low) | (observations.max(0) > high)
+    low[broken], high[broken] = -np.inf, np.inf
+    return {"obs_low": tuple(float(v) for v in low), "obs_high": tuple(float(v) for v in high)}
+
+
 def discrete_action_dims(actions: np.ndarray) -> tuple[int, ...]:
     """The action dimensions whose recorded values are all exactly -1 or +1 (a gripper command), both seen."""
     actions = np.asarray(actions).reshape(-1, np.asarray(actions).shape[-1])
@@ -88,6 +99,8 @@ def complete_policy_config(
     if not isinstance(env.action_space, gym.spaces.Box) or len(env.action_space.shape) != 1:
         raise ValueError(f"policies take flat Box actions, got {env.action_space}")
     layout = observation_layout(env.observation_space)
+    if layout["obs_type"] == "state" and layout["obs_low"]:
+        layout |= bounds_the_data_respects(layout, episodes)
     actions = np.concatenate([e.actions for e in episodes])
     discrete = task.discrete_dims if task.discrete_dims is not None else discrete_action_dims(actions)
     relative = task.relative_to_obs if task.relative_to_obs is not None else ()
