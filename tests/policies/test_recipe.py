@@ -100,3 +100,11 @@ def test_success_from_a_callable_from_an_info_key_or_undefined():
     assert never.success is None and EpisodeJudge(None).success is None
     with pytest.raises(ValueError, match="task.success"):
         EpisodeJudge("no_such_module_xyz:fn")
+
+
+def test_bounds_the_env_s_own_demonstrations_break_are_dropped():
+    env = SpacesOnly(gym.spaces.Box(0.0, 1.0, (3,)), gym.spaces.Box(-1, 1, (1,)))
+    observations = np.c_[np.linspace(0, 1, 11), np.linspace(-0.2, 0.9, 11), np.linspace(0.1, 1.3, 11)]
+    demos = [episode(observations.astype(np.float32), np.zeros((10, 1)))]
+    config = complete_policy_config(DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0"), env, demos)
+    assert config.obs_low == (0.0, -np.inf, 0.0) and config.obs_high == (1.0, np.inf, np.inf)
