@@ -284,7 +284,8 @@ def part_bridge(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=environment)
     try:
         line = server.stdout.readline()
-        while line.startswith("worldsim serve: output folder"):
+        # Skip the output-folder line and log records (the server thread's CURVE warning may come first).
+        while line.startswith(("worldsim serve: output folder", "[")):
             line = server.stdout.readline()
         if not line.startswith("serving"):
             raise RuntimeError(f"the policy server did not start (see bridge_server.log): {line.strip()}")
