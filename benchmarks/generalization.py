@@ -222,7 +222,7 @@ def world_model_part(name: str, args) -> dict:
     return {
         "training": {
             "minutes": round(train_minutes, 2),
-            "steps": model.metadata.get("train_steps"),
+            "steps": model.metadata.get("training", {}).get("steps"),
             "time_limit_minutes": args.wm_minutes,
             "rollout_episodes": cfg.episodes,
             "max_steps": cfg.max_steps,
