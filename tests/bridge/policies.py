@@ -105,6 +105,34 @@ class RecordingPolicy(TickPolicy):
         return super().predict_chunk(obs_history)
 
 
+class PrefixTickPolicy(TickPolicy):
+    """Plans ``chunk[j] = 100 t + j`` from observation ``t`` (so an action names its chunk and offset), keeps
+    a frozen prefix it is sent as its chunk's first actions, and records every ``(executed_steps, prefix)``.
+    ``predict_chunks`` is the batched form the ``DelaySimulator`` calls."""
+
+    horizon = 8
+    n_action_steps = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[int | None, np.ndarray | None]] = []
+
+    def predict_chunk(self, obs_history, *, executed_steps=None, prefix=None) -> np.ndarray:
+        self.requests.append((executed_steps, None if prefix is None else np.array(prefix)))
+        chunk = (100 * obs_history[-1, 0] + np.arange(self.horizon, dtype=np.float32))[:, None]
+        if prefix is not None:
+            chunk[: len(prefix)] = prefix
+        return chunk
+
+    def predict_chunks(self, obs_histories, *, executed_steps, prefix=None) -> np.ndarray:
+        return np.stack(
+            [
+                self.predict_chunk(history, executed_steps=executed_steps, prefix=None if prefix is None else prefix[i])
+                for i, history in enumerate(obs_histories)
+            ]
+        )
+
+
 def slow_tick_policy() -> TickPolicy:
     return TickPolicy(delay_s=0.015)
 

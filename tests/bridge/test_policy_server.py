@@ -256,3 +256,31 @@ def test_a_world_model_hello_with_a_boolean_frame_count_is_refused(policy_client
             client.connect()
     finally:
         close()
+
+
+def test_infer_carries_a_frozen_prefix_and_executed_steps(policy_server, policy_client):
+    """A policy that takes them gets them; bad ones are refused with the reason; a policy that takes
+    neither (TickPolicy) is handed neither and still answers."""
+    from tests.bridge.policies import PrefixTickPolicy
+
+    served = PrefixTickPolicy()
+    client = policy_client(policy_server(lambda: served).address)
+    client.connect()
+    prefix = np.array([[7.0], [8.0]], np.float32)
+    client.submit(np.array([[5.0]], np.float32), prefix=prefix, executed_steps=3)
+    reply = client.poll(5.0)
+    assert reply.actions[:2, 0].tolist() == [7.0, 8.0] and reply.actions[2, 0] == 502.0
+    assert served.requests[-1][0] == 3 and served.requests[-1][1][:, 0].tolist() == [7.0, 8.0]
+    with pytest.raises(ValueError, match=r"prefix must be \[d, 1\] with 0 < d < 8"):
+        client.submit(np.array([[5.0]], np.float32), prefix=np.zeros((8, 1), np.float32))
+    raw = client.connection
+    raw.submit("infer", {"obs_history": np.array([[5.0]], np.float32), "prefix": np.full((2, 1), np.nan, np.float32)})
+    with pytest.raises(ServerError, match="'prefix' contains NaN"):
+        client.poll(5.0)
+    raw.submit("infer", {"obs_history": np.array([[5.0]], np.float32)}, {"executed_steps": -1})
+    with pytest.raises(ServerError, match="executed_steps must be an int >= 0"):
+        client.poll(5.0)
+    plain = policy_client(policy_server(TickPolicy).address)
+    plain.connect()
+    plain.submit(np.array([[5.0]], np.float32), prefix=np.ones((3, 1), np.float32), executed_steps=2)
+    assert plain.poll(5.0).actions[:3, 0].tolist() == [5.0, 6.0, 7.0]

@@ -16,6 +16,7 @@ BUILDERS = {
     "warm_start": lambda: plans.warm_start(6, 0.03, 3),
     "warm_start_renoise": lambda: plans.warm_start(6, 0.2, 4, renoise=True),
     "frozen_prefix": lambda: plans.frozen_prefix(6, 2, 8),
+    "per_token_start": lambda: plans.per_token_start([0.0, 0.0, 0.3, 0.7, 1.0, 1.0], 5, grid_steps=100),
     "from_levels": lambda: plans.from_levels([0.5, 0.25, 0.0], 3),
 }
 
@@ -58,6 +59,17 @@ def test_plan_validation():
         plans.frozen_prefix(4, 4, 10)
     with pytest.raises(ValueError, match="start_level"):
         plans.warm_start(4, 0.0, 3)
+    with pytest.raises(ValueError, match="nothing to denoise"):
+        plans.per_token_start([0.0, 0.0], 3)
+    with pytest.raises(ValueError, match="must lie in"):
+        plans.per_token_start([0.0, 1.2], 3)
+
+
+def test_per_token_start_walks_each_token_from_its_own_level():
+    plan = plans.per_token_start([0.0, 0.5, 1.0], 2, renoise=True)
+    # A first row at 0 (forward-diffuse the guess), then each token from its start to 0 in two equal steps.
+    assert plan.levels.tolist() == [[0, 0, 0], [0, 0.5, 1.0], [0, 0.25, 0.5], [0, 0, 0]]
+    assert plan.num_model_calls == 2
 
 
 def _random_model(seed=0):

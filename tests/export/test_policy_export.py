@@ -177,7 +177,7 @@ def test_huge_observations_never_give_nan_actions(exported):
         runner.predict_chunk(huge)
     # The runner's own guard on the sampled chunk, below any observation check.
     with pytest.raises(ValueError, match=r"NaN or infinite actions .* magnitude up to 1e\+30"):
-        runner._sample_chunk(huge[None], 1)
+        runner._sample_chunk(huge[None], 1, None)
     # The NaN chunk does not become the next warm start: the next prediction is a finite cold start.
     actions = runner.predict_chunk(calm)
     assert np.isfinite(actions).all() and runner.calls_last_prediction == cold_calls
@@ -210,3 +210,23 @@ def test_the_runner_runs_a_strategy_with_the_options_the_policy_recorded(tmp_pat
     overridden = OnnxPolicy(path, strategy="rti", k=4)
     assert (overridden.strategy.k, overridden.strategy.calls, overridden.n_action_steps) == (4, 2, 3)
     assert OnnxPolicy(path, strategy="ddim", steps=5).n_action_steps == policy.config.n_action_steps
+
+
+@pytest.mark.parametrize("name", ["rtc", "rti"])
+def test_runner_matches_torch_with_a_frozen_prefix(exported_relative, name):
+    """Delay-aware inference (real-time chunking) gives the same chunks through onnxruntime as in torch."""
+    policy, path, _ = exported_relative
+    kwargs = {"rtc": {"steps": 5}, "rti": {"k": 3}}[name]
+    runner = OnnxPolicy(path, strategy=name, seed=0, **kwargs)
+    policy.set_strategy(name, **kwargs)
+    policy.seed(0)
+    rng = np.random.default_rng(3)
+    chunks = {"torch": [], "onnx": []}
+    prefix = None
+    for _ in range(4):
+        obs = rng.normal(size=(1, 2, OBS_DIM)).astype(np.float32)
+        for key, model in (("torch", policy), ("onnx", runner)):
+            chunks[key].append(model.predict_chunks(obs, executed_steps=3, prefix=prefix))
+        prefix = chunks["torch"][-1][:, 3:5]  # the next two actions run while the next chunk is computed
+    np.testing.assert_allclose(np.stack(chunks["onnx"]), np.stack(chunks["torch"]), atol=1e-3)
+    np.testing.assert_array_equal(chunks["onnx"][-1][:, :2], chunks["torch"][-2][:, 3:5])

@@ -9,7 +9,13 @@ from worldsim.policies.diffusion_policy import DiffusionPolicy
 from worldsim.policies.strategies import STRATEGIES, make_strategy
 
 OBS_DIM, ACTION_DIM, HORIZON, K = 4, 3, 8, 20
-STRATEGY_KWARGS = {"ddpm": {}, "ddim": {"steps": 5}, "rti": {"k": 3}, "rolling": {"first_steps": 5}}
+STRATEGY_KWARGS = {
+    "ddpm": {},
+    "ddim": {"steps": 5},
+    "rti": {"k": 3},
+    "rolling": {"first_steps": 5},
+    "rtc": {"steps": 5},
+}
 
 
 def make_policy(discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(2,), relative=False) -> DiffusionPolicy:
@@ -55,13 +61,13 @@ def test_every_strategy_runs_the_control_api(name):
     assert actions.shape == (12, ACTION_DIM) and actions.dtype == np.float32
     assert np.isfinite(actions).all()
     assert set(np.unique(actions[:, 2])) <= {-1.0, 1.0}  # the discrete gripper is exactly ±1
-    expected_first = {"ddpm": K, "ddim": 5, "rti": K, "rolling": 5}[name]
+    expected_first = {"ddpm": K, "ddim": 5, "rti": K, "rolling": 5, "rtc": 5}[name]
     assert calls[0] == expected_first
     if name == "rti":
         assert policy.n_action_steps == 1 and calls[1:] == [3] * 11
     if name == "rolling":
         assert calls[1:] == [1] * 11
-    if name in ("ddpm", "ddim"):
+    if name in ("ddpm", "ddim", "rtc"):  # rtc without a frozen prefix (no delay) samples like ddim
         assert calls[4] == expected_first and calls[1:4] == [0, 0, 0]  # 4 actions executed per chunk
 
 

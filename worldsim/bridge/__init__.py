@@ -4,9 +4,10 @@ Torch-free: serving a numpy or ONNX policy, the clients and the control loop imp
 The protocol is specified in docs/protocol.md; live control is described in docs/live_control.md.
 """
 
-from worldsim.bridge.action_schedule import ActionSchedule
+from worldsim.bridge.action_schedule import ActionSchedule, ChunkTiming
 from worldsim.bridge.connection import ClientConfig, NotConnectedError, ServerError, ServerInfo
 from worldsim.bridge.control_loop import ControlLoop, ControlLoopConfig, EpisodeResult, LoopStats
+from worldsim.bridge.delay_simulator import DelayConfig, DelaySimulator
 from worldsim.bridge.policy_client import ChunkReply, PolicyClient
 from worldsim.bridge.policy_server import PolicyServer
 from worldsim.bridge.protocol import PROTOCOL_VERSION, Limits, ProtocolError
@@ -19,11 +20,14 @@ __all__ = [
     "PROTOCOL_VERSION",
     "ActionSchedule",
     "ChunkReply",
+    "ChunkTiming",
     "ClientConfig",
     "ControlLoop",
     "ControlLoopConfig",
     "CurveClientKeys",
     "CurveServerKeys",
+    "DelayConfig",
+    "DelaySimulator",
     "EpisodeResult",
     "Limits",
     "LoopStats",

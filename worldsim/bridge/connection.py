@@ -182,11 +182,13 @@ class Connection:
                 return _raise_error(reply)
 
     # --- asynchronous --------------------------------------------------------------------------------
-    def submit(self, msg_type: str, arrays: dict[str, np.ndarray] | None = None) -> int:
+    def submit(
+        self, msg_type: str, arrays: dict[str, np.ndarray] | None = None, body: dict[str, Any] | None = None
+    ) -> int:
         """Send a request without waiting; its reply comes out of ``poll``. Raises ``NotConnectedError``."""
         if not self.ready:
             raise NotConnectedError(f"not connected to {self.address}")
-        request_id = self._send(msg_type, arrays, None)
+        request_id = self._send(msg_type, arrays, body)
         self._pending[request_id] = time.monotonic() + self.config.timeout_s
         return request_id
 

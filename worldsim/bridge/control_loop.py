@@ -17,50 +17,33 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.bridge.action_schedule import SAFE_ACTIONS, ActionSchedule, SafeAction
+from worldsim.bridge.action_schedule import ChunkTiming
 from worldsim.bridge.connection import NotConnectedError
 from worldsim.bridge.policy_client import PolicyClient
 
 
 @dataclass
-class ControlLoopConfig:
-    """How the robot-side control loop runs: its tick rate, when a requested chunk takes over, how often it
-    asks for one, what it applies when no chunk covers a tick, and when an episode stops."""
+class ControlLoopConfig(ChunkTiming):
+    """How the robot-side control loop runs: its tick rate and how long it waits, on top of the chunk timing
+    it shares with the offline ``DelaySimulator`` (``ChunkTiming``: when a requested chunk takes over, how
+    often it asks for one, how chunks merge, what it applies when no chunk covers a tick, when to stop)."""
 
     rate_hz: float = 50.0
     """Control ticks per second; each tick applies one action."""
-    delay_ticks: int = 1
-    """Ticks from an observation to the first action used from its chunk. 0: synchronous inference, the
-    loop waits for the chunk within the tick (for at most ``sync_wait`` of the period)."""
     sync_wait: float = 0.5
     """With ``delay_ticks=0``: the fraction of the period the loop may wait for the chunk; the rest is
     left for applying the action."""
-    replan_every: int | None = None
-    """Ticks between two requests; ``None``: the server's ``n_action_steps``."""
-    safe_action: SafeAction = "hold"
-    """The action of a tick no chunk covers: ``"hold"`` repeats the last applied action, ``"zero"`` applies
-    zeros (see ``worldsim.bridge.action_schedule``)."""
     first_chunk_timeout_s: float = 5.0
     """Longest wait for the chunk an episode starts with (the clock starts once it is there)."""
-    max_ticks: int | None = None
-    """Stop an episode after this many ticks even if the env does not end it."""
     record: bool = False
     """Keep a per-tick trace (actions, where they came from, lateness) in each ``EpisodeResult``."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.rate_hz <= 0:
             raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
-        # ``type(...) is int``: a bool (an int subclass) is not a tick count.
-        if type(self.delay_ticks) is not int or self.delay_ticks < 0:
-            raise ValueError(f"delay_ticks must be an int >= 0, got {self.delay_ticks!r}")
-        for name in ("replan_every", "max_ticks"):
-            value = getattr(self, name)
-            if value is not None and (type(value) is not int or value < 1):
-                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
         if not 0.0 < self.sync_wait < 1.0:
             raise ValueError(f"sync_wait must be in (0, 1), got {self.sync_wait}")
-        if self.safe_action not in SAFE_ACTIONS:
-            raise ValueError(f"safe_action must be one of {SAFE_ACTIONS}, got {self.safe_action!r}")
 
 
 @dataclass
@@ -85,6 +68,9 @@ class LoopStats:
     """Per chunk: from sending the observations to receiving the chunk."""
     compute_s: list[float] = field(default_factory=list)
     """Per chunk: the part of the round trip the policy spent computing (reported by the server)."""
+    arrival_ticks: list[int] = field(default_factory=list)
+    """Per chunk after the first: the ticks from its observation to its arrival, the inference delay ``d``
+    measured live (compare ``delay_ticks``; the ``DelaySimulator`` replays such delays offline)."""
 
 
 @dataclass
@@ -119,10 +105,9 @@ class ControlLoop:
         info = client.connect(self.config.first_chunk_timeout_s)
         self.obs_horizon = int(info.body["obs_horizon"])
         self.replan_every = self.config.replan_every or int(info.body["n_action_steps"])
-        self.schedule = ActionSchedule(
-            info.action_space.shape, info.action_space.dtype, self.config.delay_ticks, self.config.safe_action
-        )
+        self.schedule = self.config.schedule(info.action_space.shape, info.action_space.dtype)
         self._in_flight: tuple[int, int, float] | None = None  # request id, observation tick, send time
+        self._last_request_tick = 0
 
     def run_episode(self, seed: int | None = None) -> EpisodeResult:
         cfg = self.config
@@ -138,6 +123,7 @@ class ControlLoop:
         # The first observation fills the whole history, as the policy's own queue does in-process and as its
         # training windows were padded (docs/protocol.md, "Start of an episode").
         history = collections.deque([obs] * self.obs_horizon, maxlen=self.obs_horizon)
+        self._last_request_tick = 0
         self._request(history, 0, stats)
         self._first_chunk(stats)
 
@@ -208,15 +194,19 @@ class ControlLoop:
 
     def _request(self, history: collections.deque, tick: int, stats: LoopStats) -> None:
         obs_history = np.stack(history)
+        # The actions that run before this chunk takes over: a delay-aware policy keeps them (real-time chunking).
+        delay = self.config.delay_ticks
+        prefix = self.schedule.upcoming(tick, delay) if self.config.send_prefix and delay and tick else None
         # The round trip starts before the send: a thread descheduled right after handing the request to ZeroMQ
         # (common on a loaded machine, when the server wakes up) would otherwise start the clock after the server
         # had already computed, and report a round trip shorter than the server's compute time.
         sent = time.perf_counter()
         try:
-            request_id = self.client.submit(obs_history)
+            request_id = self.client.submit(obs_history, prefix=prefix, executed_steps=tick - self._last_request_tick)
         except NotConnectedError:
             return  # the watchdog covers the ticks; the connection is renewed while we wait
         self._in_flight = (request_id, tick, sent)
+        self._last_request_tick = tick
         stats.requests += 1
 
     def _receive(self, timeout_s: float, tick: int, stats: LoopStats) -> bool:
@@ -228,6 +218,8 @@ class ControlLoop:
             stats.chunks += 1
             stats.round_trip_s.append(time.perf_counter() - sent)
             stats.compute_s.append(reply.compute_s)
+            if obs_tick:
+                stats.arrival_ticks.append(tick - obs_tick)
             self.schedule.offer(reply.actions, obs_tick, tick)
             return True
         if self._in_flight is not None and self.client.connection.in_flight == 0:

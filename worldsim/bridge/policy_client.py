@@ -83,11 +83,21 @@ class PolicyClient:
         reply = self.connection.request("infer", {"obs_history": self._checked(obs_history)}, timeout_s=timeout_s)
         return self._actions(reply.arrays)
 
-    def submit(self, obs_history: np.ndarray) -> int:
-        """Ask for a chunk without waiting; raises ``NotConnectedError`` while no server is reachable."""
+    def submit(
+        self, obs_history: np.ndarray, *, prefix: np.ndarray | None = None, executed_steps: int | None = None
+    ) -> int:
+        """Ask for a chunk without waiting; raises ``NotConnectedError`` while no server is reachable.
+
+        ``prefix``: the actions ``[d, *action_shape]`` the robot executes before this chunk takes over (a
+        delay-aware policy keeps them as the chunk's start); ``executed_steps``: actions executed since the
+        previous request's observation (how far the policy shifts a warm start). See docs/protocol.md."""
         if not self.connection.ready:
             raise NotConnectedError(f"no policy server answers at {self.connection.address} (yet)")
-        return self.connection.submit("infer", {"obs_history": self._checked(obs_history)})
+        arrays = {"obs_history": self._checked(obs_history)}
+        if prefix is not None:
+            arrays["prefix"] = self._checked_prefix(prefix)
+        body = None if executed_steps is None else {"executed_steps": int(executed_steps)}
+        return self.connection.submit("infer", arrays, body)
 
     def poll(self, timeout_s: float) -> ChunkReply | None:
         """The next chunk that arrived within ``timeout_s``; raises ``ServerError`` for an error reply."""
@@ -116,6 +126,14 @@ class PolicyClient:
                 f"obs_history must be {dtype}{list(shape)}, got {obs_history.dtype}{list(obs_history.shape)}"
             )
         return obs_history
+
+    def _checked_prefix(self, prefix: np.ndarray) -> np.ndarray:
+        prefix = np.ascontiguousarray(prefix)
+        _, _, shape, dtype = self._expected()
+        if prefix.ndim != len(shape) or prefix.shape[1:] != shape[1:] or not 0 < len(prefix) < shape[0]:
+            action_shape = ", ".join(map(str, shape[1:]))
+            raise ValueError(f"prefix must be [d, {action_shape}] with 0 < d < {shape[0]}, got {list(prefix.shape)}")
+        return prefix.astype(dtype, copy=False)
 
     def _actions(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         actions = arrays.get("actions")

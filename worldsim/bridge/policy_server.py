@@ -6,6 +6,8 @@ runner keeps the process torch-free.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,12 @@ def check_policy(policy: Any) -> None:
             raise TypeError(f"{type(policy).__name__}.{name} must be a positive int, got {value!r}")
     require_box(getattr(policy, "observation_space", None), "policy.observation_space")
     require_box(getattr(policy, "action_space", None), "policy.action_space")
+
+
+@functools.cache
+def _keywords(policy_type: type) -> frozenset[str]:
+    """The keyword arguments ``policy_type.predict_chunk`` takes."""
+    return frozenset(inspect.signature(policy_type.predict_chunk).parameters)
 
 
 class PolicyServer(Server):
@@ -79,10 +87,10 @@ class PolicyServer(Server):
 
     def handle(self, policy: Any, message: Message) -> Reply:
         if message.type == "infer":
-            if len(message.arrays) != 1:
+            if len(message.arrays) != 1 and message.arrays.keys() != {"obs_history", "prefix"}:
                 expect_names(message.arrays, {"obs_history"}, message.request_id)
             obs = self._obs_history.take(message.arrays, "obs_history", message.request_id)
-            chunk = policy.predict_chunk(obs)
+            chunk = policy.predict_chunk(obs, **self._timing(policy, message))
             if type(chunk) is not np.ndarray:
                 chunk = np.asarray(chunk)
             if chunk.shape != self._chunk_shape:
@@ -95,3 +103,31 @@ class PolicyServer(Server):
             policy.reset()
             return "reset", None, None
         raise ProtocolError("bad_request", f"a policy server does not answer {message.type!r}", message.request_id)
+
+    def _timing(self, policy: Any, message: Message) -> dict[str, Any]:
+        """The optional ``prefix`` array and ``executed_steps`` field of an ``infer``, checked, as keyword
+        arguments for ``predict_chunk``: only those it takes (a policy without them ignores the delay, as
+        naive switching does)."""
+        kwargs: dict[str, Any] = {}
+        steps = message.body.get("executed_steps")
+        if steps is not None:
+            if type(steps) is not int or steps < 0:
+                raise ProtocolError(
+                    "bad_request", f"executed_steps must be an int >= 0, got {steps!r}", message.request_id
+                )
+            kwargs["executed_steps"] = steps
+        prefix = message.arrays.get("prefix")
+        if prefix is not None:
+            shape = (self.horizon, *self.action_space.shape)
+            if prefix.dtype != self._action_dtype or prefix.shape[1:] != shape[1:] or not 0 < len(prefix) < shape[0]:
+                raise ProtocolError(
+                    "bad_array",
+                    f"array 'prefix' is {prefix.dtype.str}{list(prefix.shape)}, expected {self._action_dtype.str}"
+                    f"[d, {', '.join(map(str, shape[1:]))}] with 0 < d < {shape[0]}",
+                    message.request_id,
+                )
+            if not np.isfinite(prefix).all():
+                raise ProtocolError("bad_array", "array 'prefix' contains NaN or infinite values", message.request_id)
+            kwargs["prefix"] = prefix
+        accepted = _keywords(type(policy))
+        return {name: value for name, value in kwargs.items() if name in accepted}

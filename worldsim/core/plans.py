@@ -4,7 +4,8 @@ A :class:`Plan` is plain data, ``levels[r, t]`` for row ``r`` and token ``t``: r
 start, the last row where they end. Between two rows each token moves from one level to the next (see
 :func:`worldsim.core.updates.step`); a transition in which some token goes down costs one network call.
 The builders cover full-sequence denoising, autoregressive and pyramid/rolling schedules (Diffusion
-Forcing's scheduling matrix), warm starts (RTI) and frozen-prefix inpainting.
+Forcing's scheduling matrix), warm starts (RTI), frozen-prefix inpainting and per-token starts (real-time
+chunking's soft mask).
 """
 
 from __future__ import annotations
@@ -107,12 +108,11 @@ def frozen_prefix(num_tokens: int, num_frozen: int, num_steps: int, start_level:
     With ``num_frozen = num_tokens - 1`` this is one autoregressive step with context; it is also
     real-time chunking's hard mask for the actions already committed.
     """
+    _check_count("num_tokens", num_tokens, 1)
     _check_count("num_frozen", num_frozen, 0)
     if num_frozen >= num_tokens:
         raise ValueError(f"num_frozen ({num_frozen}) must be smaller than num_tokens ({num_tokens})")
-    plan = full_sequence(num_tokens, num_steps, start_level).levels.copy()
-    plan[:, :num_frozen] = 0.0
-    return Plan(plan)
+    return per_token_start([0.0] * num_frozen + [start_level] * (num_tokens - num_frozen), num_steps)
 
 
 def warm_start(
@@ -126,14 +126,38 @@ def warm_start(
     multiples of ``1 / grid_steps``: a model trained on a discrete grid of K levels has never seen the
     levels in between, which equal steps from k/K would otherwise visit.
     """
+    _check_count("num_tokens", num_tokens, 1)
     if not 0.0 < start_level <= 1.0:
         raise ValueError(f"start_level must be in (0, 1], got {start_level}")
-    plan = full_sequence(num_tokens, num_steps, start_level).levels
+    return per_token_start([start_level] * num_tokens, num_steps, renoise=renoise, grid_steps=grid_steps)
+
+
+def per_token_start(
+    start_levels: Sequence[float], num_steps: int, *, renoise: bool = False, grid_steps: int | None = None
+) -> Plan:
+    """Each token ``t`` walks from its own ``start_levels[t]`` to 0 in ``num_steps`` equal steps.
+
+    A token that starts at 0 is frozen: it is never changed and the others are denoised around it
+    (inpainting). Starts between 0 and 1 are partial warm starts: a token near 0 keeps most of its guess,
+    one at 1 is sampled afresh (real-time chunking's soft mask over a previous chunk, written as levels).
+    ``renoise`` and ``grid_steps`` as in :func:`warm_start`; the token with the highest start must get a
+    distinct level on every row after rounding.
+    """
+    _check_count("num_steps", num_steps, 1)
+    starts = np.asarray(start_levels, dtype=np.float64)
+    if starts.ndim != 1 or len(starts) < 1:
+        raise ValueError("start_levels must be a non-empty list with one level per token")
+    if not np.isfinite(starts).all() or starts.min() < 0 or starts.max() > 1:
+        raise ValueError(f"start levels must lie in [0, 1], got {starts.tolist()}")
+    if starts.max() == 0:
+        raise ValueError("at least one token must start above level 0, or there is nothing to denoise")
+    fraction = np.linspace(1.0, 0.0, num_steps + 1)[:, None]
+    plan = fraction * starts[None, :]
     if grid_steps is not None:
         _check_count("grid_steps", grid_steps, 1)
         plan = np.round(plan * grid_steps) / grid_steps
-        if (np.diff(plan[:, 0]) >= 0).any():
-            raise ValueError(f"{num_steps} steps from level {start_level} to 0 need more than {grid_steps} grid steps")
+        if (np.diff(plan[:, int(np.argmax(starts))]) >= 0).any():
+            raise ValueError(f"{num_steps} steps from level {starts.max()} to 0 need more than {grid_steps} grid steps")
     if renoise:
-        plan = np.concatenate([np.zeros((1, num_tokens)), plan])
+        plan = np.concatenate([np.zeros((1, len(starts))), plan])
     return Plan(plan)

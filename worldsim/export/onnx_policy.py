@@ -72,7 +72,9 @@ class OnnxPolicy(ChunkPolicy):
         """The execution providers this session actually runs on."""
         return self.session.get_providers()
 
-    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _sample_chunk(
+        self, obs_history: np.ndarray, executed_steps: int, prefix: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         dtype = np.uint8 if self.config.obs_type == "pixels" else np.float32
         obs = np.ascontiguousarray(obs_history, dtype=dtype)
 
@@ -90,6 +92,7 @@ class OnnxPolicy(ChunkPolicy):
             denoiser=step, cond=obs, schedule=self.schedule, parameterization=c.parameterization,
             num_train_steps=c.num_train_steps, like=np.empty((obs.shape[0], c.horizon, c.action_dim), np.float32),
             clip_x0=c.clip_sample, generator=self.generator, codec=self.codec, reference=reference,
+            prefix=self._normalized_prefix(prefix, reference, np.empty(0, np.float32)),
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import gymnasium as gym
 import numpy as np
 
-from worldsim.core.array_ops import all_finite
+from worldsim.core.array_ops import all_finite, as_array_like
 from worldsim.core.validation import check_choice
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
@@ -53,9 +53,11 @@ class ChunkPolicy:
         self._obs_check = value
 
     @abstractmethod
-    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int):
+    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int, prefix: np.ndarray | None):
         """A normalized chunk ``[B, horizon, action_dim]`` (any array kind) for raw histories ``[B, ...]``, and
-        the reference its relative actions were sampled at (``codec.reference``, the same kind; or None)."""
+        the reference its relative actions were sampled at (``codec.reference``, the same kind; or None).
+        ``prefix``: raw actions ``[B, d, action_dim]`` to hand the strategy as its frozen prefix (see
+        :meth:`_normalized_prefix`), or None."""
 
     @property
     def obs_horizon(self) -> int:
@@ -154,27 +156,71 @@ class ChunkPolicy:
             warnings.warn(message, stacklevel=3)
         return obs
 
-    def predict_chunk(self, obs_history: np.ndarray, *, executed_steps: int | None = None) -> np.ndarray:
+    def predict_chunk(
+        self, obs_history: np.ndarray, *, executed_steps: int | None = None, prefix: np.ndarray | None = None
+    ) -> np.ndarray:
         """Raw actions ``[horizon, action_dim]`` from ``obs_history [obs_horizon, *obs_shape]``.
 
         ``executed_steps``: actions executed since the previous prediction (how far a warm start shifts);
-        defaults to ``n_action_steps``.
+        defaults to ``n_action_steps``. ``prefix``: raw actions ``[d, action_dim]`` the robot executes while
+        this chunk is computed (real-time chunking); a strategy that inpaints returns them unchanged as
+        the chunk's first ``d`` actions, the others ignore them.
         """
         obs_history = self._as_array(obs_history, history=True)
         self.check_obs_history(obs_history, batched=False)
         obs_history = self._checked_observations(obs_history, "observation history")
         steps = self.n_action_steps if executed_steps is None else executed_steps
-        return self._predict(obs_history, steps)
+        return self._predict(obs_history[None], steps, None if prefix is None else np.asarray(prefix)[None])[0]
 
-    def _predict(self, obs_history: np.ndarray, executed_steps: int) -> np.ndarray:
-        """Raw actions in the action space from a checked history."""
-        chunk, reference = self._sample_chunk(obs_history[None], executed_steps)
-        actions = self.codec.from_model(chunk, reference)[0]
+    def predict_chunks(
+        self, obs_histories: np.ndarray, *, executed_steps: int, prefix: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`predict_chunk` for a batch of episodes stepped together: raw actions ``[B, horizon, action_dim]``
+        from ``obs_histories [B, obs_horizon, *obs_shape]`` (and ``prefix [B, d, action_dim]``). The strategy's
+        state (warm starts) is per batch row, so keep the rows in the same order from call to call."""
+        obs_histories = self._as_array(obs_histories, history=True)
+        self.check_obs_history(obs_histories, batched=True)
+        obs_histories = self._checked_observations(obs_histories, "observation histories")
+        return self._predict(obs_histories, executed_steps, None if prefix is None else np.asarray(prefix))
+
+    def _predict(self, obs_history: np.ndarray, executed_steps: int, prefix: np.ndarray | None = None) -> np.ndarray:
+        """Raw actions ``[B, horizon, action_dim]`` in the action space from checked histories ``[B, ...]``."""
+        if prefix is not None:
+            prefix = self._checked_prefix(prefix, len(obs_history))
+        chunk, reference = self._sample_chunk(obs_history, executed_steps, prefix)
+        actions = self.codec.from_model(chunk, reference)
         actions = np.asarray(actions.cpu() if hasattr(actions, "cpu") else actions, dtype=np.float32)
         if not np.isfinite(actions).all():
             raise ValueError("the policy produced NaN or infinite actions: its input is far outside its training data")
+        if prefix is not None and self.strategy.inpaints:
+            actions[:, : prefix.shape[1]] = prefix  # exact: the normalization round trip may move them by 1e-7
         low, high = self._action_bounds
         return np.clip(actions, low, high)
+
+    def _checked_prefix(self, prefix: np.ndarray, batch: int) -> np.ndarray | None:
+        """A raw frozen prefix ``[B, d, action_dim]`` checked (None when empty)."""
+        if prefix.ndim != 3 or prefix.shape[0] != batch or prefix.shape[2] != self.config.action_dim:
+            raise ValueError(
+                f"the frozen prefix must have shape [{batch}, d, {self.config.action_dim}], got {tuple(prefix.shape)}"
+            )
+        if prefix.shape[1] >= self.config.horizon:
+            raise ValueError(
+                f"a frozen prefix of {prefix.shape[1]} actions leaves nothing of the {self.config.horizon}-action chunk"
+            )
+        if not np.isfinite(prefix).all():
+            raise ValueError("the frozen prefix contains NaN or infinite values")
+        return prefix.astype(np.float32) if prefix.shape[1] else None
+
+    def _normalized_prefix(self, prefix: np.ndarray | None, reference, like):
+        """The raw prefix ``[B, d, A]`` in the model's space at this prediction's ``reference`` (None stays None).
+
+        Coded as the start of a whole chunk (the last prefix action repeated): a per-position normalizer needs
+        every position."""
+        if prefix is None:
+            return None
+        d, horizon = prefix.shape[1], self.config.horizon
+        padded = np.concatenate([prefix, np.repeat(prefix[:, -1:], horizon - d, axis=1)], axis=1)
+        return self.codec.to_model(as_array_like(padded, like), reference)[:, :d]
 
     def _as_array(self, obs, *, history: bool) -> np.ndarray:
         """``obs`` as an array; a dict observation (``config.obs_keys``) flattened in the recorded key order."""
@@ -202,7 +248,7 @@ class ChunkPolicy:
         else:
             self._obs_queue.append(obs)
         if not self._action_queue:
-            chunk = self._predict(np.stack(self._obs_queue), self._executed_since_prediction)
+            chunk = self._predict(np.stack(self._obs_queue)[None], self._executed_since_prediction)[0]
             self._action_queue.extend(chunk[: self.n_action_steps])
             self._executed_since_prediction = 0
         else:

@@ -94,10 +94,14 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()
     def predict_normalized(
-        self, obs_history: torch.Tensor, executed_steps: int, reference: torch.Tensor | None = None
+        self,
+        obs_history: torch.Tensor,
+        executed_steps: int,
+        reference: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """A normalized chunk ``[B, H, A]`` for a batch of raw observation histories (``reference``: their
-        ``codec.reference``, when the caller has it already)."""
+        ``codec.reference``, when the caller has it already; ``prefix``: the normalized frozen prefix)."""
         self.check_obs_history(obs_history, batched=True)
         cond = self._encode(obs_history)
         like = torch.empty(obs_history.shape[0], self.config.horizon, self.config.action_dim, device=cond.device)
@@ -105,18 +109,22 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
             denoiser=self.denoiser, cond=cond, schedule=self.schedule, parameterization=self.config.parameterization,
             num_train_steps=self.config.num_train_steps, like=like, clip_x0=self.config.clip_sample,
             generator=self.generator, codec=self.codec,
-            reference=self.codec.reference(obs_history.float()) if reference is None else reference,
+            reference=self.codec.reference(obs_history.float()) if reference is None else reference, prefix=prefix,
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls
         return chunk
 
-    def _sample_chunk(self, obs_history: np.ndarray, executed_steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _sample_chunk(
+        self, obs_history: np.ndarray, executed_steps: int, prefix: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = next(self.parameters()).device
         # A copy: observations may arrive in read-only buffers (zero-copy messages), which torch warns about.
         obs = torch.tensor(obs_history, device=device)
         reference = self.codec.reference(obs.float())
-        return self.predict_normalized(obs, executed_steps, reference), reference
+        like = torch.empty(0, device=device)
+        frozen = self._normalized_prefix(prefix, reference, like)
+        return self.predict_normalized(obs, executed_steps, reference, frozen), reference
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_contents(self) -> tuple[dict, dict]:

@@ -16,7 +16,15 @@ rti        first call: full DDPM; then warm-start from the previous chunk       
 rolling    a window of ``horizon`` actions at staggered levels (Streaming       first chunk, then 1
            Diffusion Policy): each call moves every action down one notch
            and emits the now-clean first action
+rtc        real-time chunking: the actions that run while the chunk is          steps
+           computed stay frozen, the rest are inpainted from the previous
+           chunk (a soft mask written as per-token start levels) in ``steps``
 =========  ==================================================================  =======================
+
+Under inference delay (``docs/live_control.md``) a prediction may come with a *frozen prefix*: the actions
+the robot executes while the chunk is computed. Strategies that inpaint (``rtc``, and ``rti`` unless told
+``freeze_prefix=False``) return it unchanged as the chunk's first actions and denoise the rest around it;
+the others ignore it, and the stale actions are dropped when the chunk takes over (naive switching).
 """
 
 from __future__ import annotations
@@ -56,7 +64,20 @@ class ChunkContext:
     """Moves chunks between predictions (shift, relative actions, the discrete rule); None: plain shift."""
     reference: object = None
     """This prediction's reference point ``[B, action_dim]`` for relative actions (``codec.reference``)."""
+    prefix: object = None
+    """Normalized actions ``[B, d, action_dim]`` that run before this chunk takes over (the frozen prefix of
+    real-time chunking), or None."""
     calls: int = 0
+
+    @property
+    def num_frozen(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix.shape[1])
+
+    def with_prefix(self, chunk):
+        """``chunk`` with its first actions replaced, exactly, by the frozen prefix."""
+        if not self.num_frozen:
+            return chunk
+        return namespace(chunk).concatenate([self.prefix, chunk[:, self.num_frozen :]], 1)
 
     def noise(self):
         return randn_like(self.like, self.generator)
@@ -81,6 +102,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     n_action_steps: int | None = None
     """Actions executed per prediction; None keeps the policy's configured value."""
+    inpaints: bool = False
+    """Whether a frozen prefix (``ChunkContext.prefix``) is kept as the chunk's first actions."""
 
     def reset(self) -> None:  # noqa: B027 - stateless strategies have nothing to forget
         """Forget the previous episode (warm starts, rolling windows)."""
@@ -133,6 +156,8 @@ class RTIStrategy(Strategy):
     first prediction of an episode is full DDPM as in RTI-DP (None), or DDIM in that many steps, so a live
     loop never waits for K calls. ``eta`` is the warm-started calls' sampler: 1 the stochastic DDPM step
     of RTI-DP, 0 deterministic DDIM steps from the guess (anything between interpolates).
+    ``freeze_prefix``: under inference delay, keep the actions that run while the chunk is computed and
+    warm-start only the rest (RTI + real-time chunking's hard mask); False drops them (naive switching).
     """
 
     name = "rti"
@@ -147,6 +172,7 @@ class RTIStrategy(Strategy):
         cold_start_steps: int | None = None,
         calls: int | None = None,
         eta: float = 1.0,
+        freeze_prefix: bool = True,
     ):
         check_number("rti k", k, low=1, integer=True)
         check_number("rti n_action_steps", n_action_steps, low=1, integer=True)
@@ -165,37 +191,41 @@ class RTIStrategy(Strategy):
         self.n_action_steps = n_action_steps
         self.cold_start_steps = cold_start_steps
         self.calls = calls or k
+        self.inpaints = bool(freeze_prefix)
         self._previous = None
         self._previous_reference = None
-        self._plans: dict[tuple[int, int, bool], Plan] = {}  # built once: a control loop asks every tick
+        self._plans: dict[tuple[int, int, bool, int], Plan] = {}  # built once: a control loop asks every tick
 
     def reset(self) -> None:
         self._previous = None
 
-    def plan(self, horizon: int, num_train_steps: int, *, renoise: bool) -> Plan:
-        """Levels from ``k/K`` to 0 in ``calls`` equal steps for every action (after a row at 0 when
-        re-noising); by default ``k/K, (k-1)/K, ..., 0``."""
-        key = (horizon, num_train_steps, renoise)
+    def plan(self, horizon: int, num_train_steps: int, *, renoise: bool, frozen: int = 0) -> Plan:
+        """Levels from ``k/K`` to 0 in ``calls`` equal steps for every action but the ``frozen`` first ones,
+        which stay at 0 (after a row at 0 when re-noising); by default ``k/K, (k-1)/K, ..., 0``."""
+        key = (horizon, num_train_steps, renoise, frozen)
         if key not in self._plans:
             if self.k > num_train_steps:
                 raise ValueError(f"rti k={self.k} exceeds the model's {num_train_steps} training steps")
             # With fewer calls than k, keep every level on the training grid (one call per grid step already is).
             grid = num_train_steps if self.calls < self.k else None
-            start = self.k / num_train_steps
-            self._plans[key] = plans.warm_start(horizon, start, self.calls, renoise=renoise, grid_steps=grid)
+            starts = [0.0] * frozen + [self.k / num_train_steps] * (horizon - frozen)
+            self._plans[key] = plans.per_token_start(starts, self.calls, renoise=renoise, grid_steps=grid)
         return self._plans[key]
 
     def sample(self, sampler: ChunkContext, executed_steps: int):
         horizon, steps = sampler.like.shape[1], sampler.num_train_steps
+        frozen = sampler.num_frozen if self.inpaints else 0
+        keep = sampler.with_prefix if frozen else (lambda chunk: chunk)
         if not self.warm_start:
-            chunk = sampler.run(sampler.noise(), self.plan(horizon, steps, renoise=False), eta=1.0)
-        elif self._previous is None and self.cold_start_steps is None:
-            chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, steps), eta=1.0)
+            chunk = sampler.run(keep(sampler.noise()), self.plan(horizon, steps, renoise=False, frozen=frozen), eta=1.0)
         elif self._previous is None:
-            chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.cold_start_steps), eta=0.0)
+            cold = self.cold_start_steps or steps
+            plan = plans.frozen_prefix(horizon, frozen, cold)
+            chunk = sampler.run(keep(sampler.noise()), plan, eta=1.0 if self.cold_start_steps is None else 0.0)
         else:
-            guess = sampler.warm_guess(self._previous, self._previous_reference, executed_steps)
-            chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise), eta=self.eta)
+            guess = keep(sampler.warm_guess(self._previous, self._previous_reference, executed_steps))
+            chunk = sampler.run(guess, self.plan(horizon, steps, renoise=self.renoise, frozen=frozen), eta=self.eta)
+        chunk = keep(chunk)
         self._previous, self._previous_reference = chunk, sampler.reference
         return chunk
 
@@ -255,13 +285,82 @@ class RollingStrategy(Strategy):
         self._reference = sampler.reference
 
 
+def soft_mask_levels(horizon: int, frozen: int, executed: int) -> list[float]:
+    """Real-time chunking's soft mask (Black et al. 2025, eq. 5) as per-token start levels ``1 - weight``.
+
+    The ``frozen`` first actions keep the previous chunk exactly (level 0); the actions the previous chunk
+    also planned (up to ``horizon - executed``) keep it with a weight that decays exponentially to 0; the
+    actions past its end start from noise (level 1).
+    """
+    overlap_end = max(horizon - executed, frozen)
+    levels = []
+    for i in range(horizon):
+        if i < frozen:
+            levels.append(0.0)
+        elif i < overlap_end:
+            c = (overlap_end - i) / (overlap_end - frozen + 1)
+            levels.append(1.0 - c * (np.exp(c) - 1.0) / (np.e - 1.0))
+        else:
+            levels.append(1.0)
+    return levels
+
+
+class RTCStrategy(Strategy):
+    """Real-time chunking (RTC; Black, Galliker and Levine 2025) through the core's plans.
+
+    While a chunk is computed the robot keeps executing the previous one; those actions (the frozen
+    prefix ``d``) are kept exactly, and the rest of the chunk is inpainted so that it continues them.
+    ``soft=True`` also keeps the previous chunk's later actions as a partial guess, trusted less the
+    further they lie (RTC's soft mask, here as per-token start levels: the guess is forward-diffused to
+    each action's level and everything is denoised to 0 in ``steps`` calls); ``soft=False`` is the hard
+    mask (prefix frozen, the rest from noise). The first chunk of an episode, and any prediction without
+    a prefix, is plain ``steps``-step sampling. ``eta``: 0 deterministic DDIM steps, 1 DDPM. The model
+    needs no retraining: Diffusion Forcing training already shows it clean tokens beside noisy ones.
+    """
+
+    name = "rtc"
+    inpaints = True
+
+    def __init__(self, steps: int = 10, *, soft: bool = True, eta: float = 0.0, n_action_steps: int | None = None):
+        check_number("rtc steps", steps, low=1, integer=True)
+        check_number("rtc n_action_steps", n_action_steps, low=1, integer=True, allow_none=True)
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"rtc eta must be between 0 (DDIM) and 1 (DDPM), got {eta}")
+        self.steps = steps
+        self.soft = soft
+        self.eta = eta
+        self.n_action_steps = n_action_steps
+        self._previous = None
+        self._previous_reference = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def sample(self, sampler: ChunkContext, executed_steps: int):
+        horizon, frozen = sampler.like.shape[1], sampler.num_frozen
+        grid = sampler.num_train_steps
+        if not frozen:
+            chunk = sampler.run(sampler.noise(), plans.full_sequence(horizon, self.steps), eta=self.eta)
+        else:
+            if self._previous is not None and self.soft:
+                guess = sampler.warm_guess(self._previous, self._previous_reference, executed_steps)
+                starts = soft_mask_levels(horizon, frozen, executed_steps)
+            else:
+                guess = sampler.noise()
+                starts = [0.0] * frozen + [1.0] * (horizon - frozen)
+            plan = plans.per_token_start(starts, self.steps, renoise=True, grid_steps=grid)
+            chunk = sampler.with_prefix(sampler.run(sampler.with_prefix(guess), plan, eta=self.eta))
+        self._previous, self._previous_reference = chunk, sampler.reference
+        return chunk
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (DDPMStrategy, DDIMStrategy, RTIStrategy, RollingStrategy)
+    cls.name: cls for cls in (DDPMStrategy, DDIMStrategy, RTIStrategy, RollingStrategy, RTCStrategy)
 }
 
 
 def make_strategy(name: str, **kwargs) -> Strategy:
-    """A strategy by name: ``ddpm``, ``ddim``, ``rti`` or ``rolling``, with its keyword options."""
+    """A strategy by name: ``ddpm``, ``ddim``, ``rti``, ``rolling`` or ``rtc``, with its keyword options."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     cls = STRATEGIES[name]
