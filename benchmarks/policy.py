@@ -151,8 +151,9 @@ def main() -> None:
             task["latency_sweep"][name] = {}
             for ticks in (0, 1, 2, 4):
                 result = evaluate_policy(
-                    policy, spec, episodes=args.latency_episodes, seed=EVAL_SEED, latency_ticks=ticks, progress=False
-                )
+                    policy, spec, episodes=args.latency_episodes, seed=EVAL_SEED,
+                    per_action_delay_ticks=ticks, progress=False,
+                )  # fmt: skip
                 task["latency_sweep"][name][str(ticks)] = result["success_rate"]
             print(f"  latency sweep {name}: {task['latency_sweep'][name]}")
         s = task["strategies"]

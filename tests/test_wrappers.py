@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from worldsim.envs.wrappers import ActionChunk, InferenceLatency, ObservationHistory
+from worldsim.envs.wrappers import ActionChunk, PerActionDelay, ObservationHistory
 
 PUSH_T = "worldsim/PushT-v0"
 
@@ -20,7 +20,7 @@ def _actions(env: gym.Env, count: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.mark.parametrize(
     "wrap",
-    [lambda env: ObservationHistory(env, 3), lambda env: ActionChunk(env, 4), lambda env: InferenceLatency(env, 2)],
+    [lambda env: ObservationHistory(env, 3), lambda env: ActionChunk(env, 4), lambda env: PerActionDelay(env, 2)],
     ids=["history", "chunk", "latency"],
 )
 def test_wrappers_pass_check_env(wrap):
@@ -93,7 +93,7 @@ def test_action_chunk_rejects_wrong_shapes():
 
 def test_inference_latency_holds_the_previous_action_for_ticks_steps():
     ticks = 2
-    env = InferenceLatency(gym.make(PUSH_T), ticks)
+    env = PerActionDelay(gym.make(PUSH_T), ticks)
     plain = gym.make(PUSH_T)
     env.reset(seed=0)
     plain.reset(seed=0)
@@ -111,7 +111,7 @@ def test_inference_latency_holds_the_previous_action_for_ticks_steps():
 
 
 def test_inference_latency_resets_the_held_action():
-    env = InferenceLatency(gym.make(PUSH_T), 3)
+    env = PerActionDelay(gym.make(PUSH_T), 3)
     env.reset(seed=0)
     env.step(env.action_space.sample())
     env.reset(seed=0)
@@ -119,7 +119,7 @@ def test_inference_latency_resets_the_held_action():
 
 
 def test_inference_latency_stops_when_the_episode_ends_during_the_delay():
-    env = InferenceLatency(gym.wrappers.TimeLimit(gym.make(PUSH_T).unwrapped, max_episode_steps=3), 5)
+    env = PerActionDelay(gym.wrappers.TimeLimit(gym.make(PUSH_T).unwrapped, max_episode_steps=3), 5)
     env.reset(seed=0)
     env.step(np.zeros(2, np.float32))
     *_, truncated, info = env.step(np.zeros(2, np.float32))
@@ -127,7 +127,7 @@ def test_inference_latency_stops_when_the_episode_ends_during_the_delay():
 
 
 def test_zero_latency_is_transparent():
-    env = InferenceLatency(gym.make(PUSH_T), 0)
+    env = PerActionDelay(gym.make(PUSH_T), 0)
     plain = gym.make(PUSH_T)
     env.reset(seed=0)
     plain.reset(seed=0)
@@ -140,7 +140,7 @@ def test_zero_latency_is_transparent():
     [
         (lambda env: ObservationHistory(env, 0), "n must be an int >= 1, got 0"),
         (lambda env: ActionChunk(env, 2.5), "n must be an int >= 1, got 2.5"),
-        (lambda env: InferenceLatency(env, -1), "ticks must be an int >= 0, got -1"),
+        (lambda env: PerActionDelay(env, -1), "ticks must be an int >= 0, got -1"),
         (lambda env: ObservationHistory(env, True), "n must be an int >= 1, got True"),
     ],
 )

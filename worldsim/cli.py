@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     return _run_hydra(name, config_name, rest)
 
 
-# Free-form mappings of the configs (a strategy's options, gymnasium.make's kwargs, RTI options): a key set
-# under them is added when the mapping lacks it, so `strategy.options.k=3` works without Hydra's `++`.
-_OPEN_MAPPINGS = ("strategy.options.", "task.env_kwargs.", "task.rti.")
+# Free-form mappings of the configs (a strategy's options, gymnasium.make's kwargs, RTI options, eval's
+# asynchronous timing): a key set under them is added when the mapping lacks it, so `strategy.options.k=3`
+# works without Hydra's `++`.
+_OPEN_MAPPINGS = ("strategy.options.", "task.env_kwargs.", "task.rti.", "asynchronous.")
 
 
 def _open_dict_override(arg: str) -> str:
@@ -312,18 +313,75 @@ def load_policy(checkpoint: str, strategy, obs_check: str = "error") -> Any:
     return policy
 
 
+def evaluate_under_delay(policy, task, delay, *, episodes: int, seed: int, policy_seed: int | None = None):
+    """``policy`` on ``episodes`` episodes of ``task`` under asynchronous inference delay, as the live loop
+    runs it (:class:`~worldsim.bridge.DelaySimulator` with ``delay``, a ``DelayConfig``), judged by the
+    task's success rule. Episode ``i`` resets with ``seed + i``; the episodes run as one batch, so the
+    policy's noise is seeded once (``policy_seed``). Returns the evaluation's figures (as
+    ``evaluate_policy``'s, plus deadline misses and chunk-boundary smoothness) and the episode results."""
+    import numpy as np
+
+    from worldsim.bridge import DelaySimulator, chunk_boundary_jumps
+    from worldsim.policies.evaluation import judge_outcome, summarize
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if policy_seed is not None:
+        policy.seed(policy_seed)
+    envs = [task.make_env() for _ in range(episodes)]
+    judges = [task.judge() for _ in range(episodes)]
+    for judge in judges:
+        judge.reset()
+    try:
+        results = DelaySimulator(policy, delay).run_episodes(envs, [seed + i for i in range(episodes)], judges)
+    finally:
+        for env in envs:
+            env.close()
+    summary = summarize([judge_outcome(judge) for judge in judges], [], [], [], [])
+    arrivals = [d for r in results for d in r.stats.arrival_ticks]
+    summary |= {
+        "episodes": episodes, "seed": seed, "policy_seed": policy_seed,
+        "delay_ticks": delay.delay_ticks, "merge": delay.merge,
+        "replan_every": delay.replan_every or int(policy.n_action_steps),
+        "mean_arrival_ticks": float(np.mean(arrivals)) if arrivals else None,
+        "deadline_misses": int(sum(r.stats.deadline_misses for r in results)),
+        **(chunk_boundary_jumps(results) if delay.record else {}),
+    }  # fmt: skip
+    return summary, results
+
+
 def _eval(c: schema.EvalCommand, out: Path) -> None:
     from worldsim.policies.evaluation import describe, evaluate_policy
 
     _set_threads(1)
     policy = load_policy(_policy_checkpoint(c.checkpoint, c.task), c.strategy, c.obs_check)
-    result = evaluate_policy(
-        policy, c.task, episodes=c.episodes, seed=c.seed, policy_seed=c.policy_seed, latency_ticks=c.latency_ticks
-    )
+    if c.asynchronous:
+        from worldsim.bridge import DelayConfig
+
+        if c.per_action_delay_ticks:
+            raise UserError("per_action_delay_ticks and asynchronous are two delay models; pass one")
+        try:
+            delay = DelayConfig(**c.asynchronous)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"asynchronous: {error}") from None
+        result, _ = evaluate_under_delay(
+            policy, c.task, delay, episodes=c.episodes, seed=c.seed, policy_seed=c.policy_seed
+        )
+    else:
+        result = evaluate_policy(
+            policy, c.task, episodes=c.episodes, seed=c.seed, policy_seed=c.policy_seed,
+            per_action_delay_ticks=c.per_action_delay_ticks,
+        )  # fmt: skip
     options = {**policy.strategy_defaults.get(c.strategy.name, {}), **c.strategy.options}
     result |= {"task": c.task.env_id, "strategy": c.strategy.name, "options": options}
     (out / "eval.json").write_text(json.dumps(result, indent=2))
-    print(f"{c.task.env_id} {c.strategy.name}: {describe(result)} -> {out / 'eval.json'}")
+    timing = ""
+    if c.asynchronous:
+        ratio = result.get("jump_ratio")
+        timing = f" (asynchronous, delay {result['delay_ticks']} ticks, {result['merge']}" + (
+            f"; chunk-boundary jump {ratio:.2f}x the within-chunk one)" if ratio is not None else ")"
+        )
+    print(f"{c.task.env_id} {c.strategy.name}{timing}: {describe(result)} -> {out / 'eval.json'}")
 
 
 def _set_threads(threads: int) -> None:

@@ -7,7 +7,15 @@ import pytest
 
 from tests.bridge.conftest import LOOPBACK, running
 from tests.bridge.policies import PrefixTickPolicy, TickEnv
-from worldsim.bridge import ControlLoop, ControlLoopConfig, DelayConfig, DelaySimulator, PolicyServer, ServerConfig
+from worldsim.bridge import (
+    ControlLoop,
+    ControlLoopConfig,
+    DelayConfig,
+    DelaySimulator,
+    PolicyServer,
+    ServerConfig,
+    chunk_boundary_jumps,
+)
 
 
 def test_bookkeeping_of_a_delayed_chunk_stream():
@@ -29,6 +37,16 @@ def test_bookkeeping_of_a_delayed_chunk_stream():
     assert prefixes == [None, [3, 4], [303, 304], [603, 604]]
     assert result.stats.requests == 4 and result.stats.chunks == 4 and result.stats.deadline_misses == 0
     assert result.stats.arrival_ticks == [2, 2, 2]
+
+
+def test_chunk_boundary_jumps_split_the_action_changes_by_source_chunk():
+    result = DelaySimulator(PrefixTickPolicy(), DelayConfig(delay_ticks=2, replan_every=3)).run_episode(TickEnv(12))
+    # Actions 0 1 2 3 4 | 302 303 304 | 602 603 604 | 902: steps of 1 inside a chunk, of 298 across.
+    jumps = chunk_boundary_jumps([result])
+    assert jumps == {"boundary_jump": 298.0, "within_jump": 1.0, "jump_ratio": 298.0}
+    unrecorded = DelaySimulator(PrefixTickPolicy(), DelayConfig(record=False)).run_episode(TickEnv(3))
+    with pytest.raises(ValueError, match="record=True"):
+        chunk_boundary_jumps([unrecorded])
 
 
 def test_a_late_chunk_takes_over_on_arrival_and_counts_as_overdue():

@@ -6,7 +6,7 @@ The protocol is specified in docs/protocol.md; live control is described in docs
 
 from worldsim.bridge.action_schedule import ActionSchedule, ChunkTiming
 from worldsim.bridge.connection import ClientConfig, NotConnectedError, ServerError, ServerInfo
-from worldsim.bridge.control_loop import ControlLoop, ControlLoopConfig, EpisodeResult, LoopStats
+from worldsim.bridge.control_loop import ControlLoop, ControlLoopConfig, EpisodeResult, LoopStats, chunk_boundary_jumps
 from worldsim.bridge.delay_simulator import DelayConfig, DelaySimulator
 from worldsim.bridge.policy_client import ChunkReply, PolicyClient
 from worldsim.bridge.policy_server import PolicyServer
@@ -41,5 +41,6 @@ __all__ = [
     "ServerStats",
     "WorldModelClient",
     "WorldModelServer",
+    "chunk_boundary_jumps",
     "generate_keypair",
 ]

@@ -95,6 +95,27 @@ class EpisodeResult:
     action, -1 for the safe action), ``late [T]`` (bool), ``time_s [T]`` (when the action was applied)."""
 
 
+def chunk_boundary_jumps(results: list[EpisodeResult]) -> dict:
+    """Smoothness of recorded episodes: the mean L2 change between consecutive applied actions where the
+    source chunk changes (``boundary_jump``) and where it does not (``within_jump``), and their ratio.
+
+    A ratio near 1 means switching chunks is no rougher than following one; None where a kind of step never
+    occurs (chunks of one action have no within-chunk steps)."""
+    boundary, within = [], []
+    for result in results:
+        if result.trace is None:
+            raise ValueError("chunk_boundary_jumps needs episodes recorded with record=True")
+        actions = result.trace["action"].reshape(len(result.trace["action"]), -1).astype(np.float64)
+        source = result.trace["obs_tick"]
+        change = np.linalg.norm(np.diff(actions, axis=0), axis=1)
+        switched = source[1:] != source[:-1]
+        boundary.extend(change[switched])
+        within.extend(change[~switched])
+    b = float(np.mean(boundary)) if boundary else None
+    w = float(np.mean(within)) if within else None
+    return {"boundary_jump": b, "within_jump": w, "jump_ratio": b / w if b is not None and w else None}
+
+
 class ControlLoop:
     """Runs ``env`` at ``config.rate_hz`` on actions from the policy behind ``client``."""
 

@@ -13,6 +13,7 @@ dataclass here that composes those library configs with the command's own argume
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -68,7 +69,13 @@ class EvalCommand:
     seed: int = 100_000
     policy_seed: int | None = None
     """Reseed the policy's noise with ``policy_seed + episode`` (torch and ONNX draw the same noise)."""
-    latency_ticks: int = 0
+    per_action_delay_ticks: int = 0
+    """Stall the world this many ticks before every action (``PerActionDelay``: a blocking controller's
+    worst case). For a chunked policy under real inference delay use ``asynchronous`` instead."""
+    asynchronous: dict[str, Any] = field(default_factory=dict)
+    """Non-empty: run the episodes as the live control loop would, chunks computed while the previous one
+    keeps running, with these :class:`~worldsim.bridge.DelayConfig` options (e.g.
+    ``asynchronous.delay_ticks=4 asynchronous.merge=ensemble``); see docs/live_control.md."""
     obs_check: str = "error"
     """An observation outside the observation space: ``error``, ``clip`` or ``warn``."""
 

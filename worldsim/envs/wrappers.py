@@ -94,8 +94,13 @@ class ActionChunk(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, float(sum(rewards)), terminated, truncated, info
 
 
-class InferenceLatency(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Simulate a policy that needs ``ticks`` control periods to compute each action.
+class PerActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Simulate a policy that blocks the world for ``ticks`` control periods before **every** action.
+
+    This is the worst case of a synchronous controller, not what a chunked policy on a live robot sees: the
+    delay is charged even on the ticks a chunked policy only pops from its queue. For asynchronous chunks
+    (the next chunk computed while the previous one keeps running, as the bridge's ``ControlLoop`` does)
+    use :class:`~worldsim.bridge.DelaySimulator`. (Named ``InferenceLatency`` until December 2026.)
 
     While the policy "thinks", the world does not wait: on every ``step(action)`` the environment first
     advances ``ticks`` steps with the previously executed action (the one the robot is still holding), and

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from worldsim.envs.tasks import TaskSpec, task_for_env
-from worldsim.envs.wrappers import InferenceLatency
+from worldsim.envs.wrappers import PerActionDelay
 from worldsim.policies.base import Policy
 
 
@@ -24,7 +24,7 @@ def evaluate_policy(
     episodes: int,
     seed: int = 0,
     policy_seed: int | None = None,
-    latency_ticks: int = 0,
+    per_action_delay_ticks: int = 0,
     progress: bool = True,
 ) -> dict:
     """Success (or return), goal error, network calls, latency and action smoothness over ``episodes``.
@@ -32,8 +32,8 @@ def evaluate_policy(
     ``task``: a :class:`TaskSpec`, or an env id (worldsim's own task of that env, else neutral defaults).
     Episode ``i`` resets the env with ``seed + i``; with ``policy_seed`` the policy's noise is reseeded
     with ``policy_seed + i`` too (``policy.seed``), so a torch policy and its ONNX export draw the same
-    noise and the whole evaluation repeats exactly. ``latency_ticks`` wraps the env in
-    :class:`~worldsim.envs.wrappers.InferenceLatency`.
+    noise and the whole evaluation repeats exactly. ``per_action_delay_ticks`` wraps the env in
+    :class:`~worldsim.envs.wrappers.PerActionDelay`.
 
     Latency is reported per control tick (``latency_ms_*``: every ``select_action`` call, including those
     that only pop a planned action) and per inference (``inference_ms_*``: the ticks that ran the network).
@@ -43,8 +43,8 @@ def evaluate_policy(
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env = task.make_env()
-    if latency_ticks:
-        env = InferenceLatency(env, latency_ticks)
+    if per_action_delay_ticks:
+        env = PerActionDelay(env, per_action_delay_ticks)
     judge = task.judge()
     outcomes: list[dict] = []
     latencies, inference, calls, changes = [], [], [], []
@@ -71,21 +71,27 @@ def evaluate_policy(
             judge.observe(obs, reward, info)
             if terminated or truncated:
                 break
-        outcomes.append(
-            {"success": judge.success, "return": judge.total_reward, "score": judge.score,
-             "goal_error": judge.goal_error, "steps": judge.steps}
-        )  # fmt: skip
+        outcomes.append(judge_outcome(judge))
     env.close()
     return summarize(outcomes, latencies, inference, calls, changes) | {
         "episodes": episodes,
         "seed": seed,
         "policy_seed": policy_seed,
-        "latency_ticks": latency_ticks,
+        "per_action_delay_ticks": per_action_delay_ticks,
     }
 
 
+def judge_outcome(judge) -> dict:
+    """One episode's outcome as ``summarize`` reads it, from the task's judge after the episode."""
+    return {
+        "success": judge.success, "return": judge.total_reward, "score": judge.score,
+        "goal_error": judge.goal_error, "steps": judge.steps,
+    }  # fmt: skip
+
+
 def summarize(outcomes: list[dict], latencies, inference, calls, changes) -> dict:
-    """The evaluation's figures from per-episode outcomes and per-tick measurements."""
+    """The evaluation's figures from per-episode outcomes and per-tick measurements (latencies, calls and
+    action changes may be empty, when the runner did not time single ticks: their figures are then None)."""
     successes = [o["success"] for o in outcomes]
     defined = any(s is not None for s in successes)
     returns = np.array([o["return"] for o in outcomes])
@@ -104,8 +110,8 @@ def summarize(outcomes: list[dict], latencies, inference, calls, changes) -> dic
         "mean_steps": float(np.mean([o["steps"] for o in outcomes])),
         "calls_per_step": float(np.nanmean(calls)) if np.isfinite(calls).any() else None,
         "calls_per_inference": float(np.nanmean(calls[calls > 0])) if (calls > 0).any() else None,
-        "latency_ms_p50": float(np.percentile(latencies_ms, 50)),
-        "latency_ms_p99": float(np.percentile(latencies_ms, 99)),
+        "latency_ms_p50": float(np.percentile(latencies_ms, 50)) if len(latencies_ms) else None,
+        "latency_ms_p99": float(np.percentile(latencies_ms, 99)) if len(latencies_ms) else None,
         "inference_ms_p50": float(np.percentile(inference_ms, 50)) if len(inference_ms) else None,
         "inference_ms_p99": float(np.percentile(inference_ms, 99)) if len(inference_ms) else None,
         "smoothness_mse": float(np.mean(changes)) if changes else 0.0,
@@ -123,8 +129,9 @@ def describe(result: dict) -> str:
         outcome += f", final goal error {result['mean_goal_error']:.4g} (raw units)"
     calls = result.get("calls_per_step")
     calls_text = "" if calls is None else f", {calls:.2f} calls/step"
-    return (
-        f"{outcome} over {result['episodes']} episodes{calls_text}; per tick p50 {result['latency_ms_p50']:.2f} ms "
-        f"p99 {result['latency_ms_p99']:.2f} ms"
-        + ("" if result["inference_ms_p50"] is None else f", per inference p50 {result['inference_ms_p50']:.2f} ms")
-    )
+    text = f"{outcome} over {result['episodes']} episodes{calls_text}"
+    if result["latency_ms_p50"] is not None:
+        text += f"; per tick p50 {result['latency_ms_p50']:.2f} ms p99 {result['latency_ms_p99']:.2f} ms"
+    if result["inference_ms_p50"] is not None:
+        text += f", per inference p50 {result['inference_ms_p50']:.2f} ms"
+    return text
