@@ -70,7 +70,7 @@ def policy_part(name: str, args) -> dict:
     from worldsim.policies.evaluation import evaluate_policy
     from worldsim.policies.train import load_task_demonstrations, train_policy
 
-    task = load_task(name)
+    task = suite_task(name, args)
     training = dataclasses.replace(
         policy_trainer_defaults(), time_limit_minutes=args.policy_minutes, eval_every=0, progress=False
     )
@@ -107,6 +107,7 @@ def policy_part(name: str, args) -> dict:
             "dataset_id": task.demo_dataset_id(),
             "episodes": len(demos),
             "seed": task.demo_seed,
+            "action_noise": task.demo_action_noise,
             "steps": int(sum(len(e.actions) for e in demos)),
             "seconds": round(demo_seconds, 1),
             "successful": int(sum(bool(e.success) for e in demos)),
@@ -241,6 +242,14 @@ def world_model_part(name: str, args) -> dict:
 PARTS = {"policy": policy_part, "world_model": world_model_part}
 
 
+def suite_task(name: str, args):
+    """The suite's task file, with the run's recipe-wide demonstration settings (the same for every task)."""
+    task = load_task(name)
+    if args.demo_action_noise:
+        task = dataclasses.replace(task, demo_action_noise=args.demo_action_noise)
+    return task
+
+
 def run(args) -> None:
     out_dir = args.out / "generalization"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -331,6 +340,10 @@ def main() -> None:
     parser.add_argument("--policy-minutes", type=float, default=20.0, help="policy training time limit")
     parser.add_argument("--wm-minutes", type=float, default=15.0, help="world-model training time limit")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument(
+        "--demo-action-noise", type=float, default=0.0,
+        help="record every task's demonstrations with this DART execution noise (task.demo_action_noise)",
+    )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/generalization"))
     parser.add_argument("--data", type=Path, default=Path("runs/generalization/minari"))
     parser.add_argument("--out", type=Path, default=RESULTS)

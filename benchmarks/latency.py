@@ -2,7 +2,7 @@
 
     python benchmarks/latency.py --task pusht          # one task -> results/latency/pusht.json
     python benchmarks/latency.py --task pickplace
-    python benchmarks/latency.py --report              # merge -> results/latency.json + latency.png
+    python benchmarks/latency.py --report              # merge (and live_delay.py's runs) -> results/latency.json + .png
 
 Each point runs ``--episodes`` seeded episodes (seeds 100000+, the policy's noise seeded too) in the
 :class:`~worldsim.bridge.DelaySimulator`: the live ``ControlLoop``'s timing, offline. A chunk is asked
@@ -20,6 +20,9 @@ rtc            real-time chunking, soft mask: also the previous chunk's later ac
                guess (per-token start levels decaying over the overlap), 10 DDIM steps
 rti_naive      the task's RTI (its recorded k, calls, chunk), stale actions dropped
 rti_prefix     the task's RTI with the prefix frozen in its warm start
+open_loop      a reference, not a method: no delay, but each 10-step DDIM chunk executed for
+               ``n_action_steps + d`` ticks, so its actions get as old as under delay ``d``
+               (what any method that executes plans made ``d`` ticks ago can hope for)
 =============  ==============================================================================
 
 Smoothness: the mean L2 jump between consecutive actions where the source chunk changes (a boundary)
@@ -41,14 +44,14 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
-from worldsim.bridge import DelayConfig, DelaySimulator  # noqa: E402
+from worldsim.bridge import DelayConfig  # noqa: E402
+from worldsim.cli import evaluate_under_delay  # noqa: E402
 from worldsim.envs.tasks import load_task  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
 
@@ -63,53 +66,27 @@ METHODS = {
     "rtc": ("rtc", {"steps": 10, "soft": True}, "switch"),
     "rti_naive": ("rti", {"freeze_prefix": False}, "switch"),
     "rti_prefix": ("rti", {"freeze_prefix": True}, "switch"),
+    "open_loop": ("ddim", {"steps": 10}, "switch"),
 }
-
-
-def jumps(results) -> dict:
-    """Mean L2 action change at chunk boundaries and within chunks, over every episode."""
-    boundary, within = [], []
-    for result in results:
-        actions, source = result.trace["action"].astype(np.float64), result.trace["obs_tick"]
-        change = np.linalg.norm(np.diff(actions, axis=0), axis=1)
-        switched = source[1:] != source[:-1]
-        boundary.extend(change[switched])
-        within.extend(change[~switched])
-    b, w = float(np.mean(boundary)) if boundary else None, float(np.mean(within)) if within else None
-    return {"boundary_jump": b, "within_jump": w, "jump_ratio": b / w if b is not None and w else None}
 
 
 def run_point(policy, task, method: str, delay: int, episodes: int) -> dict:
     strategy, options, merge = METHODS[method]
     policy.set_strategy(strategy, **options)
-    policy.seed(POLICY_SEED)
-    envs = [task.make_env() for _ in range(episodes)]
-    judges = [task.judge() for _ in range(episodes)]
-    for judge in judges:
-        judge.reset()
-    config = DelayConfig(delay_ticks=delay, merge=merge)
+    if method == "open_loop":
+        # The staleness reference: synchronous inference, each chunk executed for as many ticks as under
+        # delay d its actions can be old (the chunk's n_action_steps plus d).
+        config = DelayConfig(delay_ticks=0, replan_every=int(policy.n_action_steps) + delay, merge=merge)
+    else:
+        config = DelayConfig(delay_ticks=delay, merge=merge)
     start = time.perf_counter()
-    results = DelaySimulator(policy, config).run_episodes(envs, [SEED + i for i in range(episodes)], judges)
-    seconds = time.perf_counter() - start
-    for env in envs:
-        env.close()
-    success = [bool(judge.success) for judge in judges]
-    errors = [judge.goal_error for judge in judges if judge.goal_error is not None]
+    result, _ = evaluate_under_delay(policy, task, config, episodes=episodes, seed=SEED, policy_seed=POLICY_SEED)
+    keep = ("success_rate", "mean_goal_error", "mean_steps", "mean_arrival_ticks", "deadline_misses",
+            "boundary_jump", "within_jump", "jump_ratio", "replan_every", "merge")  # fmt: skip
     return {
-        "method": method,
-        "strategy": strategy,
-        "options": options,
-        "merge": merge,
-        "delay_ticks": delay,
-        "replan_every": int(policy.n_action_steps),
-        "episodes": episodes,
-        "success_rate": float(np.mean(success)),
-        "mean_goal_error": float(np.mean(errors)) if errors else None,
-        "mean_steps": float(np.mean([r.ticks for r in results])),
-        "deadline_misses": int(sum(r.stats.deadline_misses for r in results)),
-        **jumps(results),
-        "wall_seconds": seconds,
-    }
+        "method": method, "strategy": strategy, "options": options, "delay_ticks": delay, "episodes": episodes,
+        **{key: result[key] for key in keep}, "wall_seconds": time.perf_counter() - start,
+    }  # fmt: skip
 
 
 def run_task(args) -> None:
@@ -121,10 +98,15 @@ def run_task(args) -> None:
            "points": []}  # fmt: skip
     path = args.out / "latency" / f"{args.task}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():  # a run of some methods or delays adds to (or replaces) the points of earlier ones
+        earlier = json.loads(path.read_text())
+        if earlier["episodes"] != args.episodes:
+            raise SystemExit(f"{path} holds {earlier['episodes']}-episode points; pass --episodes to match or move it")
+        out["points"] = earlier["points"]
     for delay in args.delays:
         for method in args.methods:
             point = run_point(policy, task, method, delay, args.episodes)
-            out["points"].append(point)
+            out["points"] = [p for p in out["points"] if (p["method"], p["delay_ticks"]) != (method, delay)] + [point]
             print(
                 f"{args.task} d={delay} {method:10s} success {point['success_rate']:.2f} "
                 f"jump ratio {point['jump_ratio'] or float('nan'):.2f} ({point['wall_seconds']:.0f} s)",
@@ -136,7 +118,7 @@ def run_task(args) -> None:
 def targets(points: list[dict]) -> dict:
     """The issue's targets on one task: the best method at d=4 against its d=0, and at d=8 against naive."""
     by = {(p["method"], p["delay_ticks"]): p["success_rate"] for p in points}
-    methods = sorted({p["method"] for p in points})
+    methods = sorted({p["method"] for p in points} - {"open_loop"})  # a reference, not a method
     best4 = max(methods, key=lambda m: by.get((m, 4), -1))
     best8 = max(methods, key=lambda m: by.get((m, 8), -1))
     return {
@@ -146,6 +128,17 @@ def targets(points: list[dict]) -> dict:
         "best_at_d8": best8,
         "d8_minus_naive_points": 100 * (by[(best8, 8)] - by[("naive", 8)]),
         "d8_beats_naive_by_20_points": by[(best8, 8)] >= by[("naive", 8)] + 0.20,
+        "open_loop_reference": {d: by.get(("open_loop", d)) for d in DELAYS},
+        # Smoothness of every method at every delay (None: chunks of one action have no within-chunk step).
+        "jump_ratio_by_method": {
+            m: {p["delay_ticks"]: p["jump_ratio"] for p in points if p["method"] == m} for m in methods
+        },
+        "best_at_d4_jump_ratio_max": max(
+            (p["jump_ratio"] for p in points if p["method"] == best4 and p["jump_ratio"] is not None), default=None
+        ),
+        "best_at_d4_boundary_jump_within_1_5x": all(
+            p["jump_ratio"] is None or p["jump_ratio"] <= 1.5 for p in points if p["method"] == best4
+        ),
     }
 
 
@@ -155,7 +148,9 @@ def report(args) -> None:
         data = json.loads(path.read_text())
         data["targets"] = targets(data["points"])
         tasks[data["task"]] = data
-    (args.out / "latency.json").write_text(json.dumps({"tasks": tasks}, indent=1))
+    # The live runs of benchmarks/live_delay.py (served ONNX policy over the bridge against the simulator).
+    live = {path.stem: json.loads(path.read_text()) for path in sorted((args.out / "latency_live").glob("*.json"))}
+    (args.out / "latency.json").write_text(json.dumps({"tasks": tasks, "live": live}, indent=1))
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 8), squeeze=False)
     for column, (name, data) in enumerate(tasks.items()):
         for method in METHODS:
@@ -176,6 +171,8 @@ def report(args) -> None:
     fig.tight_layout()
     fig.savefig(args.out / "latency.png", dpi=110)
     for name, data in tasks.items():
+        print(name, json.dumps(data["targets"]))
+    for name, data in live.items():
         print(name, json.dumps(data["targets"]))
 
 

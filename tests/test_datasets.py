@@ -122,6 +122,36 @@ def test_collect_with_your_own_expert_on_any_env(tmp_path):
             np.testing.assert_array_equal(obs, expected)
 
 
+def test_noisy_execution_records_the_expert_s_clean_labels_and_what_ran(tmp_path):
+    """DART: the env runs the expert's action plus noise; the dataset keeps the expert's action as the label."""
+    collect_dataset(
+        "MountainCarContinuous-v0", "mountaincar/dart-v0", 2, seed=3, expert=PushWithVelocity, path=tmp_path,
+        progress=False, action_noise=0.5,
+    )  # fmt: skip
+    episodes = load_demonstrations("mountaincar/dart-v0", "MountainCarContinuous-v0", path=tmp_path)
+    with datasets_root(tmp_path):
+        recorded = list(minari.load_dataset("mountaincar/dart-v0").iterate_episodes())
+    for index, (episode, raw) in enumerate(zip(episodes, recorded, strict=True)):
+        executed = raw.infos["executed_action"][1:]  # (the reset's row is a placeholder)
+        assert set(np.unique(np.abs(episode.actions))) == {1.0}  # the expert's bang-bang labels ...
+        # ... which ran as such only where the noise pointed out of [-1, 1] and was clipped (about half the steps)
+        assert np.mean(executed != episode.actions) > 0.3
+        env = gym.make("MountainCarContinuous-v0")
+        env.reset(seed=3 + index)
+        for action, expected in zip(executed, episode.observations[1:], strict=True):
+            np.testing.assert_array_equal(env.step(action)[0], expected)  # what ran gives the observations
+
+
+def test_a_noisy_recording_gets_its_own_dataset_id_and_bad_noise_is_refused():
+    from worldsim.envs.tasks import TaskSpec
+
+    assert TaskSpec(env_id="MountainCarContinuous-v0").demo_dataset_id() == "mountaincarcontinuous/expert-v0"
+    noisy = TaskSpec(env_id="MountainCarContinuous-v0", demo_action_noise=0.1)
+    assert noisy.demo_dataset_id() == "mountaincarcontinuous/expert-noise0p1-v0"
+    with pytest.raises(ValueError, match="task.demo_action_noise must be a number >= 0, got -0.1"):
+        TaskSpec(env_id="MountainCarContinuous-v0", demo_action_noise=-0.1)
+
+
 def test_explicit_reset_seeds_and_make_kwargs_for_any_env(tmp_path):
     collect_dataset(
         "MountainCarContinuous-v0", "mountaincar/seeds-v0", 2, seeds=[11, 4], expert=PushWithVelocity,

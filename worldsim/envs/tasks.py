@@ -42,6 +42,9 @@ class TaskSpec:
     """Expert episodes recorded when the dataset is missing."""
     demo_seed: int = 0
     """Episode ``i`` of the demonstrations resets with seed ``demo_seed + i``."""
+    demo_action_noise: float = 0.0
+    """Record the demonstrations with the expert's actions executed with this much Gaussian noise (a fraction
+    of each action dimension's half range; DART), labelled with its clean actions; 0: none."""
     success: str | None = "is_success"
     """How an episode's success is judged: an ``info`` key (true at any step means success) or
     ``package.module:callable`` called as ``fn(obs, info) -> bool`` after every step. When the key never
@@ -78,6 +81,9 @@ class TaskSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"task.{name} must be a non-negative integer, got {value!r}")
+        noise = self.demo_action_noise
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise < float("inf"):
+            raise ValueError(f"task.demo_action_noise must be a number >= 0, got {noise!r}")
         if self.n_action_steps is not None and (isinstance(self.n_action_steps, bool) or self.n_action_steps < 1):
             raise ValueError(f"task.n_action_steps must be >= 1 or null, got {self.n_action_steps!r}")
         for name in ("discrete_dims", "relative_to_obs"):
@@ -97,13 +103,15 @@ class TaskSpec:
 
     def demo_dataset_id(self) -> str:
         """``dataset_id``, or one derived from the env id (``MountainCarContinuous-v0`` gives
-        ``mountaincarcontinuous/expert-v0``)."""
+        ``mountaincarcontinuous/expert-v0``; with ``demo_action_noise=0.1``, ``.../expert-noise0p1-v0``)."""
         if self.dataset_id:
             return self.dataset_id
         namespace, _, name = self.require_env().rpartition("/")
         stem = re.sub(r"-v\d+$", "", name).lower()
         stem = re.sub(r"[^a-z0-9_]+", "_", stem).strip("_") or "env"
-        return f"{(namespace.lower() + '/') if namespace else ''}{stem}/expert-v0"
+        # Minari ids allow no dot in a name: 0.1 is written 0p1.
+        noise = f"-noise{self.demo_action_noise:g}".replace(".", "p") if self.demo_action_noise else ""
+        return f"{(namespace.lower() + '/') if namespace else ''}{stem}/expert{noise}-v0"
 
     def make_env(self, **overrides) -> gym.Env:
         """``gymnasium.make(env_id, **env_kwargs, **overrides)``, importing the packages that register public

@@ -1,4 +1,4 @@
-"""Gymnasium 1.x wrappers for diffusion-policy control: observation history, action chunks, inference latency."""
+"""Gymnasium 1.x wrappers: observation history, action chunks, per-action delay, execution noise (DART)."""
 
 from __future__ import annotations
 
@@ -142,3 +142,45 @@ class PerActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._held_action = np.array(action, copy=True)
         return obs, total + float(reward), terminated, truncated, {**info, "latency_steps": delay_steps}
+
+
+class ExecutionNoise(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Execute each action with Gaussian noise added: DART's noise injection for recording demonstrations.
+
+    An expert recorded only along its own trajectories shows a policy nothing about recovering from the
+    small errors imitation always makes; on an unstable system (a balanced pendulum) those errors grow
+    until it falls. DART (Laskey et al., 2017) records the expert while its actions are executed with noise,
+    so the demonstrations visit the states around its path, each labelled with what the expert would do
+    there. ``step(action)`` applies ``action + N(0, (scale * half_range)^2)`` clipped into the Box action
+    space (``half_range``: half its width per dimension) and reports what ran as ``info["executed_action"]``;
+    a recorder wrapped around this one keeps the clean ``action`` as the label. The noise is drawn from a
+    generator reseeded by each seeded ``reset``, so a recording is reproducible.
+
+    Args:
+        env: an environment with a bounded Box action space.
+        scale: noise standard deviation as a fraction of each dimension's half range (``> 0``).
+    """
+
+    def __init__(self, env: gym.Env, scale: float) -> None:
+        space = env.action_space
+        if not isinstance(space, spaces.Box) or not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+            raise ValueError(f"ExecutionNoise needs a bounded Box action space, got {space}")
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"scale must be a number > 0, got {scale!r}")
+        gym.utils.RecordConstructorArgs.__init__(self, scale=scale)
+        gym.Wrapper.__init__(self, env)
+        self.scale = float(scale)
+        self._half_range = (space.high.astype(np.float64) - space.low) / 2
+        self._rng = np.random.default_rng()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng([seed, 0xDA27])  # its own stream: not the env's or the expert's
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        space = self.action_space
+        noise = self._rng.normal(size=space.shape) * self.scale * self._half_range
+        executed = np.clip(np.asarray(action, np.float64) + noise, space.low, space.high).astype(space.dtype)
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        return obs, reward, terminated, truncated, {**info, "executed_action": executed}

@@ -65,6 +65,7 @@ def load_task_demonstrations(cfg: TrainPolicyConfig, context: DistributedContext
             collect_dataset(
                 task.require_env(), dataset_ids[0], task.demo_episodes, seed=task.demo_seed, path=cfg.data_path,
                 expert=lambda seed=None: task.make_expert(seed), env_kwargs=task.env_kwargs,
+                action_noise=task.demo_action_noise,
             )  # fmt: skip
     context.barrier()
     episodes = [
