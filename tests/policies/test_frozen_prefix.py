@@ -85,3 +85,54 @@ def test_soft_mask_decays_over_the_overlap():
     assert all(0.0 < a < b < 1.0 for a, b in zip(overlap[:-1], overlap[1:], strict=False))
     # Nothing left to overlap: a hard mask.
     assert soft_mask_levels(horizon=8, frozen=4, executed=6) == [0.0] * 4 + [1.0] * 4
+
+
+def test_training_time_prefix_conditioning_gives_a_clean_prefix_left_out_of_the_loss():
+    """Each training chunk's first d actions (d drawn up to prefix_conditioning) reach the network clean and
+    do not count in the loss."""
+    import torch
+
+    policy = make_policy(seed=3)
+    policy.config.prefix_conditioning = 5
+    seen = {}
+
+    class Recording(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x_t, levels, cond, **kwargs):
+            seen["x_t"], seen["levels"] = x_t.detach(), levels.detach()
+            pred = self.inner(x_t, levels, cond, **kwargs)
+            seen["pred"] = pred
+            return pred
+
+    policy.denoiser = Recording(policy.denoiser)
+    rng = np.random.default_rng(0)
+    batch = {
+        "obs": torch.as_tensor(rng.normal(size=(64, 2, OBS_DIM)), dtype=torch.float32),
+        "action": torch.as_tensor(rng.uniform(-1, 1, (64, HORIZON, ACTION_DIM)), dtype=torch.float32),
+    }
+    batch["action"][..., 2] = batch["action"][..., 2].sign()
+    torch.manual_seed(0)
+    loss = policy.compute_loss(batch)
+    clean_tokens = seen["levels"] == 0
+    lengths = clean_tokens.sum(1)
+    # A prefix, of every length from 0 to 5 in a batch of 64, and never a clean token after a noisy one.
+    assert set(lengths.tolist()) == set(range(6))
+    assert torch.equal(clean_tokens, torch.arange(HORIZON)[None] < lengths[:, None])
+    clean = policy.codec.to_model(batch["action"], policy.codec.reference(batch["obs"]))
+    # (level 0 of the cosine schedule keeps a residual noise of sigma(0) ~ 2e-4: allow five of it)
+    residual = 5 * float(policy.schedule.sigma(torch.zeros(())))
+    torch.testing.assert_close(seen["x_t"][clean_tokens], clean[clean_tokens], atol=residual, rtol=0)
+    assert (seen["x_t"][~clean_tokens] - clean[~clean_tokens]).abs().max() > 100 * residual
+    # The prefix's predictions do not reach the loss: their gradient is zero, the others' is not.
+    (grad,) = torch.autograd.grad(loss, seen["pred"])
+    assert grad[clean_tokens].abs().max() == 0 and grad[~clean_tokens].abs().max() > 0
+
+
+def test_prefix_conditioning_must_leave_a_token_to_learn():
+    from worldsim.policies.config import DiffusionPolicyConfig
+
+    with pytest.raises(ValueError, match="policy.prefix_conditioning"):
+        DiffusionPolicyConfig(horizon=8, prefix_conditioning=8)

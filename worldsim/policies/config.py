@@ -63,6 +63,10 @@ class DiffusionPolicyConfig:
     shared_level_prob: float = 0.5
     """Fraction of training chunks noised at one shared level; the rest get a level per action, which
     the rolling strategy needs (Diffusion Forcing)."""
+    prefix_conditioning: int = 0
+    """Training-time real-time chunking: each training chunk's first ``d`` actions, ``d`` drawn uniformly
+    from ``0 .. prefix_conditioning``, are given clean (level 0) and left out of the loss, so the policy
+    learns to continue a frozen prefix (the actions that run while it computes; strategy ``rtc``). 0: off."""
     normalization: str = "minmax"
     """How observations and actions are scaled: ``minmax`` (to [-1, 1]), ``meanstd`` or ``identity``."""
     discrete_dims: tuple[int, ...] = ()
@@ -99,6 +103,7 @@ class DiffusionPolicyConfig:
         check_number("policy.n_action_steps", self.n_action_steps, low=1, high=self.horizon, integer=True)
         check_number("policy.obs_feature_dim", self.obs_feature_dim, low=1, integer=True, allow_none=True)
         check_number("policy.shared_level_prob", self.shared_level_prob, low=0, high=1)
+        check_number("policy.prefix_conditioning", self.prefix_conditioning, low=0, high=self.horizon - 1, integer=True)
         check_number("policy.clip_sample", self.clip_sample, low=0, allow_none=True)
         check_number("policy.discrete_scale", self.discrete_scale, low=1e-6, high=1)
         if self.width % self.heads:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldsim.core.losses import diffusion_forcing_loss
+from worldsim.core.losses import diffusion_forcing_loss, sample_levels
 from worldsim.core.normalizer import Normalizer
 from worldsim.core.pretrained import Pretrained, require_field
 from worldsim.core.schedules import make_schedule
@@ -86,10 +86,24 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
                 f"got {tuple(actions.shape)}"
             )
         clean = self.codec.to_model(actions, self.codec.reference(obs))
+        levels = mask = None
+        if self.config.prefix_conditioning:
+            levels, mask = self._prefix_levels(clean)
         return diffusion_forcing_loss(
             self.denoiser, clean, self.schedule, parameterization=self.config.parameterization,
-            cond=self._encode(obs), shared_level_prob=self.config.shared_level_prob,
+            cond=self._encode(obs), shared_level_prob=self.config.shared_level_prob, levels=levels, mask=mask,
         )  # fmt: skip
+
+    def _prefix_levels(self, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training levels with a clean prefix of random length per chunk, and the mask that leaves it out of
+        the loss (training-time real-time chunking: what the ``rtc`` strategy's frozen prefix looks like)."""
+        batch, horizon = clean.shape[:2]
+        levels = sample_levels(
+            self.schedule, batch, horizon, shared_level_prob=self.config.shared_level_prob, device=clean.device
+        )
+        lengths = torch.randint(0, self.config.prefix_conditioning + 1, (batch, 1), device=clean.device)
+        prefix = torch.arange(horizon, device=clean.device)[None] < lengths
+        return levels.masked_fill(prefix, 0.0), ~prefix
 
     # ------------------------------------------------------------------ sampling
     @torch.inference_mode()

@@ -44,6 +44,7 @@ def check_init_from(parent: DiffusionPolicyConfig, config: DiffusionPolicyConfig
     ours = config.to_dict()
     differs = {key: (theirs, ours[key]) for key, theirs in parent.to_dict().items() if theirs != ours[key]}
     differs.pop("parameterization", None)
+    differs.pop("prefix_conditioning", None)  # how chunks are noised in training, not what the weights are
     if differs:
         raise ValueError(
             f"init_from {name}: its config differs from this run's in "
