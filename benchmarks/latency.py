@@ -92,7 +92,8 @@ def run_point(policy, task, method: str, delay: int, episodes: int) -> dict:
 def run_task(args) -> None:
     torch.set_num_threads(1)
     task = load_task(args.task)
-    policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint)
+    checkpoint = args.checkpoint or task.policy_checkpoint
+    policy = DiffusionPolicy.from_pretrained(checkpoint)
     out = {"task": task.env_id, "checkpoint": task.policy_checkpoint, "machine": machine_info(), "seed": SEED,
            "policy_seed": POLICY_SEED, "episodes": args.episodes, "recorded_strategies": policy.strategy_defaults,
            "points": []}  # fmt: skip
@@ -106,9 +107,12 @@ def run_task(args) -> None:
     for delay in args.delays:
         for method in args.methods:
             point = run_point(policy, task, method, delay, args.episodes)
-            out["points"] = [p for p in out["points"] if (p["method"], p["delay_ticks"]) != (method, delay)] + [point]
+            if args.checkpoint:  # other weights (e.g. trained with prefix conditioning): a method of their own
+                point |= {"method": f"{method}@{args.label}", "checkpoint": args.checkpoint}
+            name = point["method"]
+            out["points"] = [p for p in out["points"] if (p["method"], p["delay_ticks"]) != (name, delay)] + [point]
             print(
-                f"{args.task} d={delay} {method:10s} success {point['success_rate']:.2f} "
+                f"{args.task} d={delay} {name:10s} success {point['success_rate']:.2f} "
                 f"jump ratio {point['jump_ratio'] or float('nan'):.2f} ({point['wall_seconds']:.0f} s)",
                 flush=True,
             )
@@ -153,7 +157,7 @@ def report(args) -> None:
     (args.out / "latency.json").write_text(json.dumps({"tasks": tasks, "live": live}, indent=1))
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 8), squeeze=False)
     for column, (name, data) in enumerate(tasks.items()):
-        for method in METHODS:
+        for method in dict.fromkeys(p["method"] for p in data["points"]):
             points = sorted((p for p in data["points"] if p["method"] == method), key=lambda p: p["delay_ticks"])
             if not points:
                 continue
@@ -182,6 +186,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--delays", type=int, nargs="+", default=list(DELAYS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--checkpoint", help="weights other than the task's shipped policy (points: METHOD@LABEL)")
+    parser.add_argument("--label", default="variant", help="with --checkpoint: the suffix of its methods' names")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="merge the per-task results and plot")
     args = parser.parse_args()

@@ -41,10 +41,18 @@ INHERITED = ("dataset_ids", "train_config", "train_steps", "train_minutes", "ini
 def check_init_from(parent: DiffusionPolicyConfig, config: DiffusionPolicyConfig, name: str) -> None:
     """Raise unless ``parent``'s weights fit ``config``: the prediction target may change (re-targeting the
     output is fine-tuning too), the sizes and data layout may not."""
-    ours = config.to_dict()
-    differs = {key: (theirs, ours[key]) for key, theirs in parent.to_dict().items() if theirs != ours[key]}
+    def resolved(cfg: DiffusionPolicyConfig) -> dict:
+        values = cfg.to_dict()
+        values["obs_feature_dim"] = values["obs_feature_dim"] or values["width"]  # None means the width
+        return values
+
+    ours = resolved(config)
+    differs = {key: (theirs, ours[key]) for key, theirs in resolved(parent).items() if theirs != ours[key]}
     differs.pop("parameterization", None)
     differs.pop("prefix_conditioning", None)  # how chunks are noised in training, not what the weights are
+    if not parent.obs_low:  # a checkpoint older than the observation bounds: they are checks, not weights
+        differs.pop("obs_low", None)
+        differs.pop("obs_high", None)
     if differs:
         raise ValueError(
             f"init_from {name}: its config differs from this run's in "
