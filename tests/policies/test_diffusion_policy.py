@@ -252,3 +252,9 @@ def test_init_from_accepts_a_new_prediction_target_but_not_new_sizes():
     check_init_from(parent, replace(parent, parameterization="epsilon"), "parent")
     with pytest.raises(ValueError, match=r"width \(32 there, 64 here\)"):
         check_init_from(parent, replace(parent, width=64), "parent")
+    # Training-only settings and the observation check's bounds (absent from older checkpoints) may change,
+    # an unset obs_feature_dim is the width; bounds that both sides have must agree.
+    bounded = replace(parent, obs_low=(-1.0,) * OBS_DIM, obs_high=(1.0,) * OBS_DIM)
+    check_init_from(parent, replace(bounded, prefix_conditioning=4, obs_feature_dim=None, width=32), "parent")
+    with pytest.raises(ValueError, match=r"obs_high"):
+        check_init_from(bounded, replace(bounded, obs_high=(2.0,) * OBS_DIM), "parent")
