@@ -274,3 +274,30 @@ def test_shipped_policy_served_through_a_factory_solves_pickplace(policy_client)
         results = [loop.run_episode(seed=seed) for seed in (100_000, 100_001)]
         env.close()
     assert all(result.success for result in results), [r.stats for r in results]
+
+
+class _GcWatchingEnv(TickEnv):
+    """Records, at every step, whether Python's cyclic garbage collector was on."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__(max_steps)
+        self.gc_on: list[bool] = []
+
+    def step(self, action):
+        import gc
+
+        self.gc_on.append(gc.isenabled())
+        return super().step(action)
+
+
+@pytest.mark.parametrize("pause_gc", [True, False])
+def test_the_garbage_collector_pauses_while_the_clock_runs(policy_server, policy_client, pause_gc):
+    import gc
+
+    server = policy_server(TickPolicy)
+    env = _GcWatchingEnv(10)
+    loop = ControlLoop(env, policy_client(server.address), ControlLoopConfig(rate_hz=100, pause_gc=pause_gc))
+    assert gc.isenabled()
+    loop.run_episode()
+    assert env.gc_on == [not pause_gc] * 10
+    assert gc.isenabled()  # on again after the episode
