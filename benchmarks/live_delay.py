@@ -12,7 +12,8 @@ delay measured live (``LoopStats.arrival_ticks``). The same ONNX file then runs 
 ``DelaySimulator`` on the same seeds, with the same timing and the compute delays drawn from the live
 ones, so the two success rates can be compared: what the simulator predicts is what the robot sees.
 
-Cold starts stay off the tick path: an episode's first chunk (the strategy's cold start) is awaited before
+The loop (this process) and the server are pinned to a core each (``--no-pin`` leaves them to the
+scheduler). Cold starts stay off the tick path: an episode's first chunk (the strategy's cold start) is awaited before
 the loop's clock starts, and every later request is a warm step computed while the current chunk runs.
 """
 
@@ -66,10 +67,18 @@ def run_live(task, onnx: Path, strategy: str, options: dict, args) -> tuple[list
         rate_hz=args.rate, delay_ticks=args.delay_ticks, merge=METHODS[args.method][2], record=True
     )
     results = []
+    pinned = None
     with (
-        served(factory, "tcp://127.0.0.1:*", None) as (_, endpoint),
+        served(factory, "tcp://127.0.0.1:*", None) as (server, endpoint),
         PolicyClient(endpoint, ClientConfig(timeout_s=1.0)) as client,
     ):
+        if args.pin:
+            # The robot's loop and the policy server each on a core of their own, as a real-time deployment
+            # would run them: neither waits for the other to be scheduled.
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(server.pid, {cores[-1]})
+            os.sched_setaffinity(0, {cores[0]})
+            pinned = {"loop_core": cores[0], "server_core": cores[-1]}
         env = task.make_env()
         loop = ControlLoop(env, client, config)
         ticks = 0
@@ -77,7 +86,12 @@ def run_live(task, onnx: Path, strategy: str, options: dict, args) -> tuple[list
             results.append(loop.run_episode(seed=SEED + len(results)))
             ticks += results[-1].ticks
         env.close()
-    return results, {"served_with": f"--factory {factory} with {ONNX_VARIABLE}={os.environ[ONNX_VARIABLE]}"}
+    if args.pin:
+        os.sched_setaffinity(0, cores)  # the simulator afterwards may use every core again
+    return results, {
+        "served_with": f"--factory {factory} with {ONNX_VARIABLE}={os.environ[ONNX_VARIABLE]}",
+        "pinned": pinned,
+    }
 
 
 def run_simulated(task, onnx: Path, strategy: str, options: dict, args, episodes: int, compute_ticks: list[int]):
@@ -123,6 +137,9 @@ def main() -> None:
     parser.add_argument("--delay-ticks", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=200, help="at least this many episodes ...")
     parser.add_argument("--min-ticks", type=int, default=10_000, help="... and live ticks (the deadline target's)")
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="leave the loop and server unpinned (default: a core each)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 

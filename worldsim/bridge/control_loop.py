@@ -39,8 +39,8 @@ class ControlLoopConfig(ChunkTiming):
     record: bool = False
     """Keep a per-tick trace (actions, where they came from, lateness) in each ``EpisodeResult``."""
     pause_gc: bool = True
-    """Pause Python's cyclic garbage collector while an episode's clock runs (it collects between episodes):
-    a full collection can stop the loop for milliseconds, a whole tick at 200 Hz. Reference counting still
+    """Pause Python's cyclic garbage collector while an episode runs (it is on again between episodes): a
+    full collection can stop the loop for milliseconds, a whole tick at 200 Hz. Reference counting still
     frees everything an episode makes that is not a cycle."""
 
     def __post_init__(self) -> None:
@@ -138,7 +138,6 @@ class ControlLoop:
     def run_episode(self, seed: int | None = None) -> EpisodeResult:
         if not self.config.pause_gc or not gc.isenabled():
             return self._run_episode(seed)
-        gc.collect()  # before the clock starts, so that the episode begins with nothing to collect
         gc.disable()
         try:
             return self._run_episode(seed)
