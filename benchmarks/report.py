@@ -80,7 +80,7 @@ def policy(result: dict) -> list[str]:
         lines += _table(["strategy", "success", "calls/step", "p50 ms", "p99 ms", "action change MSE"], rows)
         sweep = "; ".join(f"{n}: " + ", ".join(f"{k} ticks {v:.2f}" for k, v in s.items())
                           for n, s in t["latency_sweep"].items())  # fmt: skip
-        lines += ["", f"Success under inference latency — {sweep}"]
+        lines += ["", f"Success under per-action delay (`PerActionDelay`, ticks before every action) — {sweep}"]
         lines += [
             "",
             "Targets: " + "; ".join(f"{k} {'met' if v['met'] else 'NOT met'}" for k, v in t["targets"].items()),
@@ -194,8 +194,33 @@ def gpu_training(result: dict) -> list[str]:
     return lines
 
 
+def latency(result: dict) -> list[str]:
+    lines = ["## Under inference delay (`latency.json`)", ""]
+    for name, data in result["tasks"].items():
+        by = {(p["method"], p["delay_ticks"]): p for p in data["points"]}
+        delays = sorted({d for _, d in by})
+        rows = [[method, *[by[(method, d)]["success_rate"] if (method, d) in by else "" for d in delays]]
+                for method in dict.fromkeys(p["method"] for p in data["points"])]  # fmt: skip
+        lines += [f"{name} (`{data['checkpoint']}`), success over {data['episodes']} episodes per point; "
+                  + _machine(data), ""]  # fmt: skip
+        lines += _table(["method", *[f"d = {d}" for d in delays]], rows)
+        t = data["targets"]
+        lines += ["", f"Best at d = 4 ({t['best_at_d4']}): {t['d4_minus_d0_points']:+.1f} points from its d = 0 "
+                  f"(target within 5); best at d = 8 ({t['best_at_d8']}): {t['d8_minus_naive_points']:+.1f} points "
+                  "over naive switching (target +20)", ""]  # fmt: skip
+    for name, run in result.get("live", {}).items():
+        live, sim = run["live"], run["simulated"]
+        lines.append(
+            f"Live ({name}: {run['task']} served as ONNX at {run['rate_hz']:.0f} Hz, "
+            f"delay_ticks {run['delay_ticks']}): "
+            f"{live['deadline_misses']} deadline misses in {live['ticks']} ticks; success {live['success_rate']:.3f} "
+            f"live, {sim['success_rate']:.3f} in the simulator over {live['episodes']} episodes"
+        )
+    return lines
+
+
 SECTIONS = {"core": core, "envs": envs, "policy": policy, "world_model": world_model, "bridge": bridge,
-            "export": export, "scale": scale, "gpu_training": gpu_training}  # fmt: skip
+            "export": export, "scale": scale, "gpu_training": gpu_training, "latency": latency}  # fmt: skip
 
 
 def main() -> None:
