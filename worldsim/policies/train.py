@@ -41,6 +41,7 @@ INHERITED = ("dataset_ids", "train_config", "train_steps", "train_minutes", "ini
 def check_init_from(parent: DiffusionPolicyConfig, config: DiffusionPolicyConfig, name: str) -> None:
     """Raise unless ``parent``'s weights fit ``config``: the prediction target may change (re-targeting the
     output is fine-tuning too), the sizes and data layout may not."""
+
     def resolved(cfg: DiffusionPolicyConfig) -> dict:
         values = cfg.to_dict()
         values["obs_feature_dim"] = values["obs_feature_dim"] or values["width"]  # None means the width
