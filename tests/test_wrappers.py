@@ -166,9 +166,10 @@ def test_execution_noise_runs_a_seeded_perturbation_and_reports_it():
     first, again, other = run(3), run(3), run(4)
     np.testing.assert_array_equal(first, again)  # reproducible under a seeded reset
     assert not np.array_equal(first, other)
-    # noise of std 0.5 (the half range is 1) around 0.9, clipped into the action space [-1, 1]
-    assert first.max() == 1.0 and first.min() < 0.5 and np.mean(first == 1.0) > 0.3
-    assert abs(np.mean(first[first < 1.0] - 0.9)) < 0.5
+    # noise of std 0.5 (the half range is 1) around 0.9, clipped into [-1, 1]: P(0.9 + 0.5 z >= 1) = P(z >= 0.2)
+    # = 0.42 of the steps end at the bound (200 draws: standard error 0.035)
+    assert first.max() == 1.0 and first.min() >= -1.0
+    assert abs(np.mean(first == 1.0) - 0.42) < 0.12
 
 
 @pytest.mark.parametrize(
