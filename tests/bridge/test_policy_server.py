@@ -126,7 +126,7 @@ def test_serving_something_that_is_not_a_policy_fails_early():
         PolicyServer(NoChunks)
 
     class DictObs(CountingPolicy):
-        observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+        observation_space = gym.spaces.Dict({"a": gym.spaces.Discrete(3)})
 
     with pytest.raises(TypeError, match="observation_space must be a gymnasium.spaces.Box"):
         PolicyServer(DictObs)

@@ -22,7 +22,7 @@ import zmq
 from worldsim.bridge import protocol
 from worldsim.bridge.protocol import Limits, Message, ProtocolError
 from worldsim.bridge.security import CurveClientKeys, apply_client_keys
-from worldsim.bridge.wire_spaces import box_from_wire
+from worldsim.bridge.wire_spaces import ObservationSpace, box_from_wire, space_from_wire
 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
@@ -68,7 +68,8 @@ class ServerInfo:
     model_kind: str
     server_id: str
     protocol_version: int
-    observation_space: gym.spaces.Box
+    observation_space: ObservationSpace
+    """A Box, or a Dict of Boxes (a camera policy's frames and proprioception)."""
     action_space: gym.spaces.Box
     session_timeout_s: float
     body: dict[str, Any]
@@ -90,7 +91,7 @@ class ServerInfo:
                 model_kind=model_kind,
                 server_id=server_id,
                 protocol_version=_count(body, "protocol_version"),
-                observation_space=box_from_wire(body, message.arrays, "observation_space"),
+                observation_space=space_from_wire(body, message.arrays, "observation_space"),
                 action_space=box_from_wire(body, message.arrays, "action_space"),
                 session_timeout_s=float(timeout),
                 body=body,

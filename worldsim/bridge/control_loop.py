@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import gc
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,8 +122,18 @@ def chunk_boundary_jumps(results: list[EpisodeResult]) -> dict:
     return {"boundary_jump": b, "within_jump": w, "jump_ratio": b / w if b is not None and w else None}
 
 
+def _stack(history: collections.deque) -> np.ndarray | dict[str, np.ndarray]:
+    """Observations stacked on a new first axis, oldest first; dict observations (a camera with
+    proprioception, from an env with a ``Dict`` observation space) per key."""
+    first = history[0]
+    if type(first) is not np.ndarray and isinstance(first, Mapping):
+        return {key: np.stack([obs[key] for obs in history]) for key in first}
+    return np.stack(history)
+
+
 class ControlLoop:
-    """Runs ``env`` at ``config.rate_hz`` on actions from the policy behind ``client``."""
+    """Runs ``env`` at ``config.rate_hz`` on actions from the policy behind ``client``; the env's observations
+    are arrays, or dicts of arrays for a policy whose observation space is a ``Dict``."""
 
     def __init__(self, env: Any, client: PolicyClient, config: ControlLoopConfig | None = None) -> None:
         self.env = env
@@ -228,7 +239,7 @@ class ControlLoop:
             self._receive(deadline - time.perf_counter(), 0, stats)
 
     def _request(self, history: collections.deque, tick: int, stats: LoopStats) -> None:
-        obs_history = np.stack(history)
+        obs_history = _stack(history)
         # The actions that run before this chunk takes over: a delay-aware policy keeps them (real-time chunking).
         delay = self.config.delay_ticks
         prefix = self.schedule.upcoming(tick, delay) if self.config.send_prefix and delay and tick else None

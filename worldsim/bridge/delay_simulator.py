@@ -151,7 +151,7 @@ class DelaySimulator:
         return self.run_episodes([env], [seed], None if observer is None else [observer])[0]
 
     def _predict(self, histories, *, executed_steps: int, prefix: np.ndarray | None) -> np.ndarray:
-        obs = np.stack([np.stack(history) for history in histories])
+        obs = _stack([_stack(list(history)) for history in histories])
         return np.asarray(self.policy.predict_chunks(obs, executed_steps=executed_steps, prefix=prefix))
 
     @staticmethod
@@ -161,3 +161,10 @@ class DelaySimulator:
             s.chunks += 1
             s.arrival_ticks.append(tick - obs_tick)
             schedule.offer(chunk, obs_tick, tick)
+
+
+def _stack(observations: list) -> Any:
+    """Observations stacked on a new first axis; dict observations (a camera with proprioception) per key."""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+    return np.stack(observations)

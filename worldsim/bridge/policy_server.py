@@ -2,6 +2,10 @@
 
 The server never imports torch itself; it only calls the policy's numpy methods, so serving an ONNX
 runner keeps the process torch-free.
+
+A policy's observations are a ``Box``, sent as one array ``obs_history``, or a ``Dict`` of Boxes (a camera
+with proprioception), sent as one array ``obs_history.<key>`` per key and handed to ``predict_chunk`` as a
+dict of arrays under the same keys (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -11,11 +15,19 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from worldsim.bridge.protocol import Message, ProtocolError
+from worldsim.bridge.protocol import Limits, Message, ProtocolError
 from worldsim.bridge.server import Reply, Server, ServerConfig
-from worldsim.bridge.wire_spaces import ArraySpec, box_to_wire, expect_names, require_box
+from worldsim.bridge.wire_spaces import (
+    ArraySpec,
+    box_to_wire,
+    expect_names,
+    require_box,
+    require_observation_space,
+    space_to_wire,
+)
 
 _POLICY_INTS = ("obs_horizon", "horizon", "n_action_steps")
 
@@ -29,7 +41,7 @@ def check_policy(policy: Any) -> None:
         value = getattr(policy, name, None)
         if type(value) is not int or value < 1:
             raise TypeError(f"{type(policy).__name__}.{name} must be a positive int, got {value!r}")
-    require_box(getattr(policy, "observation_space", None), "policy.observation_space")
+    require_observation_space(getattr(policy, "observation_space", None), "policy.observation_space")
     require_box(getattr(policy, "action_space", None), "policy.action_space")
 
 
@@ -59,13 +71,25 @@ class PolicyServer(Server):
         self.observation_space = prototype.observation_space
         self.action_space = prototype.action_space
         self.obs_horizon, self.horizon, self.n_action_steps = (getattr(prototype, n) for n in _POLICY_INTS)
-        self._obs_history = ArraySpec(self.observation_space.dtype, (self.obs_horizon, *self.observation_space.shape))
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Dict):
+            _check_fits(space, self.config.limits)
+            self._obs_history = None
+            # (key, array name, its check) per entry, in the space's key order: the dict predict_chunk gets.
+            self._obs_entries = tuple(
+                (key, f"obs_history.{key}", ArraySpec(box.dtype, (self.obs_horizon, *box.shape)))
+                for key, box in space.spaces.items()
+            )
+            self._obs_names = frozenset(name for _, name, _ in self._obs_entries)
+            self._infer_names = self._obs_names | {"prefix"}
+        else:
+            self._obs_history = ArraySpec(space.dtype, (self.obs_horizon, *space.shape))
         self._chunk_shape = (self.horizon, *self.action_space.shape)
         self._spare: Any = prototype  # handed to the first client instead of being thrown away
         self._action_dtype = self.action_space.dtype
 
     def describe(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        obs_body, obs_arrays = box_to_wire(self.observation_space, "observation_space")
+        obs_body, obs_arrays = space_to_wire(self.observation_space, "observation_space")
         act_body, act_arrays = box_to_wire(self.action_space, "action_space")
         body = {
             "observation_space": obs_body,
@@ -87,9 +111,12 @@ class PolicyServer(Server):
 
     def handle(self, policy: Any, message: Message) -> Reply:
         if message.type == "infer":
-            if len(message.arrays) != 1 and message.arrays.keys() != {"obs_history", "prefix"}:
-                expect_names(message.arrays, {"obs_history"}, message.request_id)
-            obs = self._obs_history.take(message.arrays, "obs_history", message.request_id)
+            if self._obs_history is None:
+                obs = self._dict_history(message)
+            else:
+                if len(message.arrays) != 1 and message.arrays.keys() != {"obs_history", "prefix"}:
+                    expect_names(message.arrays, {"obs_history"}, message.request_id)
+                obs = self._obs_history.take(message.arrays, "obs_history", message.request_id)
             chunk = policy.predict_chunk(obs, **self._timing(policy, message))
             if type(chunk) is not np.ndarray:
                 chunk = np.asarray(chunk)
@@ -103,6 +130,18 @@ class PolicyServer(Server):
             policy.reset()
             return "reset", None, None
         raise ProtocolError("bad_request", f"a policy server does not answer {message.type!r}", message.request_id)
+
+    def _dict_history(self, message: Message) -> dict[str, np.ndarray]:
+        """The observation history of an ``infer`` to a Dict-observation policy: one checked array
+        ``obs_history.<key>`` per key (``prefix`` besides them is optional, any other name is refused)."""
+        arrays, request_id = message.arrays, message.request_id
+        if not arrays.keys() <= self._infer_names:
+            raise ProtocolError(
+                "bad_request",
+                f"expected arrays {sorted(self._obs_names)} and optionally 'prefix', got {sorted(arrays)}",
+                request_id,
+            )
+        return {key: spec.take(arrays, name, request_id) for key, name, spec in self._obs_entries}
 
     def _timing(self, policy: Any, message: Message) -> dict[str, Any]:
         """The optional ``prefix`` array and ``executed_steps`` field of an ``infer``, checked, as keyword
@@ -131,3 +170,21 @@ class PolicyServer(Server):
             kwargs["prefix"] = prefix
         accepted = _keywords(type(policy))
         return {name: value for name, value in kwargs.items() if name in accepted}
+
+
+def _check_fits(space: gym.spaces.Dict, limits: Limits) -> None:
+    """Raise ``ValueError`` unless the arrays of a Dict observation space fit the server's ``limits``: its
+    ``hello`` carries two bounds per key (plus the action space's two), an ``infer`` one array per key (plus
+    ``prefix``), and each name must be short enough. A client with the default limits needs the same."""
+    keys = list(space.spaces)
+    arrays = 2 * len(keys) + 2
+    if arrays > limits.max_arrays:
+        raise ValueError(
+            f"a Dict observation space of {len(keys)} keys needs {arrays} arrays in hello, more than "
+            f"Limits.max_arrays={limits.max_arrays}"
+        )
+    longest = max((f"observation_space.{key}.high" for key in keys), key=len)
+    if len(longest) > limits.max_name_length:
+        raise ValueError(
+            f"array name {longest!r} is longer than Limits.max_name_length={limits.max_name_length}: shorten the key"
+        )

@@ -1,4 +1,9 @@
-"""Box spaces on the wire, and the checks that hold incoming arrays to the spaces a server declared."""
+"""Observation and action spaces on the wire, and the checks that hold incoming arrays to the spaces a server
+declared.
+
+The protocol carries a ``Box`` of a protocol dtype, and, for a policy's observations, a ``Dict`` of such Boxes
+(a camera frame beside proprioception): each entry travels as a Box of its own, its arrays named after its key.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import numpy as np
 
 from worldsim.bridge.protocol import DTYPES, ProtocolError
 
+ObservationSpace = gym.spaces.Box | gym.spaces.Dict
+
 
 def require_box(space: Any, what: str) -> gym.spaces.Box:
     """``space`` if it is a ``Box`` the protocol can carry, else a clear ``TypeError``."""
@@ -17,6 +24,28 @@ def require_box(space: Any, what: str) -> gym.spaces.Box:
         raise TypeError(f"{what} must be a gymnasium.spaces.Box, got {type(space).__name__}")
     if space.dtype.str not in DTYPES:
         raise TypeError(f"{what} has dtype {space.dtype}, which the protocol does not carry")
+    return space
+
+
+def require_observation_space(space: Any, what: str) -> ObservationSpace:
+    """``space`` if the protocol can carry it as observations: a ``Box``, or a ``Dict`` whose entries are all
+    such Boxes under non-empty string keys (not nested). Else a clear one-line ``TypeError``."""
+    if not isinstance(space, gym.spaces.Dict):
+        if not isinstance(space, gym.spaces.Box):
+            raise TypeError(
+                f"{what} must be a gymnasium.spaces.Box or a gymnasium.spaces.Dict of Boxes, got {type(space).__name__}"
+            )
+        return require_box(space, what)
+    if not space.spaces:
+        raise TypeError(f"{what} is an empty gymnasium.spaces.Dict: it needs at least one Box")
+    for key, entry in space.spaces.items():
+        if type(key) is not str or not key:
+            raise TypeError(f"{what}: the keys of a Dict must be non-empty strings, got {key!r}")
+        if not isinstance(entry, gym.spaces.Box):
+            raise TypeError(
+                f"{what} must be a gymnasium.spaces.Box or a Dict of Boxes: entry {key!r} is a {type(entry).__name__}"
+            )
+        require_box(entry, f"{what}[{key!r}]")
     return space
 
 
@@ -28,8 +57,33 @@ def box_to_wire(space: gym.spaces.Box, name: str) -> tuple[dict[str, Any], dict[
     )
 
 
-def box_from_wire(body: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> gym.spaces.Box:
+def space_to_wire(space: ObservationSpace, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A ``Box`` as ``box_to_wire`` writes it; a ``Dict`` as ``{"type": "dict", "spaces": {key: box entry}}``
+    with the bounds of each entry as arrays ``<name>.<key>.low`` / ``<name>.<key>.high``."""
+    if not isinstance(space, gym.spaces.Dict):
+        return box_to_wire(space, name)
+    entries, arrays = {}, {}
+    for key, entry in space.spaces.items():
+        entries[key], bounds = box_to_wire(entry, f"{name}.{key}")
+        arrays.update(bounds)
+    return {"type": "dict", "spaces": entries}, arrays
+
+
+def space_from_wire(body: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> ObservationSpace:
+    """The space the hello body entry ``name`` describes, a ``Box`` or a ``Dict`` of Boxes (the inverse of
+    ``space_to_wire``); ``ProtocolError("malformed")`` for a description that is not one."""
     spec = body.get(name)
+    if isinstance(spec, dict) and spec.get("type") == "dict":
+        return _dict_from_wire(spec, arrays, name)
+    return _box_from_wire(spec, arrays, name)
+
+
+def box_from_wire(body: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> gym.spaces.Box:
+    """The ``Box`` the hello body entry ``name`` describes."""
+    return _box_from_wire(body.get(name), arrays, name)
+
+
+def _box_from_wire(spec: Any, arrays: dict[str, np.ndarray], name: str) -> gym.spaces.Box:
     low, high = arrays.get(f"{name}.low"), arrays.get(f"{name}.high")
     if not isinstance(spec, dict) or spec.get("type") != "box" or low is None or high is None:
         raise ProtocolError("malformed", f"hello lacks a box description of {name!r}")
@@ -39,6 +93,18 @@ def box_from_wire(body: dict[str, Any], arrays: dict[str, np.ndarray], name: str
     if not sizes or spec.get("dtype") != low.dtype.str or shape != list(low.shape) or high.shape != low.shape:
         raise ProtocolError("malformed", f"{name!r}: bounds disagree with the declared dtype and shape")
     return gym.spaces.Box(low=low, high=high, dtype=low.dtype)
+
+
+def _dict_from_wire(spec: dict[str, Any], arrays: dict[str, np.ndarray], name: str) -> gym.spaces.Dict:
+    entries = spec.get("spaces")
+    if type(entries) is not dict or not entries:
+        raise ProtocolError("malformed", f"{name!r}: a dict description needs a non-empty map 'spaces'")
+    spaces = {}
+    for key, entry in entries.items():
+        if type(key) is not str or not key:  # msgpack map keys may also be binary
+            raise ProtocolError("malformed", f"{name!r}: the keys of 'spaces' must be non-empty strings, got {key!r}")
+        spaces[key] = _box_from_wire(entry, arrays, f"{name}.{key}")
+    return gym.spaces.Dict(spaces)
 
 
 class ArraySpec:
