@@ -1,9 +1,11 @@
 """``OnnxPolicy``: the diffusion policy's control API on onnxruntime, without importing torch.
 
 It runs the very strategy code the torch policy runs (plans, RTI warm starts, the rolling window) on
-numpy arrays around the exported step, and converts actions with the same codec. The file's checksum
-is verified on loading (:func:`~worldsim.export.metadata.read_metadata`), and a sampled chunk that is
-not finite is refused rather than returned.
+numpy arrays around the exported step, and converts actions with the same codec. The observation
+encoder (its own graph, ``OUT.encoder.onnx``) runs once per control step; every denoiser call of the plan
+reuses its features. Both files' checksums are verified on loading
+(:func:`~worldsim.export.metadata.read_metadata`), and a sampled chunk that is not finite is refused
+rather than returned.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from worldsim.core.normalizer import Normalizer
 from worldsim.core.schedules import schedule_from_config
+from worldsim.export.graph_files import check_graph
 from worldsim.export.metadata import ExportFormatError, read_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.action_codec import ActionCodec
@@ -22,6 +25,7 @@ from worldsim.policies.control import ChunkPolicy
 from worldsim.policies.strategies import ChunkContext, Strategy
 
 KIND = "diffusion_policy_step"
+ENCODER_KIND = "diffusion_policy_encoder"
 
 
 class OnnxPolicy(ChunkPolicy):
@@ -54,18 +58,42 @@ class OnnxPolicy(ChunkPolicy):
         self.codec = ActionCodec(self.config, normalizer)
         self.schedule = schedule_from_config(meta["schedule"])
         self.metadata = meta
+        if "encoder" not in meta:
+            raise ExportFormatError(f"{self.path} is a one-graph export from before worldsim split off the encoder; "
+                                    "re-export it")  # fmt: skip
+        self.encoder_path = self.path.with_name(meta["encoder"])
+        encoder_meta = read_metadata(self.encoder_path, ENCODER_KIND)
+        if encoder_meta.get("step") != self.path.name:
+            raise ExportFormatError(f"{self.encoder_path} belongs to {encoder_meta.get('step')}, not {self.path.name}")
         self.session = make_session(self.path, providers, threads=threads)
+        self.encoder_session = make_session(self.encoder_path, providers, threads=threads)
         self._check_io()
         self.generator = np.random.default_rng(seed)
         self.strategy_defaults = {name: dict(options) for name, options in meta.get("strategies", {}).items()}
         self.set_strategy(strategy, **strategy_kwargs)
 
     def _check_io(self) -> None:
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        if inputs != {"obs", "x", "level"} or "pred" not in outputs:
-            raise ExportFormatError(f"{self.path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}; expected "
-                                    "obs, x, level -> pred (re-export it with worldsim)")  # fmt: skip
+        c = self.config
+        history = (None, c.obs_horizon)
+        if c.multipart:
+            encoder_inputs = {"pixels": (*history, *c.obs_shape), "state": (*history, c.state_dim)}
+        else:
+            encoder_inputs = {"obs": (*history, *c.obs_shape)}
+        check_graph(self.encoder_session, self.encoder_path, encoder_inputs, ("cond",))
+        step_inputs = {"cond": (None, None), "x": (None, c.horizon, c.action_dim), "level": (None, c.horizon)}
+        check_graph(self.session, self.path, step_inputs, ("pred",))
+
+    def encode(self, obs_history) -> np.ndarray:
+        """The conditioning vectors ``[B, feature_dim]`` of checked raw histories (one encoder run)."""
+        if self.config.multipart:
+            feeds = {
+                "pixels": np.ascontiguousarray(obs_history["pixels"], np.uint8),
+                "state": np.ascontiguousarray(obs_history["state"], np.float32),
+            }
+        else:
+            dtype = np.uint8 if self.config.obs_type == "pixels" else np.float32
+            feeds = {"obs": np.ascontiguousarray(obs_history, dtype)}
+        return self.encoder_session.run(["cond"], feeds)[0]
 
     @property
     def providers(self) -> list[str]:
@@ -75,22 +103,21 @@ class OnnxPolicy(ChunkPolicy):
     def _sample_chunk(
         self, obs_history: np.ndarray, executed_steps: int, prefix: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        dtype = np.uint8 if self.config.obs_type == "pixels" else np.float32
-        obs = np.ascontiguousarray(obs_history, dtype=dtype)
+        cond = self.encode(obs_history)  # once per control step: every call of the plan below reuses it
 
         def step(x, level, cond):
             feeds = {
-                "obs": cond,
+                "cond": cond,
                 "x": np.ascontiguousarray(x, np.float32),
                 "level": np.ascontiguousarray(level, np.float32),
             }
             return self.session.run(["pred"], feeds)[0]
 
         c = self.config
-        reference = self.codec.reference(obs)
+        reference = self.codec.reference(obs_history)
         sampler = ChunkContext(
-            denoiser=step, cond=obs, schedule=self.schedule, parameterization=c.parameterization,
-            num_train_steps=c.num_train_steps, like=np.empty((obs.shape[0], c.horizon, c.action_dim), np.float32),
+            denoiser=step, cond=cond, schedule=self.schedule, parameterization=c.parameterization,
+            num_train_steps=c.num_train_steps, like=np.empty((cond.shape[0], c.horizon, c.action_dim), np.float32),
             clip_x0=c.clip_sample, generator=self.generator, codec=self.codec, reference=reference,
             prefix=self._normalized_prefix(prefix, reference, np.empty(0, np.float32)),
         )  # fmt: skip
@@ -103,7 +130,8 @@ class OnnxPolicy(ChunkPolicy):
             # on its own input check; onnxruntime would return the NaN actions. The warm start built on
             # this chunk is dropped, so the next prediction starts from noise.
             self.strategy.reset()
-            largest = float(np.abs(obs.astype(np.float64)).max(initial=0.0))
+            state = obs_history["state"] if c.multipart else obs_history
+            largest = float(np.abs(np.asarray(state, np.float64)).max(initial=0.0))
             raise ValueError(
                 f"the policy network produced NaN or infinite actions for an observation history of magnitude up "
                 f"to {largest:.3g}: observations far outside the training data overflow float32 inside the "

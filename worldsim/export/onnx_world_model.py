@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from worldsim.core.kv_cache import KVCache
 from worldsim.core.schedules import schedule_from_config
+from worldsim.export.graph_files import check_graph, companion_path
 from worldsim.export.metadata import ExportFormatError, read_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict
@@ -36,27 +36,7 @@ STEP_OUTPUTS = ("pred", "keys", "values")
 
 def codec_paths(step_path: str | Path) -> dict[str, Path]:
     """Where a pixel model's frame encoder and decoder graphs sit next to its step file."""
-    step_path = Path(step_path)
-    stem = step_path.name[: -len(".onnx")] if step_path.name.endswith(".onnx") else step_path.name
-    return {role: step_path.with_name(f"{stem}.{role}.onnx") for role in ("encoder", "decoder")}
-
-
-def _check_graph(session: ort.InferenceSession, path: Path, inputs: dict, outputs: tuple[str, ...]) -> None:
-    """Refuse a graph whose inputs and outputs differ from what its metadata promises."""
-    got_inputs = {i.name: i.shape for i in session.get_inputs()}
-    got_outputs = [o.name for o in session.get_outputs()]
-    if set(got_inputs) != set(inputs) or not set(outputs) <= set(got_outputs):
-        raise ExportFormatError(
-            f"{path} has inputs {sorted(got_inputs)} and outputs {got_outputs}; expected {sorted(inputs)} -> "
-            f"{list(outputs)} (re-export it with worldsim)"
-        )
-    for name, shape in inputs.items():
-        # Dynamic axes are named strings in the graph (None here); every fixed size must agree.
-        fixed = [(a, b) for a, b in zip(got_inputs[name], shape, strict=False) if isinstance(a, int) and b is not None]
-        if len(got_inputs[name]) != len(shape) or any(a != b for a, b in fixed):
-            raise ExportFormatError(
-                f"{path}: input {name!r} has shape {got_inputs[name]}, but the metadata describes {list(shape)}"
-            )
+    return {role: companion_path(step_path, role) for role in ("encoder", "decoder")}
 
 
 class _OnnxFrameCodec:
@@ -77,7 +57,7 @@ class _OnnxFrameCodec:
                     f"{paths[role]} comes from another export than {step_path}; export them together again"
                 )
             sessions[role] = make_session(paths[role], choice, threads=threads)
-            _check_graph(sessions[role], paths[role], inputs, outputs)
+            check_graph(sessions[role], paths[role], inputs, outputs)
         self.encoder, self.decoder = sessions["encoder"], sessions["decoder"]
 
     def encode(self, obs: np.ndarray) -> np.ndarray:
@@ -124,7 +104,7 @@ class OnnxWorldModelSession(StreamingSessionBase):
         self.session = make_session(path, providers, threads=threads, trt_profile=trt_profile)
         inputs = {"x": (None, None, d), "level": (None, None), "cond": (None, None, cond_dim)}
         inputs |= {"cache_keys": cache_dims, "cache_values": cache_dims, "cache_frames": ()}
-        _check_graph(self.session, path, inputs, STEP_OUTPUTS)
+        check_graph(self.session, path, inputs, STEP_OUTPUTS)
         tokenizer = meta["tokenizer"]
         state_tokenizer = None
         self._codec: _OnnxFrameCodec | None = None

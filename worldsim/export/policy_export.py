@@ -1,8 +1,13 @@
-"""Export a diffusion policy's single denoiser step to ONNX, with a parity check against PyTorch.
+"""Export a diffusion policy to ONNX as two graphs, with a parity check against PyTorch.
 
-The exported graph is ``pred = step(obs, x, level)``: the raw observation history is normalized and
-encoded inside, so the runner feeds environment observations as they come. The plan loop (full, DDIM,
-RTI, rolling) stays in Python, in the same strategy code the torch policy runs.
+- ``OUT.encoder.onnx``: ``cond = encoder(obs)`` (a camera policy with proprioception: ``encoder(pixels,
+  state)``): raw observation histories are normalized and encoded inside, so the runner feeds environment
+  observations as they come;
+- ``OUT.onnx``: ``pred = step(cond, x, level)``, the single denoiser step.
+
+The runner encodes once per control step and every denoiser call of the plan reuses ``cond`` (a pixel
+encoder costs more than a denoiser call). The plan loop (full, DDIM, RTI, rolling) stays in Python, in the
+same strategy code the torch policy runs.
 """
 
 from __future__ import annotations
@@ -15,36 +20,62 @@ import torch
 from torch import nn
 
 from worldsim.export.common import DEFAULT_OPSET, ExportError, ExportReport, export_graph, file_sizes, max_abs_diff
+from worldsim.export.graph_files import companion_path
 from worldsim.export.metadata import write_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.diffusion_policy import DiffusionPolicy
 
 KIND = "diffusion_policy_step"
-__all__ = ["ExportError", "ExportReport", "PolicyStep", "export_policy"]
+ENCODER_KIND = "diffusion_policy_encoder"
+__all__ = ["ExportError", "ExportReport", "PolicyEncoder", "PolicyStep", "encoder_input_names", "export_policy"]
 
 
 class PolicyStep(nn.Module):
-    """Observation encoder + denoiser as one traced step."""
+    """The denoiser as one traced step on a precomputed conditioning vector."""
 
     def __init__(self, policy: DiffusionPolicy):
         super().__init__()
         self.policy = policy
 
-    def forward(self, obs: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        return self.policy.denoiser(x, level, self.policy._encode(obs))
+    def forward(self, cond: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        return self.policy.denoiser(x, level, cond)
 
 
-def _example_inputs(policy: DiffusionPolicy, batch: int, generator: torch.Generator, obs=None):
+class PolicyEncoder(nn.Module):
+    """Raw observation histories to the conditioning vector (normalization and encoder)."""
+
+    def __init__(self, policy: DiffusionPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """``obs``: the observation history, or a camera's frames when ``state`` (its proprioception) is given."""
+        return self.policy._encode(obs if state is None else {"pixels": obs, "state": state})
+
+
+def encoder_input_names(config) -> list[str]:
+    """The encoder graph's inputs: ``obs``, or ``pixels`` and ``state`` for a camera with proprioception."""
+    return ["pixels", "state"] if config.multipart else ["obs"]
+
+
+def _example_obs(policy: DiffusionPolicy, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     c = policy.config
-    if obs is None:
-        if c.obs_type == "pixels":
-            obs = torch.randint(0, 256, (batch, c.obs_horizon, *c.obs_shape), generator=generator, dtype=torch.uint8)
-        else:
-            obs = torch.randn(batch, c.obs_horizon, *c.obs_shape, generator=generator)
-    batch = obs.shape[0]
+    pixels = torch.randint(0, 256, (batch, c.obs_horizon, *c.obs_shape), generator=generator, dtype=torch.uint8)
+    if c.multipart:
+        low = torch.tensor(c.obs_low) if c.obs_low else -torch.ones(c.state_dim)
+        high = torch.tensor(c.obs_high) if c.obs_high else torch.ones(c.state_dim)
+        state = low + (high - low) * torch.rand(batch, c.obs_horizon, c.state_dim, generator=generator)
+        return pixels, state
+    if c.obs_type == "pixels":
+        return (pixels,)
+    return (torch.randn(batch, c.obs_horizon, *c.obs_shape, generator=generator),)
+
+
+def _example_step(policy: DiffusionPolicy, cond: torch.Tensor, generator: torch.Generator):
+    c, batch = policy.config, cond.shape[0]
     x = torch.randn(batch, c.horizon, c.action_dim, generator=generator)
     level = torch.rand(batch, c.horizon, generator=generator)
-    return obs, x, level
+    return cond, x, level
 
 
 def export_policy(
@@ -56,53 +87,71 @@ def export_policy(
     opset: int = DEFAULT_OPSET,
     source: str | None = None,
 ) -> ExportReport:
-    """Write the policy's step to ``path`` and check it against PyTorch on random and real inputs.
+    """Write the policy's step to ``path`` and its encoder next to it (``OUT.encoder.onnx``), and check both
+    against PyTorch on random and real inputs.
 
-    ``real_obs``: raw observation histories ``[N, obs_horizon, *obs_shape]`` (e.g. from a dataset) used in
-    the parity check besides random ones. Raises :class:`ExportError` (and removes the file) when the
-    largest absolute difference exceeds ``tolerance``.
+    ``real_obs``: raw observation histories ``[N, obs_horizon, *obs_shape]`` (a camera with proprioception:
+    a dict ``{"pixels", "state"}`` of such histories; e.g. from a dataset) used in the parity check besides
+    random ones. Raises :class:`ExportError` (and removes the files) when the largest absolute difference
+    exceeds ``tolerance``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    encoder_path = companion_path(path, "encoder")
     policy = policy.eval()
-    step = PolicyStep(policy).eval()
+    step, encoder = PolicyStep(policy).eval(), PolicyEncoder(policy).eval()
     generator = torch.Generator().manual_seed(0)
     # An example batch of 2: a batch of 1 would be specialized away and lose the dynamic batch axis.
-    example = _example_inputs(policy, 2, generator)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    export_graph(
-        step, example, path, input_names=["obs", "x", "level"], output_names=["pred"],
-        dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), opset=opset,
-    )  # fmt: skip
-    c = policy.config
-    write_metadata(
-        path,
-        {
-            "kind": KIND,
-            "config": c.to_dict(),
-            "normalization": c.normalization,
-            "action_normalizer": {k: v.tolist() for k, v in policy.codec.normalizer.state_dict("a").items()},
-            "schedule": policy.schedule.config(),
-            "strategies": policy.strategy_defaults,
-            "source": source,
-            "tolerance": tolerance,
-        },
-    )
-
-    session = make_session(path, ProviderChoice(prefer=("cpu",)))
-    cases = [_example_inputs(policy, b, generator) for b in (1, 3)]
-    if real_obs is not None:
-        cases.append(_example_inputs(policy, 0, generator, obs=torch.as_tensor(np.asarray(real_obs))))
-    worst = 0.0
+    obs_example = _example_obs(policy, 2, generator)
     with torch.no_grad():
-        for obs, x, level in cases:
-            got = session.run(["pred"], {"obs": obs.numpy(), "x": x.numpy(), "level": level.numpy()})
-            worst = max(worst, max_abs_diff([step(obs, x, level)], got))
+        cond_example = encoder(*obs_example)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    c = policy.config
+    names = encoder_input_names(c)
+    export_graph(
+        encoder, obs_example, encoder_path, input_names=names, output_names=["cond"],
+        dynamic_shapes=tuple({0: batch} for _ in names), opset=opset,
+    )  # fmt: skip
+    export_graph(
+        step, _example_step(policy, cond_example, generator), path, input_names=["cond", "x", "level"],
+        output_names=["pred"], dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), opset=opset,
+    )  # fmt: skip
+    meta = {
+        "kind": KIND,
+        "config": c.to_dict(),
+        "normalization": c.normalization,
+        "action_normalizer": {k: v.tolist() for k, v in policy.codec.normalizer.state_dict("a").items()},
+        "schedule": policy.schedule.config(),
+        "strategies": policy.strategy_defaults,
+        "encoder": encoder_path.name,
+        "source": source,
+        "tolerance": tolerance,
+    }
+    write_metadata(path, meta)
+    write_metadata(encoder_path, {"kind": ENCODER_KIND, "step": path.name, "config": c.to_dict()})
+
+    cpu = ProviderChoice(prefer=("cpu",))
+    session, encoder_session = make_session(path, cpu), make_session(encoder_path, cpu)
+    obs_cases = [_example_obs(policy, b, generator) for b in (1, 3)]
+    if real_obs is not None:
+        parts = (real_obs["pixels"], real_obs["state"]) if c.multipart else (real_obs,)
+        obs_cases.append(tuple(torch.as_tensor(np.asarray(p)) for p in parts))
+    checks = {"encoder": 0.0, "step": 0.0}
+    with torch.no_grad():
+        for obs in obs_cases:
+            cond = encoder(*obs)
+            got = encoder_session.run(["cond"], {n: o.numpy() for n, o in zip(names, obs, strict=True)})
+            checks["encoder"] = max(checks["encoder"], max_abs_diff([cond], got))
+            cond, x, level = _example_step(policy, cond, generator)
+            got = session.run(["pred"], {"cond": cond.numpy(), "x": x.numpy(), "level": level.numpy()})
+            checks["step"] = max(checks["step"], max_abs_diff([step(cond, x, level)], got))
+    worst = max(checks.values())
     report = ExportReport(
         str(path), worst, tolerance, os.path.getsize(path), session.get_providers(),
-        files=file_sizes([path]), checks={"step": worst},
+        files=file_sizes([path, encoder_path]), checks=checks,
     )  # fmt: skip
     if not worst <= tolerance:
         path.unlink()
+        encoder_path.unlink()
         raise ExportError(f"parity check failed: {report}")
     return report
