@@ -2,6 +2,7 @@
 
     python benchmarks/policy.py                      # 100 episodes per strategy and task
     python benchmarks/policy.py --episodes 10        # a quick look
+    python benchmarks/policy.py --tasks worldsim/PushT-v0:pixels --latency-episodes 0   # the camera policy
 
 Writes policy.json and policy.png into ``--out`` (default benchmarks/results).
 
@@ -26,20 +27,30 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
+from worldsim.core.array_ops import tree_stack  # noqa: E402
 from worldsim.envs.tasks import TaskSpec, load_task  # noqa: E402
 from worldsim.policies.config import EVAL_SEED  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
 from worldsim.policies.evaluation import evaluate_policy  # noqa: E402
+from worldsim.policies.recipe import as_policy_observation  # noqa: E402
 from worldsim.policies.rti_k import choose_rti_k  # noqa: E402
 
-TASK_FILES = {"worldsim/PushT-v0": "pusht", "worldsim/PickPlace-v0": "pickplace"}  # conf/task/<name>.yaml
+TASK_FILES = {  # row -> conf/task/<name>.yaml
+    "worldsim/PushT-v0": "pusht",
+    "worldsim/PickPlace-v0": "pickplace",
+    "worldsim/PushT-v0:pixels": "pusht_pixels",
+    "worldsim/PickPlace-v0:pixels": "pickplace_pixels",
+}
+CAMERA_TARGETS = {  # issue 25: a camera policy's success against its state twin's DDPM row, or the expert's
+    "worldsim/PushT-v0:pixels": ("state_ddpm", "worldsim/PushT-v0", 0.8),
+    "worldsim/PickPlace-v0:pixels": ("expert", None, 0.9),
+}
 HELD_OUT_SEED = 200_000  # episodes for choosing k: neither training nor evaluation seeds
 
 
@@ -59,8 +70,9 @@ def expert_success(task: TaskSpec, episodes: int) -> float:
     return successes / episodes
 
 
-def held_out_observations(task: TaskSpec, episodes: int) -> list[np.ndarray]:
-    """Observation sequences of expert episodes on held-out seeds (input to RTI-DP's k rule)."""
+def held_out_observations(task: TaskSpec, episodes: int, policy_config) -> list:
+    """Observation sequences of expert episodes on held-out seeds, as the policy sees them (input to RTI-DP's
+    k rule)."""
     env = task.make_env()
     expert = task.make_expert(seed=1)
     sequences = []
@@ -73,7 +85,7 @@ def held_out_observations(task: TaskSpec, episodes: int) -> list[np.ndarray]:
             observations.append(obs)
             if terminated or truncated:
                 break
-        sequences.append(np.stack(observations))
+        sequences.append(as_policy_observation(tree_stack(observations), policy_config, history=True))
     env.close()
     return sequences
 
@@ -84,6 +96,7 @@ def main() -> None:
     parser.add_argument("--latency-episodes", type=int, default=50)
     parser.add_argument("--closed-loop-episodes", type=int, default=20)
     parser.add_argument("--tasks", nargs="*", default=list(TASK_FILES), choices=list(TASK_FILES))
+    parser.add_argument("--checkpoint", help="a policy other than the task's shipped one (one task only)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = the batch-1 control setting)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of policy.json and policy.png")
     args = parser.parse_args()
@@ -98,10 +111,11 @@ def main() -> None:
         results["tasks"] = {k: v for k, v in kept.items() if k not in args.tasks}
     for env_id in args.tasks:
         spec = load_task(TASK_FILES[env_id])  # the task file: its shipped policy, RTI options and score key
-        policy = DiffusionPolicy.from_pretrained(spec.policy_checkpoint)
+        checkpoint = args.checkpoint or spec.policy_checkpoint
+        policy = DiffusionPolicy.from_pretrained(checkpoint)
         started = time.time()
         chunk = policy.config.n_action_steps
-        held_out = held_out_observations(spec, 10)
+        held_out = held_out_observations(spec, 10, policy.config)
         choice = choose_rti_k(policy, held_out, executed_steps=1)
         # Executing a chunk shifts the guess by all its actions: the rule then pairs decisions that far apart.
         choice_chunked = choose_rti_k(policy, held_out, executed_steps=chunk)
@@ -117,7 +131,8 @@ def main() -> None:
             "rti_chunked": ("rti", {"k": choice_chunked.k, "n_action_steps": chunk}),
             # The warm start from level k walked in 2 calls on the training grid, after a 10-step DDIM cold
             # start: RTI's speed knob (see RTIStrategy).
-            "rti_2calls": ("rti", {"k": choice.k, "calls": 2, "cold_start_steps": 10}),
+            "rti_2calls": ("rti", {"k": choice.k, "calls": min(2, choice.k), "cold_start_steps": 10}),
+            # The task file's RTI options; a task without them runs the options its policy recorded in training.
             "rti_task": ("rti", spec.rti),
             "rolling": ("rolling", {}),
         }
@@ -125,7 +140,8 @@ def main() -> None:
         # per action (costly, so measured on fewer episodes).
         closed_loop = {"steps": policy.config.num_train_steps, "n_action_steps": 1}
         task: dict = {
-            "checkpoint": spec.policy_checkpoint,
+            "checkpoint": checkpoint,
+            "observation": policy.config.obs_type + ("+state" if policy.config.multipart else ""),
             "machine": machine_info(),
             "episodes": args.episodes,
             "expert_success_rate": expert_success(spec, args.episodes),
@@ -145,7 +161,7 @@ def main() -> None:
         task["ddpm_closed_loop"] = {"options": closed_loop, **result}
         print(f"  ddpm, 1 action per prediction: success {result['success_rate']:.2f}  "
               f"calls/step {result['calls_per_step']:.2f}")  # fmt: skip
-        for name in ("ddim", "rti", "rti_chunked", "rti_task"):
+        for name in ("ddim", "rti", "rti_chunked", "rti_task") if args.latency_episodes else ():
             strategy, kwargs = strategies[name]
             policy.set_strategy(strategy, **kwargs)
             task["latency_sweep"][name] = {}
@@ -181,6 +197,8 @@ def main() -> None:
                 "met": max(r["success_rate"] for r in s.values()) >= 0.8 * task["expert_success_rate"],
             },
         }
+        if env_id in CAMERA_TARGETS:
+            task["targets"] |= camera_targets(task, env_id, results["tasks"], policy)
         task["seconds"] = time.time() - started
         results["tasks"][env_id] = task
     args.out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +206,41 @@ def main() -> None:
     path.write_text(json.dumps({"machine": machine_info(), **results}, indent=2) + "\n")
     print(f"wrote {path}")
     plot(results, args.out)
+
+
+def camera_targets(task: dict, env_id: str, rows: dict, policy: DiffusionPolicy) -> dict:
+    """Issue 25's targets for a camera policy: its success against its state twin's full DDPM (same seeds and
+    episode count) or the expert's (``CAMERA_TARGETS``), and RTI (the options recorded in training) within
+    5 points of DDPM at <= 1 network call per executed action after the cold start."""
+    s = task["strategies"]
+    rti, ddpm = s["rti_task"], s["ddpm"]
+    options = policy.strategy_defaults.get("rti", {})
+    warm_calls_per_action = options.get("calls", 1) / options.get("n_action_steps", 1)
+    gap = round(100 * (rti["success_rate"] - ddpm["success_rate"]), 6)
+    targets = {
+        "rti_task_within_5_points_of_ddpm": {
+            "target": ">= -5 points at <= 1 warm call per executed action",
+            "measured": gap, "warm_calls_per_action": warm_calls_per_action, "calls_per_step": rti["calls_per_step"],
+            "met": gap >= -5 and warm_calls_per_action <= 1,
+        },
+    }  # fmt: skip
+    against, state_row, share = CAMERA_TARGETS[env_id]
+    if against == "state_ddpm":
+        state_task = rows.get(state_row)
+        if state_task is None:
+            missing = {"target": f">= {share}", "measured": None, "met": None, "note": f"no {state_row} row"}
+            return targets | {"ddpm_over_state_policy_ddpm": missing}
+        state = state_task["strategies"]["ddpm"]["success_rate"]
+        ratio = ddpm["success_rate"] / max(state, 1e-9)
+        return targets | {
+            "ddpm_over_state_policy_ddpm": {
+                "target": f">= {share}", "measured": ratio, "state_ddpm_success": state,
+                "state_measured_on": state_task["machine"]["date"], "met": ratio >= share,
+            }
+        }  # fmt: skip
+    best = max(r["success_rate"] for r in s.values())
+    ratio = best / max(task["expert_success_rate"], 1e-9)
+    return targets | {"best_over_expert": {"target": f">= {share}", "measured": ratio, "met": ratio >= share}}
 
 
 def plot(results: dict, out: Path) -> None:
@@ -207,7 +260,7 @@ def plot(results: dict, out: Path) -> None:
         axes[row, 1].set_title("network calls per control step")
         for axis in axes[row, :2]:
             axis.tick_params(axis="x", labelrotation=35)
-        for name, sweep in task["latency_sweep"].items():
+        for name, sweep in task.get("latency_sweep", {}).items():
             axes[row, 2].plot([int(t) for t in sweep], list(sweep.values()), marker="o", label=name)
         axes[row, 2].set_xlabel("inference latency (control ticks)")
         axes[row, 2].set_ylim(0, 1.05)

@@ -10,8 +10,8 @@ from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.recipe import (
     complete_policy_config,
     discrete_action_dims,
-    flat_episodes,
     observation_layout,
+    policy_episodes,
 )
 
 
@@ -43,9 +43,31 @@ def test_a_goal_conditioned_dict_space_is_flattened_in_its_key_order():
     assert layout["obs_low"][:6] == (-1.0,) * 3 + (-2.0,) * 3 and np.isinf(layout["obs_low"][6:]).all()
     obs = {k: np.arange(3 * n, dtype=np.float32).reshape(3, n) for k, n in (("observation", 4), ("achieved_goal", 3),
                                                                             ("desired_goal", 3))}  # fmt: skip
-    flat = flat_episodes([episode(obs, np.zeros((2, 2)))], layout["obs_keys"])[0].observations
+    config = DiffusionPolicyConfig(obs_keys=layout["obs_keys"])
+    flat = policy_episodes([episode(obs, np.zeros((2, 2)))], config)[0].observations
     expected = np.r_[obs["achieved_goal"][1], obs["desired_goal"][1], obs["observation"][1]]
     np.testing.assert_array_equal(flat[1], expected)
+
+
+def test_a_camera_with_proprioception_keeps_its_frames_and_its_state_apart():
+    space = gym.spaces.Dict(
+        {"pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), "state": gym.spaces.Box(-2, 3, (2,), np.float32)}
+    )
+    layout = observation_layout(space)
+    assert layout["obs_type"] == "pixels" and layout["obs_shape"] == (8, 8, 3)
+    assert layout["obs_keys"] == ("pixels", "state") and layout["state_dim"] == 2
+    assert layout["obs_low"] == (-2.0, -2.0) and layout["obs_high"] == (3.0, 3.0)
+    frames = np.arange(3 * 8 * 8 * 3, dtype=np.uint8).reshape(3, 8, 8, 3)
+    states = np.array([[0.5, 1.0], [1.5, 2.0], [2.5, -1.0]], np.float32)
+    config = DiffusionPolicyConfig(obs_type="pixels", obs_keys=("pixels", "state"), state_dim=2)
+    seen = policy_episodes([episode({"pixels": frames, "state": states}, np.zeros((2, 2)))], config)[0].observations
+    assert seen["pixels"].dtype == np.uint8 and (seen["pixels"] == frames).all() and (seen["state"] == states).all()
+
+
+def test_a_camera_dict_with_two_images_is_refused():
+    image = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="one image and one state vector"):
+        observation_layout(gym.spaces.Dict({"left": image, "right": image}))
 
 
 def test_images_and_unbounded_states_get_their_own_layouts():

@@ -82,3 +82,26 @@ def clip(x, low: float | None = None, high: float | None = None):
 
 def all_finite(x) -> bool:
     return bool(namespace(x).isfinite(x).all())
+
+
+def tree_map(fn, tree):
+    """``fn`` applied to an array, or to each array of a dict of arrays (a multi-part observation such as
+    pixels with proprioception), keeping the keys."""
+    if isinstance(tree, dict):
+        return {key: fn(value) for key, value in tree.items()}
+    return fn(tree)
+
+
+def tree_stack(trees, axis: int = 0):
+    """Arrays, or dicts of arrays with the same keys, stacked along a new ``axis`` (numpy)."""
+    trees = list(trees)
+    if trees and isinstance(trees[0], dict):
+        return {key: np.stack([tree[key] for tree in trees], axis=axis) for key in trees[0]}
+    return np.stack(trees, axis=axis)
+
+
+def tree_leading(tree) -> int:
+    """The length of the first dimension (a batch) of an array or of a dict of arrays sharing it."""
+    if isinstance(tree, dict):
+        return len(next(iter(tree.values())))
+    return len(tree)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worldsim.core.array_ops import tree_map
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -56,7 +58,8 @@ def policy_windows(
 
     Returns:
         ``obs [M, obs_horizon, *obs_shape]`` and ``actions [M, action_horizon, act_dim]`` with
-        ``M = sum(len(episode))``.
+        ``M = sum(len(episode))``. Dict observations without ``obs_key`` (a camera frame with
+        proprioception) give a dict of such windows, one per key.
     """
     if obs_horizon < 1 or action_horizon < 1:
         raise ValueError(f"horizons must be >= 1, got obs_horizon={obs_horizon}, action_horizon={action_horizon}")
@@ -64,12 +67,18 @@ def policy_windows(
         raise ValueError("no episodes given")
     obs_windows, action_windows = [], []
     for episode in episodes:
-        observations, actions = observations_of(episode, obs_key), episode.actions
+        whole = isinstance(episode.observations, dict) and obs_key is None
+        observations = episode.observations if whole else observations_of(episode, obs_key)
+        actions = episode.actions
         steps = np.arange(len(actions))
         obs_index = np.clip(steps[:, None] + np.arange(-obs_horizon + 1, 1), 0, None)
         action_index = np.clip(steps[:, None] + np.arange(action_horizon), None, len(actions) - 1)
-        obs_windows.append(observations[obs_index])
+        obs_windows.append(tree_map(lambda values, index=obs_index: np.asarray(values)[index], observations))
         action_windows.append(actions[action_index])
+    if isinstance(obs_windows[0], dict):
+        return {key: np.concatenate([w[key] for w in obs_windows]) for key in obs_windows[0]}, np.concatenate(
+            action_windows
+        )
     return np.concatenate(obs_windows), np.concatenate(action_windows)
 
 

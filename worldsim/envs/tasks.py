@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.core.callables import load_callable
+from worldsim.envs.wrappers import Proprioception
 
 TASK_CONFIGS = "conf/task"
 """Where worldsim's own task files live inside the package."""
@@ -62,6 +63,10 @@ class TaskSpec:
     ``[]``: all absolute; None derives it from the demonstrations (see ``policies.recipe``)."""
     n_action_steps: int | None = None
     """Actions a policy of this task executes per chunk; None keeps the policy's setting."""
+    proprio_dims: list[int] | None = None
+    """Camera tasks (Dict observations ``{pixels, state}``): the state dimensions that are the robot's own
+    (proprioception), the only ones a visuomotor policy sees beside its frames (``make_env`` wraps the env
+    in :class:`~worldsim.envs.wrappers.Proprioception`); None: the state as the env gives it."""
     rti: dict[str, Any] = field(default_factory=dict)
     """RTI options recorded into a trained policy (its ``rti`` strategy's defaults); empty derives them
     (k by RTI-DP's offline rule)."""
@@ -86,7 +91,7 @@ class TaskSpec:
             raise ValueError(f"task.demo_action_noise must be a number >= 0, got {noise!r}")
         if self.n_action_steps is not None and (isinstance(self.n_action_steps, bool) or self.n_action_steps < 1):
             raise ValueError(f"task.n_action_steps must be >= 1 or null, got {self.n_action_steps!r}")
-        for name in ("discrete_dims", "relative_to_obs"):
+        for name in ("discrete_dims", "relative_to_obs", "proprio_dims"):
             value = getattr(self, name)
             if value is not None:
                 if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
@@ -118,7 +123,10 @@ class TaskSpec:
         envs (gym-pusht, Gymnasium-Robotics) when the id needs them."""
         env_id = self.require_env()
         ensure_registered(env_id)
-        return gym.make(env_id, **{**self.env_kwargs, **overrides})
+        env = gym.make(env_id, **{**self.env_kwargs, **overrides})
+        if self.proprio_dims:
+            env = Proprioception(env, self.proprio_dims)
+        return env
 
     def expert_factory(self):
         """The task's expert factory (``factory(seed=...) -> Expert``), or None when the task names none."""

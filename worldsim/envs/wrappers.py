@@ -1,4 +1,5 @@
-"""Gymnasium 1.x wrappers: observation history, action chunks, per-action delay, execution noise (DART)."""
+"""Gymnasium 1.x wrappers: observation history, action chunks, per-action delay, execution noise (DART),
+proprioception cut from a camera env's state."""
 
 from __future__ import annotations
 
@@ -184,3 +185,45 @@ class ExecutionNoise(gym.Wrapper, gym.utils.RecordConstructorArgs):
         executed = np.clip(np.asarray(action, np.float64) + noise, space.low, space.high).astype(space.dtype)
         obs, reward, terminated, truncated, info = self.env.step(executed)
         return obs, reward, terminated, truncated, {**info, "executed_action": executed}
+
+
+class Proprioception(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """A camera env's Dict observation with its state vector cut to the robot's own dimensions.
+
+    worldsim's ``state_pixels`` observations carry the whole simulator state beside the frame (the pushed
+    block's pose too); a visuomotor policy must see the object through its camera only, so this keeps the
+    state dimensions ``dims`` (Push-T's pusher position ``(0, 1)``; PickPlace's gripper position and finger
+    opening ``(0, 1, 2, 3)``). The task config's ``proprio_dims`` names them; :func:`select_proprioception`
+    cuts recorded observations the same way, so a policy trains and runs on the same inputs.
+
+    Spaces: ``Dict(pixels=Box(0, 255, (H, W, 3), uint8), state=Box(len(dims),))`` from the wrapped env's
+    ``Dict(pixels=..., state=...)`` (``state_key`` names the state entry). Reward, termination and info are
+    the wrapped env's.
+    """
+
+    def __init__(self, env: gym.Env, dims: tuple[int, ...] | list[int], state_key: str = "state"):
+        gym.utils.RecordConstructorArgs.__init__(self, dims=list(dims), state_key=state_key)
+        gym.ObservationWrapper.__init__(self, env)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Dict) or state_key not in space.spaces:
+            raise ValueError(f"Proprioception needs a Dict observation space with a {state_key!r} entry, got {space}")
+        state = space.spaces[state_key]
+        self.dims = np.array([int(d) for d in dims], dtype=np.int64)
+        if not len(self.dims) or not (0 <= self.dims).all() or not (self.dims < state.shape[-1]).all():
+            raise ValueError(f"proprio_dims {list(dims)} must name dimensions of the {state.shape[-1]}-dim state")
+        self.state_key = state_key
+        self.observation_space = gym.spaces.Dict(
+            {
+                **space.spaces,
+                state_key: gym.spaces.Box(state.low[self.dims], state.high[self.dims], dtype=state.dtype),
+            }
+        )
+
+    def observation(self, observation: dict) -> dict:
+        return select_proprioception(observation, self.dims, self.state_key)
+
+
+def select_proprioception(observations: dict, dims, state_key: str = "state") -> dict:
+    """Dict observations (one, or a recorded episode's ``[N, ...]``) with the state cut to ``dims``: what
+    :class:`Proprioception` gives a policy, applied to recorded data."""
+    return {**observations, state_key: np.asarray(observations[state_key])[..., np.asarray(dims, dtype=np.int64)]}

@@ -35,7 +35,11 @@ def shift_chunk(chunk, executed: int):
 
 def action_reference(config: DiffusionPolicyConfig, obs_history):
     """The raw point each action is relative to, ``[B, action_dim]`` (zeros for absolute dimensions), from
-    raw observation histories ``[B, obs_horizon, *obs_shape]``: the current observation's named dimensions."""
+    raw observation histories ``[B, obs_horizon, *obs_shape]`` (a camera's ``{"pixels", "state"}``: its
+    proprioceptive state): the current observation's named dimensions."""
+    if isinstance(obs_history, dict):
+        obs_history = obs_history["state"]
+    obs_history = obs_history.float() if hasattr(obs_history, "float") else obs_history
     index = np.array([max(d, 0) for d in config.relative_to_obs])
     picked = obs_history[:, -1][:, index]
     return picked * as_array_like(np.array([d >= 0 for d in config.relative_to_obs]), picked)

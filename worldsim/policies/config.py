@@ -18,7 +18,9 @@ from worldsim.envs.tasks import TaskSpec
 OBS_TYPES = ("state", "pixels")
 NORMALIZATIONS = ("minmax", "meanstd", "identity")
 DISCRETE_RULES = ("scale", "clip")
-DERIVED_FIELDS = ("obs_shape", "obs_keys", "action_dim", "obs_type", "action_low", "action_high", "obs_low", "obs_high")
+DERIVED_FIELDS = (
+    "obs_shape", "obs_keys", "action_dim", "obs_type", "state_dim", "action_low", "action_high", "obs_low", "obs_high"
+)  # fmt: skip
 """Fields taken from the env's spaces when a policy is trained (``train_policy`` fills them in)."""
 TASK_FIELDS = ("discrete_dims", "relative_to_obs")
 """Fields that are task facts (``TaskSpec``), copied into the policy when it is trained."""
@@ -40,10 +42,20 @@ class DiffusionPolicyConfig:
     action_dim: int | None = None
     """Number of action dimensions (derived from the env)."""
     obs_type: str = "state"
-    """``state`` (a flat vector) or ``pixels`` (uint8 ``[H, W, 3]``), derived from the env."""
+    """``state`` (a flat vector) or ``pixels`` (uint8 ``[H, W, 3]`` camera frames, ``obs_shape``), derived
+    from the env."""
     obs_keys: tuple[str, ...] = ()
-    """Dict observations (goal-conditioned envs): the keys whose values are flattened and concatenated, in
-    this order, into the state vector (derived from the env's Dict space); empty: array observations."""
+    """Dict observations, derived from the env's Dict space. A state policy: the keys whose values are
+    flattened and concatenated, in this order, into the state vector (goal-conditioned envs). A pixel
+    policy: ``(image_key, state_key)``, the camera frame and the state vector it takes ``proprio_dims``
+    from. Empty: array observations."""
+    state_dim: int = 0
+    """A pixel policy's proprioceptive state beside its frames (derived from the env; 0: pixels only; the
+    task's ``proprio_dims`` choose it from a full state). ``relative_to_obs``, ``obs_low`` and
+    ``obs_high`` then refer to this vector."""
+    image_shift: int = 4
+    """Pixel policies: training frames are shifted by up to this many pixels (pad and random crop, as DrQ;
+    one shift per history), never at inference. 0: no augmentation."""
     obs_horizon: int = 2
     horizon: int = 16
     n_action_steps: int = 8
@@ -105,6 +117,8 @@ class DiffusionPolicyConfig:
         check_number("policy.shared_level_prob", self.shared_level_prob, low=0, high=1)
         check_number("policy.prefix_conditioning", self.prefix_conditioning, low=0, high=self.horizon - 1, integer=True)
         check_number("policy.clip_sample", self.clip_sample, low=0, allow_none=True)
+        check_number("policy.state_dim", self.state_dim, low=0, integer=True)
+        check_number("policy.image_shift", self.image_shift, low=0, high=32, integer=True)
         check_number("policy.discrete_scale", self.discrete_scale, low=1e-6, high=1)
         if self.width % self.heads:
             raise ValueError(f"policy.width ({self.width}) must be a multiple of policy.heads ({self.heads})")
@@ -121,6 +135,17 @@ class DiffusionPolicyConfig:
     def feature_dim(self) -> int:
         return self.obs_feature_dim or self.width
 
+    @property
+    def state_size(self) -> int:
+        """Length of the state vector the policy normalizes: the observation (state policies) or the
+        proprioception (pixel policies)."""
+        return self.obs_shape[0] if self.obs_type == "state" else self.state_dim
+
+    @property
+    def multipart(self) -> bool:
+        """Whether an observation is a dict ``{"pixels", "state"}`` (a pixel policy with proprioception)."""
+        return self.obs_type == "pixels" and self.state_dim > 0
+
     def _check_shapes(self) -> None:
         if self.obs_type == "state" and len(self.obs_shape) != 1:
             raise ValueError(f"state observations must be flat, got shape {self.obs_shape}")
@@ -130,10 +155,15 @@ class DiffusionPolicyConfig:
         for name, expected in (("action_low", self.action_dim), ("action_high", self.action_dim)):
             if getattr(self, name) and len(getattr(self, name)) != expected:
                 raise ValueError(f"policy.{name} needs {expected} values, got {len(getattr(self, name))}")
-        if self.obs_type == "state":
-            for name in ("obs_low", "obs_high"):
-                if getattr(self, name) and len(getattr(self, name)) != self.obs_shape[0]:
-                    raise ValueError(f"policy.{name} needs {self.obs_shape[0]} values, got {len(getattr(self, name))}")
+        if self.obs_type == "state" and self.state_dim:
+            raise ValueError("policy.state_dim is for pixel policies (a state policy's state is its observation)")
+        if self.multipart and len(self.obs_keys) != 2:
+            raise ValueError(
+                f"a pixel policy with proprioception needs obs_keys (image_key, state_key), got {self.obs_keys}"
+            )
+        for name in ("obs_low", "obs_high"):
+            if getattr(self, name) and len(getattr(self, name)) != self.state_size:
+                raise ValueError(f"policy.{name} needs {self.state_size} values, got {len(getattr(self, name))}")
         bad = [d for d in self.discrete_dims if not 0 <= d < self.action_dim]
         if bad:
             raise ValueError(f"discrete_dims {bad} are outside the {self.action_dim} action dimensions")
@@ -141,16 +171,16 @@ class DiffusionPolicyConfig:
             self._check_relative()
 
     def _check_relative(self) -> None:
-        if self.obs_type != "state":
-            raise ValueError("relative_to_obs needs state observations (it names observation dimensions)")
+        if not self.state_size:
+            raise ValueError("relative_to_obs needs state observations or proprioception (it names their dimensions)")
         if len(self.relative_to_obs) != self.action_dim:
             raise ValueError(
                 f"relative_to_obs needs one entry per action dimension ({self.action_dim}), "
                 f"-1 for an absolute one; got {self.relative_to_obs}"
             )
-        bad = [d for d in self.relative_to_obs if not -1 <= d < self.obs_shape[0]]
+        bad = [d for d in self.relative_to_obs if not -1 <= d < self.state_size]
         if bad:
-            raise ValueError(f"relative_to_obs {bad} are outside the {self.obs_shape[0]} observation dimensions")
+            raise ValueError(f"relative_to_obs {bad} are outside the {self.state_size} observation dimensions")
         relative_discrete = [d for d in self.discrete_dims if self.relative_to_obs[d] >= 0]
         if relative_discrete:
             raise ValueError(f"discrete action dimensions {relative_discrete} cannot be relative (use -1)")

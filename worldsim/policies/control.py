@@ -15,10 +15,11 @@ from collections.abc import Mapping
 import gymnasium as gym
 import numpy as np
 
-from worldsim.core.array_ops import all_finite, as_array_like
+from worldsim.core.array_ops import all_finite, as_array_like, tree_leading, tree_map, tree_stack
 from worldsim.core.validation import check_choice
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
+from worldsim.policies.recipe import as_policy_observation
 from worldsim.policies.strategies import Strategy, make_strategy
 
 OBS_CHECKS = ("error", "clip", "warn")
@@ -72,13 +73,17 @@ class ChunkPolicy:
         return self.strategy.n_action_steps or self.config.n_action_steps
 
     @property
-    def observation_space(self) -> gym.spaces.Box:
+    def observation_space(self) -> gym.spaces.Box | gym.spaces.Dict:
+        """The observations ``select_action`` takes: a state Box, a uint8 image Box, or a camera with
+        proprioception ``Dict(image_key=Box(uint8), state_key=Box)`` (the env's own keys)."""
         c = self.config
-        if c.obs_type == "pixels":
-            return gym.spaces.Box(0, 255, c.obs_shape, np.uint8)
-        low = np.asarray(c.obs_low or [-np.inf] * c.obs_shape[0], np.float32)
-        high = np.asarray(c.obs_high or [np.inf] * c.obs_shape[0], np.float32)
-        return gym.spaces.Box(low, high, dtype=np.float32)
+        image = gym.spaces.Box(0, 255, c.obs_shape, np.uint8) if c.obs_type == "pixels" else None
+        if c.obs_type == "pixels" and not c.multipart:
+            return image
+        low = np.asarray(c.obs_low or [-np.inf] * c.state_size, np.float32)
+        high = np.asarray(c.obs_high or [np.inf] * c.state_size, np.float32)
+        state = gym.spaces.Box(low, high, dtype=np.float32)
+        return gym.spaces.Dict({c.obs_keys[0]: image, c.obs_keys[1]: state}) if c.multipart else state
 
     @property
     def action_space(self) -> gym.spaces.Box:
@@ -89,7 +94,9 @@ class ChunkPolicy:
 
     @functools.cached_property
     def _obs_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of the state vector (the observation, or a camera policy's proprioception)."""
         space = self.observation_space
+        space = space[self.config.obs_keys[1]] if self.config.multipart else space
         return space.low, space.high
 
     @functools.cached_property
@@ -122,24 +129,46 @@ class ChunkPolicy:
         self.calls_last_prediction = 0
 
     def check_obs_history(self, obs, *, batched: bool) -> None:
+        """A one-line error unless ``obs`` is a history ``[(batch,) obs_horizon, ...]`` of this policy's
+        observations, all finite (each part of a camera-with-proprioception dict)."""
+        c = self.config
+        expected = {"pixels": c.obs_shape, "state": (c.state_dim,)} if c.multipart else {"": c.obs_shape}
+        parts = obs if c.multipart else {"": obs}
+        if c.multipart and (not isinstance(obs, Mapping) or set(obs) != {"pixels", "state"}):
+            raise ValueError("this policy's observation histories are dicts {'pixels', 'state'}")
         lead = 2 if batched else 1
-        expected = (self.config.obs_horizon, *self.config.obs_shape)
-        if obs.ndim != len(expected) + lead - 1 or tuple(obs.shape[lead - 1 :]) != expected:
-            what = "[batch, " if batched else "["
-            raise ValueError(
-                f"observation history must have shape {what}{', '.join(map(str, expected))}], got {tuple(obs.shape)}"
-            )
-        # On the array's own namespace: a training batch may be a CUDA tensor, which numpy cannot read.
-        if not all_finite(obs):
-            raise ValueError("observation history contains NaN or infinite values")
+        for key, shape in expected.items():
+            part, full = parts[key], (c.obs_horizon, *shape)
+            if part.ndim != len(full) + lead - 1 or tuple(part.shape[lead - 1 :]) != full:
+                what = "[batch, " if batched else "["
+                name = f"{key} " if key else ""
+                raise ValueError(
+                    f"{name}observation history must have shape {what}{', '.join(map(str, full))}], "
+                    f"got {tuple(part.shape)}"
+                )
+            # On the array's own namespace: a training batch may be a CUDA tensor, which numpy cannot read.
+            if not all_finite(part):
+                raise ValueError("observation history contains NaN or infinite values")
+        if batched and c.multipart and len(obs["pixels"]) != len(obs["state"]):
+            raise ValueError("the pixels and state histories hold different batch sizes")
 
-    def _checked_observations(self, obs: np.ndarray, what: str) -> np.ndarray:
+    def _checked_observations(self, obs, what: str):
         """``obs`` (one observation or a history of them) held to the observation space: NaN/inf refused,
         values outside the bounds refused, clipped or warned about as ``obs_check`` says."""
+        if self.config.multipart:
+            pixels = self._checked_pixels(obs["pixels"], what)
+            return {"pixels": pixels, "state": self._checked_state(obs["state"], what)}
         if self.config.obs_type == "pixels":
-            if obs.dtype != np.uint8 and not (np.isfinite(obs).all() and obs.min() >= 0 and obs.max() <= 255):
-                raise ValueError(f"{what} must be uint8 pixels in [0, 255]")
-            return obs
+            return self._checked_pixels(obs, what)
+        return self._checked_state(obs, what)
+
+    @staticmethod
+    def _checked_pixels(obs: np.ndarray, what: str) -> np.ndarray:
+        if obs.dtype != np.uint8 and not (np.isfinite(obs).all() and obs.min() >= 0 and obs.max() <= 255):
+            raise ValueError(f"{what} must be uint8 pixels in [0, 255]")
+        return obs
+
+    def _checked_state(self, obs: np.ndarray, what: str) -> np.ndarray:
         if not np.issubdtype(obs.dtype, np.number) or np.iscomplexobj(obs):
             raise ValueError(f"{what} must be real numbers, got dtype {obs.dtype}")
         if not np.isfinite(obs).all():
@@ -170,7 +199,8 @@ class ChunkPolicy:
         self.check_obs_history(obs_history, batched=False)
         obs_history = self._checked_observations(obs_history, "observation history")
         steps = self.n_action_steps if executed_steps is None else executed_steps
-        return self._predict(obs_history[None], steps, None if prefix is None else np.asarray(prefix)[None])[0]
+        batch = tree_map(lambda part: part[None], obs_history)
+        return self._predict(batch, steps, None if prefix is None else np.asarray(prefix)[None])[0]
 
     def predict_chunks(
         self, obs_histories: np.ndarray, *, executed_steps: int, prefix: np.ndarray | None = None
@@ -186,7 +216,7 @@ class ChunkPolicy:
     def _predict(self, obs_history: np.ndarray, executed_steps: int, prefix: np.ndarray | None = None) -> np.ndarray:
         """Raw actions ``[B, horizon, action_dim]`` in the action space from checked histories ``[B, ...]``."""
         if prefix is not None:
-            prefix = self._checked_prefix(prefix, len(obs_history))
+            prefix = self._checked_prefix(prefix, tree_leading(obs_history))
         chunk, reference = self._sample_chunk(obs_history, executed_steps, prefix)
         actions = self.codec.from_model(chunk, reference)
         actions = np.asarray(actions.cpu() if hasattr(actions, "cpu") else actions, dtype=np.float32)
@@ -222,24 +252,23 @@ class ChunkPolicy:
         padded = np.concatenate([prefix, np.repeat(prefix[:, -1:], horizon - d, axis=1)], axis=1)
         return self.codec.to_model(as_array_like(padded, like), reference)[:, :d]
 
-    def _as_array(self, obs, *, history: bool) -> np.ndarray:
-        """``obs`` as an array; a dict observation (``config.obs_keys``) flattened in the recorded key order."""
-        keys = self.config.obs_keys
-        if not keys:
-            if isinstance(obs, Mapping):
-                raise ValueError(f"this policy takes array observations, got a dict with keys {sorted(obs)}")
-            return np.asarray(obs)
-        if not isinstance(obs, Mapping) or set(keys) - set(obs):
-            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
-            raise ValueError(f"this policy takes dict observations with keys {list(keys)}, got {got}")
-        lead = (len(np.asarray(obs[keys[0]])),) if history else ()
-        return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(*lead, -1) for k in keys], axis=-1)
+    def _as_array(self, obs, *, history: bool):
+        """``obs`` as the policy's arrays: a dict observation (``config.obs_keys``) flattened in the recorded
+        key order, or a camera's ``{"pixels", "state"}``."""
+        if isinstance(obs, Mapping) and not isinstance(obs, dict):
+            obs = dict(obs)
+        return as_policy_observation(obs, self.config, history=history)
 
     def select_action(self, obs) -> np.ndarray:
         """The action for this tick; predicts a new chunk when the queue of planned actions runs out."""
         obs = self._as_array(obs, history=False)
-        if tuple(obs.shape) != self.config.obs_shape:
-            raise ValueError(f"observation must have shape {self.config.obs_shape}, got {tuple(obs.shape)}")
+        c = self.config
+        expected = {"pixels": c.obs_shape, "state": (c.state_dim,)} if c.multipart else {"": c.obs_shape}
+        for key, shape in expected.items():
+            part = obs[key] if key else obs
+            if tuple(part.shape) != shape:
+                name = f"{key} " if key else ""
+                raise ValueError(f"{name}observation must have shape {shape}, got {tuple(part.shape)}")
         # Checked on every tick, also those that only pop a planned action: a bad observation is refused
         # when it arrives, not one prediction later on a clean one.
         obs = self._checked_observations(obs, "observation")
@@ -248,7 +277,8 @@ class ChunkPolicy:
         else:
             self._obs_queue.append(obs)
         if not self._action_queue:
-            chunk = self._predict(np.stack(self._obs_queue)[None], self._executed_since_prediction)[0]
+            history = tree_stack(self._obs_queue)
+            chunk = self._predict(tree_map(lambda part: part[None], history), self._executed_since_prediction)[0]
             self._action_queue.extend(chunk[: self.n_action_steps])
             self._executed_since_prediction = 0
         else:

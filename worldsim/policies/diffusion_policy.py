@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from worldsim.core.array_ops import tree_map
 from worldsim.core.losses import diffusion_forcing_loss, sample_levels
 from worldsim.core.normalizer import Normalizer
 from worldsim.core.pretrained import Pretrained, require_field
@@ -50,8 +51,8 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         super().__init__()
         if not config.complete:
             raise ValueError("the policy config lacks obs_shape and action_dim: training derives them from the env")
-        if config.obs_type == "state" and (obs_normalizer is None or obs_normalizer.shape != config.obs_shape):
-            raise ValueError(f"a state policy needs an observation normalizer of shape {config.obs_shape}")
+        if config.state_size and (obs_normalizer is None or obs_normalizer.shape != (config.state_size,)):
+            raise ValueError(f"this policy needs a state normalizer of shape ({config.state_size},)")
         self.codec = ActionCodec(config, action_normalizer)
         self.config = config
         self.obs_normalizer = obs_normalizer
@@ -70,15 +71,23 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         self.reset()
 
     # ------------------------------------------------------------------ normalized spaces
-    def _encode(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.config.obs_type == "pixels":
-            return self.encoder(obs.float() / 127.5 - 1.0)
-        return self.encoder(self.obs_normalizer.normalize(obs.float()))
+    def _encode(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """The conditioning vector ``[B, feature_dim]`` of raw observation histories: computed once per
+        prediction, every denoiser call of its plan reuses it."""
+        if self.config.obs_type == "state":
+            return self.encoder(self.obs_normalizer.normalize(obs.float()))
+        if self.config.multipart:
+            frames, states = obs["pixels"], self.obs_normalizer.normalize(obs["state"].float())
+        else:
+            frames, states = obs, None
+        return self.encoder(frames.float() / 127.5 - 1.0, states)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Diffusion Forcing loss on raw ``obs [B, obs_horizon, *obs_shape]`` and ``action [B, H, A]``."""
-        obs, actions = batch["obs"], batch["action"]
+        """Diffusion Forcing loss on raw ``obs [B, obs_horizon, *obs_shape]`` and ``action [B, H, A]`` (a
+        camera with proprioception: ``obs.pixels`` and ``obs.state`` instead of ``obs``)."""
+        obs = batch["obs"] if "obs" in batch else {"pixels": batch["obs.pixels"], "state": batch["obs.state"]}
+        actions = batch["action"]
         self.check_obs_history(obs, batched=True)
         if tuple(actions.shape[1:]) != (self.config.horizon, self.config.action_dim):
             raise ValueError(
@@ -118,12 +127,12 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         ``codec.reference``, when the caller has it already; ``prefix``: the normalized frozen prefix)."""
         self.check_obs_history(obs_history, batched=True)
         cond = self._encode(obs_history)
-        like = torch.empty(obs_history.shape[0], self.config.horizon, self.config.action_dim, device=cond.device)
+        like = torch.empty(cond.shape[0], self.config.horizon, self.config.action_dim, device=cond.device)
         sampler = ChunkContext(
             denoiser=self.denoiser, cond=cond, schedule=self.schedule, parameterization=self.config.parameterization,
             num_train_steps=self.config.num_train_steps, like=like, clip_x0=self.config.clip_sample,
             generator=self.generator, codec=self.codec,
-            reference=self.codec.reference(obs_history.float()) if reference is None else reference, prefix=prefix,
+            reference=self.codec.reference(obs_history) if reference is None else reference, prefix=prefix,
         )  # fmt: skip
         chunk = self.strategy.sample(sampler, executed_steps)
         self.calls_last_prediction = sampler.calls
@@ -134,8 +143,8 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = next(self.parameters()).device
         # A copy: observations may arrive in read-only buffers (zero-copy messages), which torch warns about.
-        obs = torch.tensor(obs_history, device=device)
-        reference = self.codec.reference(obs.float())
+        obs = tree_map(lambda part: torch.tensor(part, device=device), obs_history)
+        reference = self.codec.reference(obs)
         like = torch.empty(0, device=device)
         frozen = self._normalized_prefix(prefix, reference, like)
         return self.predict_normalized(obs, executed_steps, reference, frozen), reference

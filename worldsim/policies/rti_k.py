@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from worldsim.core.array_ops import tree_leading, tree_map, tree_stack
 from worldsim.policies.diffusion_policy import DiffusionPolicy
 from worldsim.policies.strategies import DDPMStrategy
 
@@ -34,11 +35,12 @@ class RTIChoice:
         return {"k": self.k, "nll": {str(k): v for k, v in self.nll.items()}, "pairs": self.pairs}
 
 
-def _histories(observations: np.ndarray, obs_horizon: int) -> np.ndarray:
-    """Observation histories for every step, the start padded with the first observation (as in training)."""
-    steps = np.arange(len(observations))
+def _histories(observations, obs_horizon: int) -> list:
+    """Observation histories for every step, the start padded with the first observation (as in training);
+    a camera's ``{"pixels", "state"}`` observations give dict histories."""
+    steps = np.arange(tree_leading(observations))
     index = np.clip(steps[:, None] + np.arange(-obs_horizon + 1, 1), 0, None)
-    return observations[index]
+    return [tree_map(lambda values, rows=rows: np.asarray(values)[rows], observations) for rows in index]
 
 
 def choose_rti_k(
@@ -63,14 +65,14 @@ def choose_rti_k(
     rng = np.random.default_rng(seed)
     earlier, later = [], []
     for observations in episodes_observations:
-        histories = _histories(np.asarray(observations), policy.config.obs_horizon)
+        histories = _histories(observations, policy.config.obs_horizon)
         for t in range(executed_steps, len(histories)):
             earlier.append(histories[t - executed_steps])
             later.append(histories[t])
     if not earlier:
         raise ValueError(f"no episode is longer than executed_steps={executed_steps}")
     chosen = rng.permutation(len(earlier))[:max_pairs]
-    obs = torch.as_tensor(np.stack([earlier[i] for i in chosen] + [later[i] for i in chosen]))
+    obs = tree_map(torch.as_tensor, tree_stack([earlier[i] for i in chosen] + [later[i] for i in chosen]))
 
     saved_strategy, saved_generator = policy.strategy, policy.generator
     policy.strategy, policy.generator = DDPMStrategy(), torch.Generator().manual_seed(seed)
@@ -79,7 +81,7 @@ def choose_rti_k(
     finally:
         policy.strategy, policy.generator = saved_strategy, saved_generator
     n = len(chosen)
-    references = policy.codec.reference(obs.float())
+    references = policy.codec.reference(obs)
     earlier_reference, later_reference = (None, None) if references is None else (references[:n], references[n:])
     guess = policy.codec.carry_over(solutions[:n], executed_steps, earlier_reference, later_reference)
     guess = policy.codec.prepare_guess(guess).double()

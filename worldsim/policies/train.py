@@ -17,6 +17,7 @@ checkpoint, whose JSON also holds the whole training config. Under ``torchrun`` 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -24,13 +25,15 @@ import torch
 
 from worldsim.core.distributed import DistributedContext, init_distributed
 from worldsim.core.episodes import policy_windows
+from worldsim.core.normalizer import Normalizer
 from worldsim.core.trainer import Trainer
 from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations
+from worldsim.envs.wrappers import select_proprioception
 from worldsim.policies.action_codec import fit_relative_normalizer
 from worldsim.policies.config import EVAL_SEED, DiffusionPolicyConfig, TrainPolicyConfig
 from worldsim.policies.diffusion_policy import DiffusionPolicy
 from worldsim.policies.evaluation import evaluate_policy
-from worldsim.policies.recipe import complete_policy_config, flat_episodes, policy_observations
+from worldsim.policies.recipe import complete_policy_config, policy_episodes
 
 __all__ = ["TrainPolicyConfig", "train_policy"]
 
@@ -101,13 +104,24 @@ def train_policy(cfg: TrainPolicyConfig) -> DiffusionPolicy:
 
     # 1. Demonstrations -> (observation history, action chunk) windows and normalization statistics.
     dataset_ids, raw_episodes = load_task_demonstrations(cfg, context)
+    if task.proprio_dims:  # a camera task: the policy sees the robot's own state only, as task.make_env gives it
+        raw_episodes = [
+            dataclasses.replace(e, observations=select_proprioception(e.observations, task.proprio_dims))
+            for e in raw_episodes
+        ]
     env = task.make_env()
     config = complete_policy_config(cfg.policy, task, env, raw_episodes)
     env.close()
-    episodes = flat_episodes(raw_episodes, config.obs_keys)
+    episodes = policy_episodes(raw_episodes, config)
     obs, actions = policy_windows(episodes, config.obs_horizon, config.horizon)
-    normalizers = fit_normalizers(episodes, mode=config.normalization)
-    report(f"{len(episodes)} episodes, {len(obs)} training windows from {', '.join(dataset_ids)}")
+    if config.state_size:
+        normalizers = fit_normalizers(
+            episodes, obs_key="state" if config.multipart else None, mode=config.normalization
+        )
+    else:  # frames are scaled to [-1, 1], not fitted: only actions have statistics
+        actions_seen = np.concatenate([e.actions for e in episodes])
+        normalizers = {"observation": None, "action": Normalizer.fit(actions_seen, config.normalization)}
+    report(f"{len(episodes)} episodes, {len(actions)} training windows from {', '.join(dataset_ids)}")
 
     # 2. The policy.
     obs_normalizer, action_normalizer = normalizers["observation"], normalizers["action"]
@@ -152,7 +166,13 @@ def train_policy(cfg: TrainPolicyConfig) -> DiffusionPolicy:
             },
         )
 
-    data = {"obs": torch.from_numpy(np.ascontiguousarray(obs, np.float32)), "action": torch.from_numpy(actions)}
+    if config.multipart:  # frames stay uint8 in memory (a quarter of float32's size)
+        data = {"obs.pixels": torch.from_numpy(obs["pixels"]), "obs.state": torch.from_numpy(obs["state"])}
+    elif config.obs_type == "pixels":
+        data = {"obs": torch.from_numpy(np.ascontiguousarray(obs, np.uint8))}
+    else:
+        data = {"obs": torch.from_numpy(np.ascontiguousarray(obs, np.float32))}
+    data["action"] = torch.from_numpy(actions)
     evaluations = cfg.eval_episodes > 0 and cfg.training.eval_every > 0
     trainer = Trainer(
         policy, data, cfg.training, output_dir=cfg.out, evaluate=evaluate if evaluations else None, save=save
@@ -183,6 +203,6 @@ def recommended_rti(policy: DiffusionPolicy, episodes, *, max_pairs: int, seed: 
     from worldsim.policies.rti_k import choose_rti_k
 
     executed = policy.config.n_action_steps
-    observations = [policy_observations(e, ()) for e in episodes]
+    observations = [e.observations for e in episodes]  # already as the policy sees them (policy_episodes)
     choice = choose_rti_k(policy, observations, executed_steps=executed, max_pairs=max_pairs, seed=seed)
     return {"k": choice.k, "calls": min(choice.k, executed), "cold_start_steps": 10, "n_action_steps": executed}

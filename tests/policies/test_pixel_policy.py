@@ -1,0 +1,240 @@
+"""The visuomotor policy: camera frames (and proprioception) in, actions out, on the same core and strategies."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from worldsim.core.episodes import Episode, policy_windows
+from worldsim.core.normalizer import Normalizer
+from worldsim.envs.wrappers import Proprioception, select_proprioception
+from worldsim.export.onnx_policy import OnnxPolicy
+from worldsim.export.policy_export import export_policy
+from worldsim.policies.config import DiffusionPolicyConfig
+from worldsim.policies.diffusion_policy import DiffusionPolicy
+from worldsim.policies.encoders import PixelEncoder, random_shift
+from worldsim.policies.strategies import STRATEGIES
+
+SIZE, STATE, ACTIONS, HORIZON, K = 16, 2, 2, 8, 20
+STRATEGY_KWARGS = {"ddpm": {}, "ddim": {"steps": 5}, "rti": {"k": 3, "calls": 2}, "rolling": {}, "rtc": {"steps": 5}}
+
+
+def make_pixel_policy(seed=0, state=True, relative=False) -> DiffusionPolicy:
+    torch.manual_seed(seed)
+    config = DiffusionPolicyConfig(
+        obs_shape=(SIZE, SIZE, 3), action_dim=ACTIONS, obs_type="pixels",
+        obs_keys=("pixels", "state") if state else (), state_dim=STATE if state else 0,
+        obs_low=(-1.0,) * STATE if state else (), obs_high=(1.0,) * STATE if state else (),
+        horizon=HORIZON, n_action_steps=4, num_train_steps=K, width=32, depth=2, heads=2,
+        action_low=(-1.0,) * ACTIONS, action_high=(1.0,) * ACTIONS, relative_to_obs=(0, 1) if relative else (),
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    obs_norm = Normalizer.fit(rng.uniform(-1, 1, (100, STATE))) if state else None
+    policy = DiffusionPolicy(
+        config, obs_normalizer=obs_norm, action_normalizer=Normalizer.fit(rng.uniform(-1, 1, (100, 2)))
+    )
+    with torch.no_grad():  # an untrained adaLN-zero net predicts zeros; make the outputs depend on the weights
+        for p in policy.denoiser.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return policy.eval()
+
+
+def observation(rng, state=True):
+    frame = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    if not state:
+        return frame
+    return {"pixels": frame, "state": rng.uniform(-1, 1, STATE).astype(np.float32)}
+
+
+def history(rng, batch=None, state=True):
+    lead = (2,) if batch is None else (batch, 2)
+    pixels = rng.integers(0, 256, (*lead, SIZE, SIZE, 3), dtype=np.uint8)
+    if not state:
+        return pixels
+    return {"pixels": pixels, "state": rng.uniform(-1, 1, (*lead, STATE)).astype(np.float32)}
+
+
+# ---------------------------------------------------------------------------------------------- the encoder
+def test_the_encoder_maps_a_history_of_frames_and_states_to_one_vector_and_uses_all_of_it():
+    policy = make_pixel_policy()
+    obs = {k: torch.as_tensor(v) for k, v in history(np.random.default_rng(0), batch=3).items()}
+    with torch.no_grad():
+        base = policy._encode(obs)
+        assert base.shape == (3, policy.config.feature_dim)
+        older = {"pixels": obs["pixels"].clone(), "state": obs["state"]}
+        older["pixels"][:, 0] = 255 - older["pixels"][:, 0]  # only the older frame of each history changes
+        state = {"pixels": obs["pixels"], "state": obs["state"] + 0.5}
+        assert (policy._encode(older) - base).abs().max() > 1e-4
+        assert (policy._encode(state) - base).abs().max() > 1e-4
+        # Rows are independent: row 1 alone gives row 1's features.
+        alone = policy._encode({k: v[1:2] for k, v in obs.items()})
+    torch.testing.assert_close(alone[0], base[1], atol=1e-5, rtol=1e-5)
+
+
+def test_augmentation_runs_in_training_only():
+    config = DiffusionPolicyConfig(obs_shape=(SIZE, SIZE, 3), action_dim=2, obs_type="pixels", width=32, heads=2)
+    encoder = PixelEncoder(config)
+    frames = torch.rand(4, 2, SIZE, SIZE, 3) * 2 - 1
+    encoder.eval()
+    torch.testing.assert_close(encoder(frames), encoder(frames))
+    encoder.train()
+    torch.manual_seed(0)
+    assert (encoder(frames) - encoder(frames)).abs().max() > 1e-5
+
+
+def test_random_shift_crops_the_padded_frames_at_one_offset_per_history():
+    frames = torch.arange(2 * 3 * 1 * 6 * 6, dtype=torch.float32).view(2, 3, 1, 6, 6)
+    shifted = random_shift(frames, 2, generator=torch.Generator().manual_seed(1))
+    assert shifted.shape == frames.shape
+    padded = torch.nn.functional.pad(frames.flatten(0, 1), (2, 2, 2, 2), mode="replicate").view(2, 3, 1, 10, 10)
+    for b in range(2):
+        found = [
+            (y, x)
+            for y in range(5)
+            for x in range(5)
+            if torch.equal(padded[b, 0, :, y : y + 6, x : x + 6], shifted[b, 0])
+        ]
+        assert len(found) >= 1
+        y, x = found[0]
+        for t in range(3):  # the same offset for every frame of the history
+            assert torch.equal(padded[b, t, :, y : y + 6, x : x + 6], shifted[b, t])
+
+
+# ---------------------------------------------------------------------------------------------- the control API
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_the_encoder_runs_once_per_control_step_whatever_the_strategy(name):
+    policy = make_pixel_policy()
+    policy.set_strategy(name, **STRATEGY_KWARGS[name])
+    runs = []
+    policy.encoder.register_forward_hook(lambda *_: runs.append(1))
+    rng = np.random.default_rng(0)
+    predictions = calls = 0
+    for _ in range(9):
+        before = len(runs)
+        policy.select_action(observation(rng))
+        if policy.calls_last_prediction:
+            predictions += 1
+            calls += policy.calls_last_prediction
+            assert len(runs) - before == 1
+        else:
+            assert len(runs) == before
+    assert predictions >= 3 and calls > predictions  # several denoiser calls per prediction, one encoder run
+
+
+@pytest.mark.parametrize("state", [True, False], ids=["pixels+state", "pixels"])
+def test_bad_camera_observations_get_one_line_errors(state):
+    policy = make_pixel_policy(state=state)
+    rng = np.random.default_rng(0)
+    good = observation(rng, state)
+    if state:
+        with pytest.raises(ValueError, match=r"dict observations with keys \['pixels', 'state'\]"):
+            policy.select_action({"pixels": good["pixels"]})
+        with pytest.raises(ValueError, match="state observation must have shape"):
+            policy.select_action({"pixels": good["pixels"], "state": np.zeros(3, np.float32)})
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            policy.select_action({"pixels": good["pixels"], "state": np.array([np.nan, 0], np.float32)})
+        with pytest.raises(ValueError, match="outside the observation space's bounds"):
+            policy.select_action({"pixels": good["pixels"], "state": np.array([3.0, 0], np.float32)})
+    with pytest.raises(ValueError, match=r"observation must have shape \(16, 16, 3\)"):
+        frame = np.zeros((8, 8, 3), np.uint8)
+        policy.select_action({"pixels": frame, "state": good["state"]} if state else frame)
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        frame = np.full((SIZE, SIZE, 3), 300.0)
+        policy.select_action({"pixels": frame, "state": good["state"]} if state else frame)
+
+
+def test_relative_actions_of_a_camera_policy_refer_to_its_proprioception():
+    policy = make_pixel_policy(relative=True)
+    obs = {k: torch.as_tensor(v) for k, v in history(np.random.default_rng(3), batch=2).items()}
+    torch.testing.assert_close(policy.codec.reference(obs), obs["state"][:, -1, :2])
+
+
+def test_a_training_step_reaches_the_convolutions():
+    policy = make_pixel_policy().train()
+    rng = np.random.default_rng(0)
+    obs = history(rng, batch=8)
+    batch = {
+        "obs.pixels": torch.as_tensor(obs["pixels"]),
+        "obs.state": torch.as_tensor(obs["state"]),
+        "action": torch.as_tensor(rng.uniform(-1, 1, (8, HORIZON, ACTIONS)).astype(np.float32)),
+    }
+    loss = policy.compute_loss(batch)
+    loss.backward()
+    first_conv = policy.encoder.cnn[0].weight
+    assert torch.isfinite(loss) and first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_policy_windows_cut_dict_observations_per_key():
+    frames = np.arange(4, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    states = np.arange(4, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    episode = Episode(
+        {"pixels": frames, "state": states}, np.zeros((3, 2)), np.zeros(3), np.zeros(3), np.zeros(3), True
+    )
+    obs, actions = policy_windows([episode], obs_horizon=2, action_horizon=4)
+    assert obs["pixels"].shape == (3, 2, 2, 2, 3) and obs["state"].shape == (3, 2, 2) and actions.shape == (3, 4, 2)
+    assert obs["pixels"][:, :, 0, 0, 0].tolist() == [[0, 0], [0, 1], [1, 2]]
+    assert obs["state"][:, :, 0].tolist() == [[0, 0], [0, 1], [1, 2]]
+
+
+# ---------------------------------------------------------------------------------------------- proprioception
+def test_proprioception_keeps_the_robots_own_state_only():
+    env = gym.make("worldsim/PushT-v0", obs_type="state_pixels", image_size=32)
+    wrapped = Proprioception(env, [0, 1])
+    check_env(wrapped, skip_render_check=True)
+    obs, info = wrapped.reset(seed=4)
+    assert obs["state"].shape == (2,) and obs["pixels"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(obs["state"], info["state"][:2])  # the pusher; the block's pose is dropped
+    assert wrapped.observation_space["state"].shape == (2,)
+    recorded = {"pixels": np.zeros((5, 32, 32, 3), np.uint8), "state": np.arange(30, dtype=np.float32).reshape(5, 6)}
+    np.testing.assert_array_equal(select_proprioception(recorded, [0, 1])["state"], recorded["state"][:, :2])
+    with pytest.raises(ValueError, match="must name dimensions of the 6-dim state"):
+        Proprioception(env, [0, 6])
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+@pytest.fixture(scope="module")
+def exported_pixels(tmp_path_factory):
+    policy = make_pixel_policy(relative=True)
+    path = tmp_path_factory.mktemp("pixels") / "policy.onnx"
+    report = export_policy(policy, path, real_obs=history(np.random.default_rng(1), batch=4))
+    return policy, path, report
+
+
+def test_a_camera_policy_exports_its_encoder_and_step_with_parity(exported_pixels):
+    _, path, report = exported_pixels
+    assert report.max_abs_diff <= 1e-4 and set(report.checks) == {"encoder", "step"}
+    assert path.with_name("policy.encoder.onnx").is_file()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_the_runner_matches_torch_and_encodes_once_per_control_step(exported_pixels, name):
+    policy, path, _ = exported_pixels
+    runner = OnnxPolicy(path, strategy=name, **STRATEGY_KWARGS[name])
+    policy.set_strategy(name, **STRATEGY_KWARGS[name])
+    policy.seed(7)
+    runner.seed(7)
+    encodes = []
+    session = runner.encoder_session
+
+    class Counting:
+        def run(self, *args, **kwargs):
+            encodes.append(1)
+            return session.run(*args, **kwargs)
+
+    runner.encoder_session = Counting()
+    rng = np.random.default_rng(2)
+    for _ in range(9):
+        obs = observation(rng)
+        before = len(encodes)
+        np.testing.assert_allclose(runner.select_action(obs), policy.select_action(obs), atol=1e-4)
+        assert len(encodes) - before == (1 if runner.calls_last_prediction else 0)
+
+
+def test_an_export_without_its_encoder_is_refused(exported_pixels, tmp_path):
+    _, path, _ = exported_pixels
+    lonely = tmp_path / "policy.onnx"
+    lonely.write_bytes(path.read_bytes())
+    with pytest.raises(FileNotFoundError, match="policy.encoder.onnx"):
+        OnnxPolicy(lonely)
