@@ -144,6 +144,7 @@ def main() -> None:
             "observation": policy.config.obs_type + ("+state" if policy.config.multipart else ""),
             "machine": machine_info(),
             "episodes": args.episodes,
+            "latency_episodes": args.latency_episodes,
             "expert_success_rate": expert_success(spec, args.episodes),
             "rti_k_choice": choice.to_dict(),
             "rti_k_choice_chunked": {"executed_steps": chunk, **choice_chunked.to_dict()},
@@ -203,6 +204,11 @@ def main() -> None:
         results["tasks"][env_id] = task
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "policy.json"
+    if path.is_file():  # read again: another run (other tasks) may have written it meanwhile
+        kept = json.loads(path.read_text())["tasks"]
+        results["tasks"] = {k: v for k, v in kept.items() if k not in args.tasks} | {
+            k: v for k, v in results["tasks"].items() if k in args.tasks
+        }
     path.write_text(json.dumps({"machine": machine_info(), **results}, indent=2) + "\n")
     print(f"wrote {path}")
     plot(results, args.out)

@@ -9,6 +9,12 @@ observation and replays the same actions open loop; the error at horizon h is th
 its h-th observation against the simulator's (state units, or pixels scaled to [0, 1]), averaged over
 episodes. Copy-last-frame predicts the first observation forever.
 
+Pixel models of Push-T are also judged object by object (``objects``): colour masks of the block and the
+pusher give the block's area ratio (dream / true), centroid and orientation errors and the pusher's
+centroid error, and the frames' sharpness ratio, at horizons 1, 10, 50, 100, 300 and 1,000, for the
+session's default sampler beside copy-last-frame and the simulator itself from a start nudged by 0.1 mm
+(the chaos floor). ``--objects-only`` measures just these and keeps the rest of the JSON.
+
 Also: frames per second at batch 1 for each sampler, in eager PyTorch and exported to onnxruntime (one
 thread each); the process's resident memory (and the session's own bytes) after 1,000 and 10,000 streamed
 frames; the issue's targets beside the measured figures (``targets`` per model).
@@ -39,6 +45,8 @@ from common import RESULTS, latency_ms, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
 from worldsim.envs.datasets import default_expert  # noqa: E402
+from worldsim.envs.frame_objects import object_fidelity  # noqa: E402
+from worldsim.envs.push_t import OBJECT_COLOURS  # noqa: E402
 from worldsim.export.onnx_world_model import OnnxWorldModelSession  # noqa: E402
 from worldsim.export.world_model_export import env_rollout, export_world_model  # noqa: E402
 from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes  # noqa: E402
@@ -46,7 +54,9 @@ from worldsim.world_model.model import WorldModel  # noqa: E402
 from worldsim.world_model.session import SessionConfig, StreamingSession  # noqa: E402
 
 HORIZONS = (1, 10, 100, 1000)
+OBJECT_HORIZONS = (1, 10, 50, 100, 300, 1000)
 HELD_OUT_SEED = 100_000
+PUSHT = "worldsim/PushT-v0"
 
 
 def modes(model: WorldModel) -> dict[str, SessionConfig]:
@@ -81,14 +91,17 @@ def as_unit(obs: np.ndarray) -> np.ndarray:
     return obs.astype(np.float32) / 255.0 if obs.dtype == np.uint8 else obs.astype(np.float32)
 
 
-def open_loop(model: WorldModel, episodes, config: SessionConfig, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Squared error per step ``[episodes, horizon]`` and the predicted frames at the horizons (episode 0)."""
+def open_loop(
+    model: WorldModel, episodes, config: SessionConfig, horizon: int, frames: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared error per step ``[episodes, horizon]`` and the predicted frames at the horizons (episode 0);
+    ``frames``, when given, receives every episode's predictions ``[horizon, ...]``."""
     space = model.observation_space
     errors, snapshots = [], []
     for index, episode in enumerate(episodes):
         session = StreamingSession(model, config, seed=index)
         session.reset(episode.observations[:1])
-        row = []
+        row, predictions = [], []
         for t in range(horizon):
             predicted = session.step(episode.actions[t])
             if space.dtype != np.uint8:
@@ -96,8 +109,56 @@ def open_loop(model: WorldModel, episodes, config: SessionConfig, horizon: int) 
             row.append(float(np.mean((as_unit(predicted) - as_unit(episode.observations[t + 1])) ** 2)))
             if index == 0 and t + 1 in HORIZONS:
                 snapshots.append(predicted)
+            if frames is not None:
+                predictions.append(predicted)
         errors.append(row)
+        if frames is not None:
+            frames.append(np.stack(predictions))
     return np.asarray(errors), np.asarray(snapshots)
+
+
+def object_measures(generated: np.ndarray, truth: np.ndarray) -> dict:
+    """Push-T's object fidelity of frames ``[episodes, horizon, H, W, 3]`` against the true ones, at the object
+    horizons: each measure's mean over episodes (NaN-free ones), and how many episodes lost the object."""
+    measures = object_fidelity(generated, truth, OBJECT_COLOURS)
+    out = {}
+    for name, values in measures.items():
+        out[name] = {}
+        for h in OBJECT_HORIZONS:
+            if h <= values.shape[1]:
+                column = values[:, h - 1]
+                finite = np.isfinite(column)
+                out[name][str(h)] = float(column[finite].mean()) if finite.any() else None
+        reached = [h for h in OBJECT_HORIZONS if h <= values.shape[1]]
+        lost = (~np.isfinite(values[:, [h - 1 for h in reached]])).sum(0)
+        out[name]["episodes_without_a_value"] = {str(h): int(n) for h, n in zip(reached, lost, strict=True)}
+    return out
+
+
+def objects(model: WorldModel, episodes, horizon: int, seed: int = 0) -> dict:
+    """Object fidelity of the session's default sampler, copy-last-frame and the simulator nudged 0.1 mm."""
+    from world_model_ceiling import nudged_replay
+
+    truth = np.stack([e.observations[1 : horizon + 1] for e in episodes])
+    frames: list = []
+    config = SessionConfig()
+    open_loop(model, episodes, config, horizon, frames)
+    copy_last = np.repeat(np.stack([e.observations[:1] for e in episodes]), horizon, axis=1)
+    meta = model.metadata
+    env = gym.make(meta["env_id"], max_episode_steps=horizon + 1, **meta.get("env_kwargs", {}))
+    rng = np.random.default_rng(seed)
+    nudged = []
+    for index, episode in enumerate(episodes):
+        direction = rng.normal(size=2)
+        nudge = 1e-4 * direction / np.linalg.norm(direction)
+        nudged.append(np.stack(nudged_replay(env, HELD_OUT_SEED + index, episode.actions[:horizon], nudge)))
+    env.close()
+    return {
+        "horizons": list(OBJECT_HORIZONS),
+        "model": {"sampler": config.__dict__, **object_measures(np.stack(frames), truth)},
+        "copy_last_frame": object_measures(copy_last, truth),
+        "simulator_nudged_0.1mm": object_measures(np.stack(nudged), truth),
+    }
 
 
 def at_horizons(errors: np.ndarray) -> dict[str, float]:
@@ -194,6 +255,8 @@ def bench_model(name: str, args) -> dict:
     print(f"  targets {result['targets']}")
     if model.observation_space.dtype == np.uint8:
         plot_frames(snapshots, episodes[0].observations, args.out)
+        if model.metadata.get("env_id") == PUSHT:
+            result["objects"] = objects(model, episodes, args.horizon)
     return result
 
 
@@ -286,12 +349,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--memory-frames", type=int, default=10_000)
     parser.add_argument("--update", action="store_true", help="keep the other models already in the JSON")
+    parser.add_argument("--objects-only", action="store_true", help="the Push-T pixel models' object fidelity alone")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of world_model.json and its plots")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "world_model.json"
-    models = json.loads(path.read_text())["models"] if args.update and path.exists() else {}
+    models = json.loads(path.read_text())["models"] if (args.update or args.objects_only) and path.exists() else {}
+    if args.objects_only:
+        for name in args.checkpoints:
+            model = WorldModel.from_pretrained(name)
+            if model.observation_space.dtype != np.uint8 or model.metadata.get("env_id") != PUSHT:
+                continue
+            episodes = held_out_episodes(model, args.episodes, args.horizon)
+            models.setdefault(name, {})["objects"] = objects(model, episodes, args.horizon)
+            models[name]["objects"]["load_average_1min"] = os.getloadavg()[0]
+            print(f"{name}: {json.dumps(models[name]['objects'])[:600]}")
+        result = json.loads(path.read_text()) if path.exists() else {"machine": machine_info()}
+        path.write_text(json.dumps({**result, "models": models}, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
     for name in args.checkpoints:
         models[name] = bench_model(name, args)
         models[name]["load_average_1min"] = os.getloadavg()[0]  # the CPU is shared: speeds depend on it

@@ -490,7 +490,7 @@ def _demo(c: schema.DemoCommand, out: Path) -> None:
     from worldsim.envs.tasks import load_task
 
     tasks = {}
-    for name in {*c.tasks, "pusht"}:
+    for name in {*c.tasks, "pusht", c.camera_task}:
         try:
             tasks[name] = load_task(name)
         except ValueError as error:

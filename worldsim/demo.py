@@ -2,11 +2,13 @@
 
 1. **policies**: the Push-T and PickPlace policies roll out in MuJoCo with full DDPM and with RTI warm
    starts; success, network calls per control step and latency side by side.
-2. **dream**: the Push-T policy drives the real simulator; the shipped pixel world model replays the same
+2. **camera**: the visuomotor Push-T policy (camera frames and the pusher's position in, RTI) drives one
+   episode; a video of what it sees.
+3. **dream**: the Push-T policy drives the real simulator; the shipped pixel world model replays the same
    start and actions on its own (a "dream"). A side-by-side video and the error over time.
-3. **bridge**: the Push-T policy, exported to ONNX, is served over ZeroMQ by a separate process and a
-   50 Hz control loop drives the simulator from it; deadline misses and round trips.
 4. **export**: the policy's ONNX export, its parity with PyTorch and the speed-up of onnxruntime.
+5. **bridge**: the Push-T policy, exported to ONNX, is served over ZeroMQ by a separate process and a
+   50 Hz control loop drives the simulator from it; deadline misses and round trips.
 
 Each part reports its numbers, or says why it was skipped or failed, and the run ends with ``report.md``
 in the output folder.
@@ -116,7 +118,55 @@ def _options(options: dict) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""
 
 
-# --- 2. dream rollout --------------------------------------------------------------------------------------
+# --- 2. a camera policy's episode ----------------------------------------------------------------------------
+
+
+def part_camera(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
+
+    task = tasks[config.camera_task]
+    policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint, strategy="rti")
+    if policy.config.obs_type != "pixels":
+        raise ValueError(f"{task.policy_checkpoint} is not a camera policy (it takes {policy.config.obs_type})")
+    image_key = policy.config.obs_keys[0] if policy.config.multipart else None
+    env = task.make_env()
+    obs, info = env.reset(seed=config.seed)
+    policy.reset()
+    frames, calls, step_ms, success, score = [], [], [], False, 0.0
+    while True:
+        frame = obs[image_key] if image_key else obs
+        started = time.perf_counter()
+        action = policy.select_action(obs)
+        step_ms.append((time.perf_counter() - started) * 1e3)
+        calls.append(policy.calls_last_prediction)
+        frames.append(frame)
+        obs, _, terminated, truncated, info = env.step(action)
+        success = success or bool(info.get("is_success", False))
+        score = max(score, float(info.get(task.score_key, 0.0))) if task.score_key else score
+        if terminated or truncated:
+            frames.append(obs[image_key] if image_key else obs)
+            break
+    env.close()
+    scale = max(1, 256 // frames[0].shape[0])
+    video = _write_video([np.kron(f, np.ones((scale, scale, 1), np.uint8)) for f in frames], out / "camera_policy")
+    warm = [ms for ms, c in zip(step_ms[1:], calls[1:], strict=True) if c]
+    part.lines += [
+        f"`{task.policy_checkpoint}` sees only its {frames[0].shape[0]} x {frames[0].shape[1]} camera"
+        + (" and the robot's own position" if image_key else "")
+        + f" and acts with RTI {_options(policy.strategy_defaults.get('rti', {}))}; seed {config.seed}, "
+        "batch-1 PyTorch.",
+        "",
+        "| task | steps | success | max coverage | network calls / step | warm prediction p50 (ms, encoder included) |",
+        "|---|---|---|---|---|---|",
+        f"| {task.env_id} | {len(step_ms)} | {'yes' if success else 'no'} | "
+        f"{f'{score:.2f}' if task.score_key else '-'} | {np.mean(calls):.2f} | "
+        f"{np.median(warm) if warm else float('nan'):.2f} |",
+        "",
+        f"Video of what the policy sees: [{video.name}]({video.name})",
+    ]
+
+
+# --- 3. dream rollout --------------------------------------------------------------------------------------
 
 
 def part_dream(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
@@ -217,14 +267,14 @@ def _save_png(image: np.ndarray, path: Path) -> None:
     imageio.imwrite(path, image)
 
 
-# --- 3 and 4. export, then serve the export -------------------------------------------------------------
+# --- 4 and 5. export, then serve the export -------------------------------------------------------------
 
 
 def part_export(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part: Part) -> None:
     import torch
 
     from worldsim.export.onnx_policy import OnnxPolicy
-    from worldsim.export.policy_export import PolicyStep, export_policy
+    from worldsim.export.policy_export import PolicyEncoder, PolicyStep, export_policy
     from worldsim.policies.diffusion_policy import DiffusionPolicy
 
     checkpoint = tasks["pusht"].policy_checkpoint
@@ -234,15 +284,17 @@ def part_export(config: DemoCommand, tasks: dict[str, TaskSpec], out: Path, part
     c = policy.config
     generator = torch.Generator().manual_seed(0)
     obs = torch.randn(1, c.obs_horizon, *c.obs_shape, generator=generator)
+    with torch.inference_mode():
+        cond = PolicyEncoder(policy).eval()(obs)
     x, level = (
         torch.randn(1, c.horizon, c.action_dim, generator=generator),
         torch.rand(1, c.horizon, generator=generator),
     )
     step = PolicyStep(policy).eval()
     runner = OnnxPolicy(path)
-    inputs = {"obs": obs.numpy(), "x": x.numpy(), "level": level.numpy()}
+    inputs = {"cond": cond.numpy(), "x": x.numpy(), "level": level.numpy()}
     with torch.inference_mode():
-        torch_ms = _median_ms(lambda: step(obs, x, level))
+        torch_ms = _median_ms(lambda: step(cond, x, level))
     onnx_ms = _median_ms(lambda: runner.session.run(["pred"], inputs))
     part.lines += [
         "| model | parity (max abs diff, torch vs onnxruntime) | tolerance | file size | torch step p50 (ms) "
@@ -325,6 +377,7 @@ def _free_port() -> int:
 
 PARTS: dict[str, Callable[[DemoCommand, dict[str, TaskSpec], Path, Part], None]] = {
     "policies": part_policies,
+    "camera": part_camera,
     "dream": part_dream,
     "export": part_export,
     "bridge": part_bridge,
@@ -334,9 +387,10 @@ PARTS: dict[str, Callable[[DemoCommand, dict[str, TaskSpec], Path, Part], None]]
 def write_report(parts: list[Part], out: Path, seconds: float, config: DemoCommand) -> Path:
     titles = {
         "policies": "1. Policies in MuJoCo: full DDPM vs Real-Time Iteration",
-        "dream": "2. Dream rollout: the world model next to the simulator",
-        "export": "3. ONNX export: parity and speed",
-        "bridge": "4. Live control over the ZeroMQ bridge",
+        "camera": "2. A visuomotor policy: camera frames in, actions out",
+        "dream": "3. Dream rollout: the world model next to the simulator",
+        "export": "4. ONNX export: parity and speed",
+        "bridge": "5. Live control over the ZeroMQ bridge",
     }
     lines = [
         "# worldsim demo report",

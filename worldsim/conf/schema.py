@@ -156,11 +156,13 @@ class DemoCommand:
     strategies: list[str] = field(default_factory=lambda: ["ddpm", "rti"])
     episodes: int = 10
     seed: int = 100_000
+    camera_task: str = "pusht_pixels"
+    """The task of the camera part: its shipped visuomotor policy drives one episode, recorded as video."""
     dream_checkpoint: str = "wm-pusht-pixels"
     dream_frames: int = 120
     loop_seconds: float = 4.0
     loop_rate_hz: float = 50.0
-    parts: list[str] = field(default_factory=lambda: ["policies", "dream", "bridge", "export"])
+    parts: list[str] = field(default_factory=lambda: ["policies", "camera", "dream", "bridge", "export"])
 
 
 COMMANDS: dict[str, type] = {

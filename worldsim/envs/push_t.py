@@ -8,6 +8,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 
+from worldsim.envs.frame_objects import ColourRule
 from worldsim.envs.mujoco_task import VISUAL_XML, MujocoTaskEnv, ObsType
 
 # Geometry in metres. The T is gym-pusht's (a 120x30 bar over a 30x90 stem, 1 px = 1 mm) in a 0.5 m square
@@ -26,6 +27,9 @@ STEM_CENTER = (0.0, -STEM_HALF[1] - _COM_Y)
 HEIGHT = 0.015  # half thickness of block and pusher
 
 GOAL_POSE = (0.0, 0.0, np.pi / 4)
+OBJECT_COLOURS = {"block": ColourRule(dominant=2, other=0, margin=30), "pusher": ColourRule(dominant=0, other=1, margin=50)}
+"""How the rendered frames show the objects (the block is blue, the pusher red, on a white table with a green
+goal): ``worldsim.envs.frame_objects`` measures them in generated frames with these."""
 
 
 def t_rectangles() -> np.ndarray:

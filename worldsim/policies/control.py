@@ -128,11 +128,16 @@ class ChunkPolicy:
         self.strategy.reset()
         self.calls_last_prediction = 0
 
+    def _part_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of one observation, per part of a camera's dict (``""``: an array observation)."""
+        c = self.config
+        return {"pixels": c.obs_shape, "state": (c.state_dim,)} if c.multipart else {"": c.obs_shape}
+
     def check_obs_history(self, obs, *, batched: bool) -> None:
         """A one-line error unless ``obs`` is a history ``[(batch,) obs_horizon, ...]`` of this policy's
         observations, all finite (each part of a camera-with-proprioception dict)."""
         c = self.config
-        expected = {"pixels": c.obs_shape, "state": (c.state_dim,)} if c.multipart else {"": c.obs_shape}
+        expected = self._part_shapes()
         parts = obs if c.multipart else {"": obs}
         if c.multipart and (not isinstance(obs, Mapping) or set(obs) != {"pixels", "state"}):
             raise ValueError("this policy's observation histories are dicts {'pixels', 'state'}")
@@ -262,9 +267,7 @@ class ChunkPolicy:
     def select_action(self, obs) -> np.ndarray:
         """The action for this tick; predicts a new chunk when the queue of planned actions runs out."""
         obs = self._as_array(obs, history=False)
-        c = self.config
-        expected = {"pixels": c.obs_shape, "state": (c.state_dim,)} if c.multipart else {"": c.obs_shape}
-        for key, shape in expected.items():
+        for key, shape in self._part_shapes().items():
             part = obs[key] if key else obs
             if tuple(part.shape) != shape:
                 name = f"{key} " if key else ""
