@@ -143,15 +143,17 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="leave the loop and server unpinned (default: a core each)"
     )
+    parser.add_argument("--checkpoint", help="a policy other than the task's shipped one")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
     task = load_task(args.task)
-    torch_policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint)
+    checkpoint = args.checkpoint or task.policy_checkpoint
+    torch_policy = DiffusionPolicy.from_pretrained(checkpoint)
     strategy, options, merge = served_options(torch_policy, args.method)
     with tempfile.TemporaryDirectory() as tmp:
         onnx = Path(tmp) / f"{args.task}.onnx"
-        export_policy(torch_policy, onnx, source=task.policy_checkpoint)
+        export_policy(torch_policy, onnx, source=checkpoint)
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         live_results, served_with = run_live(task, onnx, strategy, options, args)
@@ -168,7 +170,7 @@ def main() -> None:
     result = {
         "machine": machine_info() | {"load_average_1min_before": load_before},
         "task": task.env_id,
-        "policy": f"the shipped {task.policy_checkpoint} policy exported to ONNX, onnxruntime on 1 thread",
+        "policy": f"{checkpoint} exported to ONNX, onnxruntime on 1 thread",
         "method": args.method, "strategy": strategy, "options": options, "merge": merge,
         "rate_hz": args.rate, "delay_ticks": args.delay_ticks, "seeds": f"{SEED}..{SEED + episodes - 1}",
         **served_with,

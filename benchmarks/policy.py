@@ -27,12 +27,15 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
+from worldsim.bridge import DelayConfig  # noqa: E402
+from worldsim.cli import evaluate_under_delay  # noqa: E402
 from worldsim.core.array_ops import tree_stack  # noqa: E402
 from worldsim.envs.tasks import TaskSpec, load_task  # noqa: E402
 from worldsim.policies.config import EVAL_SEED  # noqa: E402
@@ -97,6 +100,10 @@ def main() -> None:
     parser.add_argument("--closed-loop-episodes", type=int, default=20)
     parser.add_argument("--tasks", nargs="*", default=list(TASK_FILES), choices=list(TASK_FILES))
     parser.add_argument("--checkpoint", help="a policy other than the task's shipped one (one task only)")
+    parser.add_argument(
+        "--batched", action="store_true",
+        help="run each row's episodes in lockstep as one batch (see run_strategy); latencies: benchmarks/export.py",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = the batch-1 control setting)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of policy.json and policy.png")
     args = parser.parse_args()
@@ -126,9 +133,9 @@ def main() -> None:
             "ddim": ("ddim", {"steps": 10}),
             # A cold sampler as cheap as a few-call RTI: what the warm start adds over fewer steps alone.
             "ddim3": ("ddim", {"steps": 3}),
-            "rti": ("rti", {"k": choice.k}),
+            "rti": ("rti", rti_options(policy, choice.k)),
             # RTI over action chunks: the guess is shifted by the chunk's executed actions (see docs/policy.md).
-            "rti_chunked": ("rti", {"k": choice_chunked.k, "n_action_steps": chunk}),
+            "rti_chunked": ("rti", rti_options(policy, choice_chunked.k, n_action_steps=chunk)),
             # The warm start from level k walked in 2 calls on the training grid, after a 10-step DDIM cold
             # start: RTI's speed knob (see RTIStrategy).
             "rti_2calls": ("rti", {"k": choice.k, "calls": min(2, choice.k), "cold_start_steps": 10}),
@@ -153,15 +160,23 @@ def main() -> None:
         }
         for name, (strategy, kwargs) in strategies.items():
             policy.set_strategy(strategy, **kwargs)
-            result = evaluate_policy(policy, spec, episodes=args.episodes, seed=EVAL_SEED)
-            task["strategies"][name] = {"strategy": strategy, "options": kwargs, **result}
-            print(f"  {name:18s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}  "
-                  f"p50 {result['latency_ms_p50']:.2f} ms  p99 {result['latency_ms_p99']:.2f} ms")  # fmt: skip
-        policy.set_strategy("ddpm", **closed_loop)
-        result = evaluate_policy(policy, spec, episodes=args.closed_loop_episodes, seed=EVAL_SEED)
-        task["ddpm_closed_loop"] = {"options": closed_loop, **result}
-        print(f"  ddpm, 1 action per prediction: success {result['success_rate']:.2f}  "
-              f"calls/step {result['calls_per_step']:.2f}")  # fmt: skip
+            result = run_strategy(policy, spec, args)
+            resolved = {**policy.strategy_defaults.get(strategy, {}), **kwargs}  # what set_strategy ran
+            task["strategies"][name] = {"strategy": strategy, "options": kwargs, "ran_with": resolved, **result}
+            latency = (
+                ""
+                if args.batched
+                else (f"  p50 {result['latency_ms_p50']:.2f} ms  p99 {result['latency_ms_p99']:.2f} ms")
+            )
+            print(
+                f"  {name:18s} success {result['success_rate']:.2f}  calls/step {result['calls_per_step']:.2f}{latency}"
+            )
+        if args.closed_loop_episodes:
+            policy.set_strategy("ddpm", **closed_loop)
+            result = evaluate_policy(policy, spec, episodes=args.closed_loop_episodes, seed=EVAL_SEED)
+            task["ddpm_closed_loop"] = {"options": closed_loop, **result}
+            print(f"  ddpm, 1 action per prediction: success {result['success_rate']:.2f}  "
+                  f"calls/step {result['calls_per_step']:.2f}")  # fmt: skip
         for name in ("ddim", "rti", "rti_chunked", "rti_task") if args.latency_episodes else ():
             strategy, kwargs = strategies[name]
             policy.set_strategy(strategy, **kwargs)
@@ -178,8 +193,11 @@ def main() -> None:
         task["targets"] = {}
         for rti in ("rti", "rti_chunked", "rti_2calls", "rti_task"):
             # Each RTI variant against the DDPM run that executes as many actions per prediction.
-            n_actions = strategies[rti][1].get("n_action_steps", 1)
-            ddpm = task["ddpm_closed_loop"] if n_actions == 1 else s["ddpm"]
+            resolved = {**policy.strategy_defaults.get("rti", {}), **strategies[rti][1]}
+            n_actions = resolved.get("n_action_steps", 1)
+            ddpm = task.get("ddpm_closed_loop") if n_actions == 1 else s["ddpm"]
+            if ddpm is None:  # --closed-loop-episodes 0: no equal-footing DDPM run to compare with
+                continue
             reduction = ddpm["calls_per_step"] / s[rti]["calls_per_step"]
             gap = round(100 * (s[rti]["success_rate"] - ddpm["success_rate"]), 6)
             task["targets"][f"{rti}_call_reduction_vs_ddpm"] = {
@@ -212,6 +230,46 @@ def main() -> None:
     path.write_text(json.dumps({"machine": machine_info(), **results}, indent=2) + "\n")
     print(f"wrote {path}")
     plot(results, args.out)
+
+
+def rti_options(policy: DiffusionPolicy, k: int, **options) -> dict:
+    """RTI at level ``k`` with the calls the policy recorded (never more than ``k``), and ``options``."""
+    return {"k": k, "calls": min(policy.strategy_defaults.get("rti", {}).get("calls", k), k), **options}
+
+
+def run_strategy(policy: DiffusionPolicy, spec: TaskSpec, args) -> dict:
+    """One row: ``args.episodes`` seeded episodes with the policy's current strategy.
+
+    By default one episode at a time through ``select_action`` (batch-1 latencies are measured). With
+    ``--batched`` the episodes run in lockstep as one batch through the ``DelaySimulator`` without delay:
+    each chunk requested every ``n_action_steps`` ticks and executed at once, as ``select_action`` does,
+    with each row's own warm start; the same success rule judges them. Network calls are then counted per
+    batched prediction (the first, the cold start, apart), and no latency is recorded.
+    """
+    if not args.batched:
+        return evaluate_policy(policy, spec, episodes=args.episodes, seed=EVAL_SEED)
+    calls = []
+    predict = policy.predict_chunks
+
+    def counting(*a, **k):
+        chunks = predict(*a, **k)
+        calls.append(policy.calls_last_prediction)
+        return chunks
+
+    policy.predict_chunks = counting
+    try:
+        result, _ = evaluate_under_delay(
+            policy, spec, DelayConfig(delay_ticks=0), episodes=args.episodes, seed=EVAL_SEED, policy_seed=0
+        )
+    finally:
+        del policy.predict_chunks
+    warm = calls[1:] or calls
+    result["evaluation"] = "batched: episodes in lockstep (DelaySimulator, delay 0)"
+    result["cold_start_calls"] = calls[0]
+    result["calls_per_inference"] = float(np.mean(warm))
+    result["calls_per_step"] = result["calls_per_inference"] / policy.n_action_steps
+    result["latency_ms_p50"] = result["latency_ms_p99"] = None
+    return result
 
 
 def camera_targets(task: dict, env_id: str, rows: dict, policy: DiffusionPolicy) -> dict:

@@ -8,6 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 from worldsim.core.episodes import Episode, policy_windows
 from worldsim.core.normalizer import Normalizer
+from worldsim.envs.tasks import load_task, task_names
 from worldsim.envs.wrappers import Proprioception, select_proprioception
 from worldsim.export.onnx_policy import OnnxPolicy
 from worldsim.export.policy_export import export_policy
@@ -238,3 +239,29 @@ def test_an_export_without_its_encoder_is_refused(exported_pixels, tmp_path):
     lonely.write_bytes(path.read_bytes())
     with pytest.raises(FileNotFoundError, match="policy.encoder.onnx"):
         OnnxPolicy(lonely)
+
+
+# ---------------------------------------------------------------------------------------------- shipped
+SHIPPED_TASKS = [name for name in task_names() if load_task(name).policy_checkpoint and load_task(name).entry_point]
+
+
+def layout(space):
+    if isinstance(space, gym.spaces.Dict):
+        return {key: layout(part) for key, part in space.spaces.items()}
+    return space.shape, space.dtype
+
+
+@pytest.mark.parametrize("name", SHIPPED_TASKS)
+def test_every_shipped_policy_takes_what_its_task_env_gives(name):
+    task = load_task(name)
+    policy = DiffusionPolicy.from_pretrained(task.policy_checkpoint, strategy="ddim", steps=2)
+    env = task.make_env()
+    # Shapes and dtypes, key by key (bounds: a checkpoint older than the observation checks records none).
+    assert layout(policy.observation_space) == layout(env.observation_space)
+    obs, _ = env.reset(seed=0)
+    action = policy.select_action(obs)
+    env.close()
+    assert env.action_space.contains(action)
+    # A camera task's policy sees the robot's own state only; its task file says which dimensions those are.
+    assert policy.config.obs_type == ("pixels" if task.proprio_dims else "state")
+    assert policy.config.state_dim == len(task.proprio_dims or [])

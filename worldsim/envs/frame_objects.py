@@ -22,6 +22,8 @@ class ColourRule:
     dominant: int
     other: int
     margin: int
+    oriented: bool = True
+    """Whether the object has an orientation to measure (a disc has none)."""
 
     def mask(self, frames: np.ndarray) -> np.ndarray:
         """Boolean masks ``[..., H, W]`` of uint8 frames ``[..., H, W, 3]``."""
@@ -65,7 +67,8 @@ def sharpness(frames: np.ndarray) -> np.ndarray:
 def object_fidelity(generated: np.ndarray, truth: np.ndarray, objects: dict[str, ColourRule]) -> dict[str, np.ndarray]:
     """Per frame, for generated frames against the true ones (both ``[..., H, W, 3]`` uint8): each object's
     ``<name>_area_ratio`` (generated / true area), ``<name>_centroid_error`` (pixels) and
-    ``<name>_orientation_error`` (radians, mod pi), and the ``sharpness_ratio`` (generated / true).
+    ``<name>_orientation_error`` (radians, mod pi; objects with an orientation), and the ``sharpness_ratio``
+    (generated / true).
     NaN where the true frame does not show the object, or the generated one lost it (centroid, orientation)."""
     out = {}
     for name, rule in objects.items():
@@ -73,7 +76,8 @@ def object_fidelity(generated: np.ndarray, truth: np.ndarray, objects: dict[str,
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f"{name}_area_ratio"] = np.where(real["area"] > 0, made["area"] / real["area"], np.nan)
         out[f"{name}_centroid_error"] = np.linalg.norm(made["centroid"] - real["centroid"], axis=-1)
-        out[f"{name}_orientation_error"] = angle_difference(made["orientation"], real["orientation"])
+        if rule.oriented:
+            out[f"{name}_orientation_error"] = angle_difference(made["orientation"], real["orientation"])
     with np.errstate(invalid="ignore", divide="ignore"):
         out["sharpness_ratio"] = sharpness(generated) / sharpness(truth)
     return out

@@ -27,7 +27,10 @@ STEM_CENTER = (0.0, -STEM_HALF[1] - _COM_Y)
 HEIGHT = 0.015  # half thickness of block and pusher
 
 GOAL_POSE = (0.0, 0.0, np.pi / 4)
-OBJECT_COLOURS = {"block": ColourRule(dominant=2, other=0, margin=30), "pusher": ColourRule(dominant=0, other=1, margin=50)}
+OBJECT_COLOURS = {
+    "block": ColourRule(dominant=2, other=0, margin=30),
+    "pusher": ColourRule(dominant=0, other=1, margin=50, oriented=False),
+}
 """How the rendered frames show the objects (the block is blue, the pusher red, on a white table with a green
 goal): ``worldsim.envs.frame_objects`` measures them in generated frames with these."""
 
