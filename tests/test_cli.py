@@ -137,9 +137,9 @@ def test_demo_fast_mode_writes_a_report_with_numbers(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     (report,) = (tmp_path / "outputs" / "demo").glob("*/report.md")
     text = report.read_text()
-    assert text.count("| done |") == 4, text
+    assert text.count("| done |") == 5, text
     sections = text.split("\n## ")[1:]
-    assert len(sections) == 4
+    assert len(sections) == 5
     for section in sections:  # every part's table has a row of numbers
         rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
         assert len(rows) >= 2 and re.search(r"\d", rows[-1]), section
@@ -148,6 +148,7 @@ def test_demo_fast_mode_writes_a_report_with_numbers(tmp_path):
     assert any(re.search(r"\d\.\d+e-0\d", row) for row in table_rows)  # export parity
     assert (report.parent / "dream_error.png").is_file() and (report.parent / "pusht_policy.onnx").is_file()
     assert list(report.parent.glob("dream.*"))
+    assert list(report.parent.glob("camera_policy.*"))  # the visuomotor policy's episode as video
 
 
 def test_takeover_records_recovery_demonstrations_and_refuses_an_existing_dataset(tmp_path, capsys):
