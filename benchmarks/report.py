@@ -26,6 +26,8 @@ def _machine(result: dict) -> str:
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
     def cell(value) -> str:
+        if value is None:
+            return "-"
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -79,8 +81,12 @@ def policy(result: dict) -> list[str]:
                       f"{t['rti_k_choice']['k']}{chunked} by RTI-DP's rule)", ""]  # fmt: skip
         lines += _table(["strategy", "success", "calls/step", "p50 ms", "p99 ms", "action change MSE"], rows)
         sweep = "; ".join(f"{n}: " + ", ".join(f"{k} ticks {v:.2f}" for k, v in s.items())
-                          for n, s in t["latency_sweep"].items())  # fmt: skip
-        lines += ["", f"Success under per-action delay (`PerActionDelay`, ticks before every action) — {sweep}"]
+                          for n, s in t.get("latency_sweep", {}).items())  # fmt: skip
+        if sweep:
+            lines += ["", f"Success under per-action delay (`PerActionDelay`, ticks before every action) — {sweep}"]
+        batched = {s.get("evaluation") for s in t["strategies"].values()} - {None}
+        if batched:
+            lines += ["", f"Evaluated {batched.pop()}: no batch-1 latencies here (see the export section)."]
         lines += [
             "",
             "Targets: " + "; ".join(f"{k} {'met' if v['met'] else 'NOT met'}" for k, v in t["targets"].items()),
