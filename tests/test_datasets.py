@@ -248,10 +248,13 @@ def test_sequence_windows_pair_frames_with_the_actions_between_them():
         sequence_windows([_episode(5)], length=9)
 
 
-def test_dict_observations_need_a_key(push_t_dataset):
+def test_dict_observations_are_windowed_per_key_or_by_the_key_named(push_t_dataset):
     episodes = load_demonstrations("worldsim/pusht/test-v0", path=push_t_dataset)
-    with pytest.raises(ValueError, match="obs_key"):
-        policy_windows(episodes)
+    windows, actions = policy_windows(episodes)  # a camera policy's windows: every key, cut alike
+    assert set(windows) == {"pixels", "state"} and windows["pixels"].shape[1:] == (2, 32, 32, 3)
+    assert len(windows["pixels"]) == len(windows["state"]) == len(actions)
+    states, _ = policy_windows(episodes, obs_key="state")
+    np.testing.assert_array_equal(states, windows["state"])
     frames, _ = sequence_windows(episodes, length=4, obs_key="pixels")
     assert frames.shape[1:] == (5, 32, 32, 3)
     with pytest.raises(ValueError, match="obs_key"):
