@@ -24,6 +24,8 @@ from worldsim.export.graph_files import check_graph, companion_path
 from worldsim.export.metadata import ExportFormatError, read_metadata
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict
+from worldsim.world_model.frame_tokenizer import FrameTokenizer
+from worldsim.world_model.frame_window import FrameWindow
 from worldsim.world_model.state_tokenizer import StateTokenizer
 from worldsim.world_model.streaming import SessionConfig, StreamingSessionBase, StreamSpec
 
@@ -32,6 +34,9 @@ ENCODER_KIND = "world_model_encoder"
 DECODER_KIND = "world_model_decoder"
 STEP_INPUTS = ("x", "level", "cond", "cache_keys", "cache_values", "cache_frames")
 STEP_OUTPUTS = ("pred", "keys", "values")
+UNET_STEP_INPUTS = ("x", "level", "cond", "context", "context_levels", "context_conds")
+"""A U-Net model's step: the noisy frame and the frame window it is conditioned on (no cache to update)."""
+UNET_STEP_OUTPUTS = ("pred",)
 
 
 def codec_paths(step_path: str | Path) -> dict[str, Path]:
@@ -87,6 +92,9 @@ class OnnxWorldModelSession(StreamingSessionBase):
         path = Path(path)
         meta = read_metadata(path, KIND)
         self.metadata = meta
+        if meta["config"].get("network", "transformer") == "unet":
+            self._init_unet(path, meta, config, providers, seed, threads)
+            return
         cache = meta["cache"]
         p, d, cond_dim = cache["tokens_per_frame"], meta["token_dim"], meta["cond_dim"]
         self.slot_frames = cache["slot_frames"]
@@ -133,12 +141,41 @@ class OnnxWorldModelSession(StreamingSessionBase):
             )
         self._cache_frames = np.zeros((), np.int64)
 
+    def _init_unet(self, path: Path, meta: dict, config, providers, seed, threads) -> None:
+        """A U-Net model: one step graph over the frame window, frames tokenized in numpy."""
+        d, cond_dim, k = meta["token_dim"], meta["cond_dim"], meta["config"]["window_frames"]
+        self.slot_frames = k
+        self.session = make_session(path, providers, threads=threads)
+        inputs = {"x": (None, 1, d), "level": (None, 1), "cond": (None, 1, cond_dim)}
+        inputs |= {"context": (None, k, d), "context_levels": (None, k), "context_conds": (None, k, cond_dim)}
+        check_graph(self.session, path, inputs, UNET_STEP_OUTPUTS)
+        self._frames = FrameTokenizer.from_tensors({}, meta["tokenizer"])
+        self._codec = None
+        model = meta["config"]
+        spec = StreamSpec(
+            observation_space=box_from_dict(meta["observation_space"]),
+            action_encoder=ActionEncoder.from_tensors(meta["action_tensors"], meta["action"]),
+            schedule=schedule_from_config(meta["schedule"]),
+            parameterization=model["parameterization"],
+            tokens_per_frame=1,
+            token_dim=d,
+            sink_frames=0,
+            window_frames=k,
+            network="unet",
+        )
+        super().__init__(spec, config, generator=np.random.default_rng(seed), like=np.zeros((), np.float32))
+
     @property
     def providers(self) -> list[str]:
         """The execution providers the step actually runs on."""
         return self.session.get_providers()
 
-    def _new_cache(self) -> KVCache:
+    def _new_cache(self) -> KVCache | FrameWindow:
+        if self.spec.network == "unet":
+            return FrameWindow(
+                batch_size=1, frames=self.window_frames, frame_dim=self.spec.token_dim,
+                cond_dim=self.spec.action_encoder.cond_dim, no_action=self.spec.action_encoder.no_action_conditions(1),
+            )  # fmt: skip
         c = self.metadata["cache"]
         return KVCache(
             num_layers=c["layers"],
@@ -154,6 +191,14 @@ class OnnxWorldModelSession(StreamingSessionBase):
 
     def _network(self, x, level, cond, *, update_cache: bool) -> np.ndarray:
         cache = self.cache
+        if isinstance(cache, FrameWindow):
+            if update_cache:
+                cache.append(x, level, cond)
+                return None
+            feeds = {"x": x, "level": level, "cond": cond, "context": cache.frames}
+            feeds |= {"context_levels": cache.levels, "context_conds": cache.conds}
+            feeds = {name: np.ascontiguousarray(value, np.float32) for name, value in feeds.items()}
+            return self.session.run(UNET_STEP_OUTPUTS, feeds)[0]
         self._cache_frames[...] = cache.num_frames
         feeds = {
             "x": np.ascontiguousarray(x, np.float32),
@@ -169,7 +214,7 @@ class OnnxWorldModelSession(StreamingSessionBase):
         return pred
 
     def _encode_frames(self, obs: np.ndarray) -> np.ndarray:
-        return self._codec.encode(obs)
+        return self._frames.encode(obs) if self._codec is None else self._codec.encode(obs)
 
     def _decode_frames(self, tokens: np.ndarray) -> np.ndarray:
-        return self._codec.decode(tokens)
+        return self._frames.decode(tokens) if self._codec is None else self._codec.decode(tokens)

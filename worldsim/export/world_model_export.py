@@ -38,10 +38,13 @@ from worldsim.export.onnx_world_model import (
     KIND,
     STEP_INPUTS,
     STEP_OUTPUTS,
+    UNET_STEP_INPUTS,
+    UNET_STEP_OUTPUTS,
     codec_paths,
 )
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.world_model.action_encoder import box_to_dict
+from worldsim.world_model.frame_window import FrameWindow
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.session import SessionConfig, StreamingSession
 
@@ -57,6 +60,17 @@ class WorldModelStep(nn.Module):
 
     def forward(self, x, level, cond, cache_keys, cache_values, cache_frames):
         return self.denoiser.forward_fixed_cache(x, level, cond, cache_keys, cache_values, cache_frames)
+
+
+class UNetStep(nn.Module):
+    """A U-Net model's step: the noisy frame and its frame window to the prediction (the window is an input)."""
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        self.denoiser = model.denoiser
+
+    def forward(self, x, level, cond, context, context_levels, context_conds):
+        return self.denoiser.predict(x, level, cond, context, context_levels, context_conds)
 
 
 class FrameEncoder(nn.Module):
@@ -97,8 +111,12 @@ class _RecordingSession(StreamingSession):
 
     def _network(self, x, level, cond, *, update_cache: bool):
         cache = self.cache
-        frames = torch.tensor(cache.num_frames)
-        self.calls.append(tuple(t.clone() for t in (x, level, cond, cache.keys, cache.values, frames)))
+        if isinstance(cache, FrameWindow):
+            if not update_cache:  # a commit only fills the window: no network call to record
+                self.calls.append(tuple(t.clone() for t in (x, level, cond, cache.frames, cache.levels, cache.conds)))
+        else:
+            frames = torch.tensor(cache.num_frames)
+            self.calls.append(tuple(t.clone() for t in (x, level, cond, cache.keys, cache.values, frames)))
         return super()._network(x, level, cond, update_cache=update_cache)
 
 
@@ -154,7 +172,9 @@ def _stream_step_inputs(model: WorldModel, slot_frames: int, context: np.ndarray
     levels and conditions of real streaming.
     """
     window = model.config.window_frames
-    configs = [SessionConfig(steps=2), SessionConfig(sampling="rolling", rolling_window=min(3, window))]
+    configs = [SessionConfig(steps=2)]
+    if model.config.network == "transformer":
+        configs.append(SessionConfig(sampling="rolling", rolling_window=min(3, window)))
     calls = []
     for config in configs:
         session = _RecordingSession(model, config, slot_frames)
@@ -169,6 +189,25 @@ def _metadata(model: WorldModel, path: Path, slot_frames: int, export_id: str, t
     c, tc = model.config, model.transformer_config
     state = model.tokenizer.config()["kind"] == "state"
     defaults = asdict(SessionConfig()) | {"sink_frames": c.sink_frames, "window_frames": c.window_frames}
+    common = {
+        "kind": KIND,
+        "export_id": export_id,
+        "config": asdict(c),
+        "token_dim": model.tokenizer.token_dim,
+        "cond_dim": model.action_encoder.cond_dim,
+        "tokenizer": model.tokenizer.config(),
+        "action": model.action_encoder.config(),
+        "action_tensors": {k: v.tolist() for k, v in model.action_encoder.tensors().items()},
+        "observation_space": box_to_dict(model.observation_space),
+        "schedule": model.schedule.config(),
+        "session_defaults": defaults,
+        "env_id": model.metadata.get("env_id"),
+        "env_kwargs": model.metadata.get("env_kwargs"),
+        "source": source,
+        "tolerance": tolerance,
+    }
+    if tc is None:  # a U-Net: its frame window is an input of the step, there is no cache layout to record
+        return common | {"unet": model.unet_config.to_dict()}
     return {
         "kind": KIND,
         "export_id": export_id,
@@ -243,6 +282,8 @@ def export_world_model(
     paths = [path, *codec_paths(path).values()] if pixels else [path]
     export_id = uuid.uuid4().hex
     generator = torch.Generator().manual_seed(0)
+    if c.network == "unet":
+        return _export_unet(model, path, export_id, tolerance, opset, source, real_obs, real_actions, generator)
 
     # Example batch and frame counts of 2: a size of 1 would be specialized away and lose its dynamic axis.
     step = WorldModelStep(model).eval()
@@ -301,23 +342,13 @@ def _parity(model: WorldModel, paths: list[Path], slot_frames: int, real_obs, re
 
     # (batch, frames in the call, frames in the cache): empty, full and partly filled caches, several frames.
     shapes = [(1, 1, 0), (1, 1, slot_frames), (3, 2, slot_frames // 2), (1, min(3, slot_frames), slot_frames - 1)]
-    n_steps = slot_frames + 3  # enough frames to fill the cache and evict from it
-    # The streams start from the trajectory's first two frames and follow its actions (space samples
-    # stand in for a missing trajectory, or for actions beyond its end).
-    filler = _space_samples(model.action_space, n_steps, seed=1)
-    if real_obs is None:
-        context, context_actions, actions = _space_samples(model.observation_space, 1, seed=0), None, filler
-    else:
-        real_obs, real_actions = np.asarray(real_obs), np.asarray(real_actions)
-        k = min(2, len(real_obs))
-        context, context_actions = real_obs[:k], (real_actions[: k - 1] if k > 1 else None)
-        taken = real_actions[k - 1 : k - 1 + n_steps].astype(filler.dtype)
-        actions = np.concatenate([taken, filler[len(taken) :]])
     with torch.no_grad():
         checks["step_random"] = compare_step(
             [_random_step_inputs(model, slot_frames, b, f, n, generator) for b, f, n in shapes]
         )
-        checks["step_stream"] = compare_step(_stream_step_inputs(model, slot_frames, context, context_actions, actions))
+        # The streams start from the trajectory's first two frames and follow its actions (space samples
+        # stand in for a missing trajectory, or for actions beyond its end).
+        checks["step_stream"] = compare_step(_stream_calls(model, slot_frames, real_obs, real_actions))
         if len(paths) > 1:
             encoder, decoder = FrameEncoder(model).eval(), FrameDecoder(model).eval()
             encoder_session, decoder_session = make_session(paths[1], cpu), make_session(paths[2], cpu)
@@ -334,6 +365,73 @@ def _parity(model: WorldModel, paths: list[Path], slot_frames: int, real_obs, re
                 max_abs_diff([decoder(t)[1]], decoder_session.run(["images"], {"tokens": t.numpy()})) for t in tokens
             )
     return checks, session.get_providers()
+
+
+def _random_unet_inputs(model: WorldModel, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    c = model.unet_config
+    k, d, cond = c.context_frames, c.frame_dim, c.cond_dim
+    return (
+        torch.randn(batch, 1, d, generator=generator), torch.rand(batch, 1, generator=generator),
+        torch.randn(batch, 1, cond, generator=generator), torch.rand(batch, k, d, generator=generator) * 2 - 1,
+        torch.rand(batch, k, generator=generator) * 0.1, torch.randn(batch, k, cond, generator=generator),
+    )  # fmt: skip
+
+
+def _export_unet(
+    model: WorldModel, path: Path, export_id: str, tolerance: float, opset: int, source, real_obs, real_actions,
+    generator: torch.Generator,
+) -> ExportReport:  # fmt: skip
+    """A U-Net model's one step file; parity on random windows (batch 1 and 3) and on every call of a short
+    torch stream (started from the real trajectory when there is one)."""
+    step = UNetStep(model).eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    export_graph(
+        step, _random_unet_inputs(model, 2, generator), path, input_names=UNET_STEP_INPUTS,
+        output_names=UNET_STEP_OUTPUTS, dynamic_shapes=tuple({0: batch} for _ in UNET_STEP_INPUTS), opset=opset,
+    )  # fmt: skip
+    write_metadata(path, _metadata(model, path, model.config.window_frames, export_id, tolerance, source))
+    try:
+        session = make_session(path, ProviderChoice(prefer=("cpu",)))
+        cases = [_random_unet_inputs(model, b, generator) for b in (1, 3)]
+        stream = _stream_calls(model, model.config.window_frames, real_obs, real_actions)
+        checks = {}
+        with torch.no_grad():
+            for name, calls in (("step_random", cases), ("step_stream", stream)):
+                checks[name] = max(
+                    max_abs_diff(
+                        [step(*case)],
+                        session.run(
+                            UNET_STEP_OUTPUTS, dict(zip(UNET_STEP_INPUTS, (t.numpy() for t in case), strict=True))
+                        ),
+                    )
+                    for case in calls
+                )
+    except Exception:
+        _remove([path])
+        raise
+    worst = max(checks.values())
+    report = ExportReport(
+        str(path), worst, tolerance, os.path.getsize(path), session.get_providers(), files=file_sizes([path]),
+        checks=checks,
+    )  # fmt: skip
+    if not worst <= tolerance:
+        _remove([path])
+        raise ExportError(f"parity check failed: {report} (per check: {checks})")
+    return report
+
+
+def _stream_calls(model: WorldModel, slot_frames: int, real_obs, real_actions) -> list:
+    """The network calls of short torch streams from the trajectory's first frames (or space samples)."""
+    n_steps = slot_frames + 3  # enough frames to fill the window and shift it
+    filler = _space_samples(model.action_space, n_steps, seed=1)
+    if real_obs is None:
+        return _stream_step_inputs(model, slot_frames, _space_samples(model.observation_space, 1, seed=0), None, filler)
+    real_obs, real_actions = np.asarray(real_obs), np.asarray(real_actions)
+    k = min(2, len(real_obs))
+    taken = real_actions[k - 1 : k - 1 + n_steps].astype(filler.dtype)
+    actions = np.concatenate([taken, filler[len(taken) :]])
+    context_actions = real_actions[: k - 1] if k > 1 else None
+    return _stream_step_inputs(model, slot_frames, real_obs[:k], context_actions, actions)
 
 
 def _remove(paths: list[Path]) -> None:

@@ -14,11 +14,17 @@ from worldsim.core.trainer_config import TrainerConfig
 from worldsim.core.validation import check_choice, check_number
 from worldsim.envs.tasks import TaskSpec
 
+NETWORKS: tuple[str, ...] = ("transformer", "unet")
+
 
 @dataclass
 class WorldModelConfig:
     """Network size, diffusion settings and the attention pattern shared by training and streaming."""
 
+    network: str = "transformer"
+    """``transformer``: a causal transformer over frame tokens with a bounded KV cache (state, or pixel frames
+    through the autoencoder tokenizer); ``unet``: a pixel-space U-Net over the frame and the last
+    ``window_frames`` frames stacked (pixel observations only; DIAMOND's design)."""
     width: int = 128
     depth: int = 3
     heads: int = 4
@@ -34,8 +40,18 @@ class WorldModelConfig:
     window_frames: int = 8
     context_noise: float = 0.1
     context_prob: float = 0.5
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    """U-Net: channels of each stage (each halves the resolution; chosen for 2 CPU cores at 64x64)."""
 
     def __post_init__(self) -> None:
+        check_choice("model.network", self.network, NETWORKS)
+        if self.network == "unet":
+            if self.sink_frames != 0 or self.sequence_frames != self.window_frames + 1:
+                raise ValueError(
+                    "a U-Net world model sees the last window_frames frames: it needs model.sink_frames=0 and "
+                    f"model.sequence_frames = window_frames + 1 = {self.window_frames + 1}, got "
+                    f"{self.sink_frames} and {self.sequence_frames}"
+                )
         check_choice("model.parameterization", self.parameterization, PARAMETERIZATIONS)
         check_choice("model.schedule", self.schedule, SCHEDULES)
         for name in ("width", "depth", "heads"):

@@ -26,19 +26,15 @@ def one_step_error(
     ``data`` is ``{"frames": [M, T, P, D], "cond": [M, T, C]}`` as made by ``WorldModel.training_data``.
     """
     device = next(model.parameters()).device
-    frames, cond = data["frames"].to(device), data["cond"].to(device)
+    frames, cond = model.window_tokens(data["frames"].to(device)), data["cond"].to(device)
     m, t, p, d = frames.shape
     config = model.config
     target = frames[:, -1]
     x = frames.reshape(m, t * p, d).clone()
     x[:, -p:] = randn_like(x[:, -p:], generator)
     plan = frozen_prefix(t * p, (t - 1) * p, steps)
-
-    def denoiser(x_t, level, c):
-        return model.denoiser(x_t, level, c, attention_window=(config.sink_frames, config.window_frames))
-
     sample = denoise(
-        denoiser, x, plan, model.schedule, parameterization=config.parameterization,
+        model.sequence_denoiser(), x, plan, model.schedule, parameterization=config.parameterization,
         cond=cond.repeat_interleave(p, dim=1), generator=generator,
     )  # fmt: skip
     predicted = sample[:, -p:].reshape(m, p, d)

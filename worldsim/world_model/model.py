@@ -27,14 +27,21 @@ from worldsim.core.schedules import make_schedule
 from worldsim.core.transformer import CausalTransformer, TransformerConfig
 from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict, box_to_dict
 from worldsim.world_model.config import WorldModelConfig
+from worldsim.world_model.frame_tokenizer import FrameTokenizer
 from worldsim.world_model.tokenizers import PixelTokenizer, StateTokenizer
+from worldsim.world_model.unet import FrameUNet, UNetConfig
 
-Tokenizer = StateTokenizer | PixelTokenizer
+Tokenizer = StateTokenizer | PixelTokenizer | FrameTokenizer
+TOKENIZERS = {"state": StateTokenizer, "pixels": PixelTokenizer, "frames": FrameTokenizer}
 CHECKPOINT_KIND = "world_model"
 
 
 class WorldModel(Pretrained, nn.Module):
-    """Predicts frame tokens from noisy frame tokens, their noise levels and the actions that led to them."""
+    """Predicts frame tokens from noisy frame tokens, their noise levels and the actions that led to them.
+
+    ``config.network`` picks the denoiser: the causal transformer over tokens (any tokenizer), or the
+    pixel-space :class:`~worldsim.world_model.unet.FrameUNet` (with the :class:`FrameTokenizer`).
+    """
 
     checkpoint_kind = CHECKPOINT_KIND
 
@@ -54,17 +61,34 @@ class WorldModel(Pretrained, nn.Module):
         self.tokenizer = tokenizer
         self.action_encoder = action_encoder
         self.observation_space = observation_space
+        if (config.network == "unet") != isinstance(tokenizer, FrameTokenizer):
+            raise ValueError(
+                f"a {config.network} world model cannot take a {tokenizer.config()['kind']} tokenizer: the U-Net "
+                "works on whole frames (FrameTokenizer), the transformer on tokens"
+            )
         self.schedule = make_schedule(config.schedule, config.num_train_steps)
-        self.transformer_config = TransformerConfig(
-            in_dim=tokenizer.token_dim,
-            cond_dim=action_encoder.cond_dim,
-            width=config.width,
-            depth=config.depth,
-            heads=config.heads,
-            mlp_ratio=config.mlp_ratio,
-            tokens_per_frame=tokenizer.tokens_per_frame,
-        )
-        self.denoiser = CausalTransformer(self.transformer_config)
+        self.transformer_config: TransformerConfig | None = None
+        self.unet_config: UNetConfig | None = None
+        self.denoiser: CausalTransformer | FrameUNet
+        if config.network == "unet":
+            self.unet_config = UNetConfig(
+                image_size=tokenizer.image_size,
+                cond_dim=action_encoder.cond_dim,
+                context_frames=config.window_frames,
+                channels=list(config.unet_channels),
+            )
+            self.denoiser = FrameUNet(self.unet_config)
+        else:
+            self.transformer_config = TransformerConfig(
+                in_dim=tokenizer.token_dim,
+                cond_dim=action_encoder.cond_dim,
+                width=config.width,
+                depth=config.depth,
+                heads=config.heads,
+                mlp_ratio=config.mlp_ratio,
+                tokens_per_frame=tokenizer.tokens_per_frame,
+            )
+            self.denoiser = CausalTransformer(self.transformer_config)
         self.metadata: dict = {}
         """The JSON record of the checkpoint this model was loaded from (empty for a fresh model)."""
 
@@ -97,12 +121,34 @@ class WorldModel(Pretrained, nn.Module):
             obs = episode.observations[obs_key] if obs_key is not None else episode.observations
             if isinstance(self.tokenizer, StateTokenizer):  # whole episodes: each frame's change needs the one before
                 tokens = self.tokenizer.encode(np.asarray(obs, np.float32)).astype(np.float32)
+            elif isinstance(self.tokenizer, FrameTokenizer):
+                # Pixels stay uint8 until a batch is drawn (compute_loss scales them): float windows of whole
+                # frames would take 4x the memory.
+                tokens = np.asarray(obs, np.uint8).transpose(0, 3, 1, 2).reshape(len(obs), 1, -1)
             else:
                 batches = [self.tokenizer.encode(obs[i : i + batch_size]) for i in range(0, len(obs), batch_size)]
                 tokens = torch.cat(batches).cpu().numpy()
             tokenized.append(dataclasses.replace(episode, observations=tokens))
         frames, actions = sequence_windows(tokenized, self.config.sequence_frames - 1, stride=stride)
         return {"frames": torch.from_numpy(frames), "cond": self.frame_conditions(actions)}
+
+    def window_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """Float tokens of training windows: a U-Net model keeps its windows as uint8 pixels until here."""
+        if self.config.network != "unet":
+            return frames
+        return frames.float() / 127.5 - 1.0
+
+    def sequence_denoiser(self):
+        """The denoiser as a function of a whole window ``(x [B, T * P, D], level, cond) -> pred``, without a
+        cache: the transformer with the streaming cache's attention pattern, the U-Net predicting the last frame."""
+        if self.config.network == "unet":
+            return self.denoiser.sequence_prediction
+        c = self.config
+
+        def denoiser(x, level, cond):
+            return self.denoiser(x, level, cond, attention_window=(c.sink_frames, c.window_frames))
+
+        return denoiser
 
     # -- training ---------------------------------------------------------------------------------------
     def training_levels(self, batch_size: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -120,6 +166,8 @@ class WorldModel(Pretrained, nn.Module):
         loss; the others are context only and are drawn near-clean.
         """
         frames, cond = batch["frames"], batch["cond"]
+        if self.config.network == "unet":
+            return self._unet_loss(frames, cond)
         b, t, p, d = frames.shape
         levels = self.training_levels(b, t).to(frames.device)
         mask = None
@@ -146,6 +194,32 @@ class WorldModel(Pretrained, nn.Module):
             **window,
         )
 
+    def _unet_loss(self, frames: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The U-Net's loss on windows of ``K + 1`` uint8 frames: the last one at a random level, the context
+        near-clean (levels up to ``context_noise``); a share of windows (``context_prob / 4``) starts as a
+        stream does, its oldest frames replaced by copies of a later one with no action."""
+        c = self.config
+        b, t = frames.shape[:2]
+        x0 = self.window_tokens(frames.reshape(b, t, -1))
+        levels = torch.rand(b, t, device=x0.device) * c.context_noise
+        levels[:, -1] = 1.0 - torch.rand(b, device=x0.device)
+        padded = torch.rand(b, device=x0.device) < c.context_prob / 4
+        if padded.any():
+            first = torch.randint(1, t - 1, (b,), device=x0.device)  # the first real frame of a padded window
+            slot = torch.arange(t, device=x0.device)[None]
+            pad = padded[:, None] & (slot <= first[:, None])
+            source = torch.where(pad, first[:, None], slot)
+            x0 = torch.gather(x0, 1, source[..., None].expand_as(x0))
+            levels = torch.gather(levels, 1, source)
+            no_action = self.action_encoder.no_action(1).to(cond)
+            cond = torch.where(pad[..., None], no_action, cond)
+        mask = torch.zeros(b, t, dtype=torch.bool, device=x0.device)
+        mask[:, -1] = True
+        return diffusion_forcing_loss(
+            self.denoiser.sequence_prediction, x0, self.schedule, parameterization=c.parameterization, cond=cond,
+            levels=levels, mask=mask,
+        )  # fmt: skip
+
     # -- checkpoints ------------------------------------------------------------------------------------
     def checkpoint_contents(self) -> tuple[dict, dict]:
         tensors = {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
@@ -167,10 +241,10 @@ class WorldModel(Pretrained, nn.Module):
     def from_checkpoint(cls, tensors: dict, meta: dict, *, where) -> WorldModel:
         config = WorldModelConfig.from_dict(require_field(meta, "config", where))
         tokenizer_config = require_field(meta, "tokenizer", where)
-        if tokenizer_config["kind"] == "state":
-            tokenizer: Tokenizer = StateTokenizer.from_tensors(tensors, tokenizer_config)
-        else:
-            tokenizer = PixelTokenizer.from_tensors(tensors, tokenizer_config)
+        kind = tokenizer_config.get("kind")
+        if kind not in TOKENIZERS:
+            raise ValueError(f"{where}: unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZERS)}")
+        tokenizer: Tokenizer = TOKENIZERS[kind].from_tensors(tensors, tokenizer_config)
         action_encoder = ActionEncoder.from_tensors(tensors, require_field(meta, "action", where))
         space = box_from_dict(require_field(meta, "observation_space", where))
         model = cls(config, tokenizer, action_encoder, space)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from worldsim.core.kv_cache import KVCache
+from worldsim.world_model.frame_window import FrameWindow
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.state_tokenizer import StateTokenizer
 from worldsim.world_model.streaming import SAMPLINGS, Sampling, SessionConfig, StreamingSessionBase, StreamSpec
@@ -38,6 +39,7 @@ class StreamingSession(StreamingSessionBase):
             sink_frames=model.config.sink_frames,
             window_frames=model.config.window_frames,
             state_tokenizer=model.tokenizer if isinstance(model.tokenizer, StateTokenizer) else None,
+            network=model.config.network,
         )
         super().__init__(spec, config, generator=generator, like=torch.zeros(()))
 
@@ -49,7 +51,7 @@ class StreamingSession(StreamingSessionBase):
     def step(self, action) -> np.ndarray:
         return super().step(action)
 
-    def _new_cache(self) -> KVCache:
+    def _new_cache(self) -> KVCache | FrameWindow:
         return self.model.denoiser.new_cache(
             1, sink_frames=self.sink_frames, window_frames=self.window_frames, ema_decay=self.config.ema_decay
         )
@@ -58,7 +60,7 @@ class StreamingSession(StreamingSessionBase):
         return self.model.denoiser(x, level, cond, self.cache, update_cache=update_cache)
 
     def _encode_frames(self, obs: np.ndarray) -> torch.Tensor:
-        return self.model.tokenizer.encode(obs)
+        return torch.as_tensor(self.model.tokenizer.encode(obs))
 
     def _decode_frames(self, tokens: torch.Tensor) -> np.ndarray:
         return self.model.tokenizer.decode(tokens)

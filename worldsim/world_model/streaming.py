@@ -43,6 +43,7 @@ from worldsim.core.sampling import denoise
 from worldsim.core.schedules import NoiseSchedule, Parameterization
 from worldsim.core.validation import check_choice
 from worldsim.world_model.action_encoder import ActionEncoder
+from worldsim.world_model.frame_window import FrameWindow
 from worldsim.world_model.state_tokenizer import StateTokenizer
 
 Sampling = Literal["autoregressive", "rolling"]
@@ -90,6 +91,10 @@ class StreamSpec:
     """A state model's tokenizer (torch-free, shared by the runtimes); None for a pixel model. In delta mode
     a generated frame is the previous one plus its decoded change, and it enters the cache re-encoded from
     that observation, so the model attends to exactly the trajectory the session returns."""
+    network: str = "transformer"
+    """``unet``: a pixel-space model whose context is a frame window; each generated frame is rounded to
+    ``uint8`` before it joins the context, its clean estimates are clipped to the pixel range, and it
+    samples autoregressively only (one frame per network call)."""
 
 
 class StreamingSessionBase(ABC):
@@ -100,7 +105,7 @@ class StreamingSessionBase(ABC):
     so a torch session and an onnxruntime one given equal numpy generators draw identical noise).
     """
 
-    cache: KVCache | None
+    cache: KVCache | FrameWindow | None
 
     def __init__(self, spec: StreamSpec, config: SessionConfig | None, *, generator, like):
         self.spec = spec
@@ -108,6 +113,8 @@ class StreamingSessionBase(ABC):
         c = self.config
         self.sink_frames = spec.sink_frames if c.sink_frames is None else c.sink_frames
         window = spec.window_frames if c.window_frames is None else c.window_frames
+        if spec.network == "unet" and c.sampling == "rolling":
+            raise ValueError("a U-Net world model samples autoregressively (one frame per call), not 'rolling'")
         self.window_frames = window - (c.rolling_window - 1 if c.sampling == "rolling" else 0)
         if self.window_frames < 1 or self.sink_frames < 0:
             raise ValueError(
@@ -125,8 +132,9 @@ class StreamingSessionBase(ABC):
 
     # -- what a runtime supplies ------------------------------------------------------------------------
     @abstractmethod
-    def _new_cache(self) -> KVCache:
-        """An empty cache of ``sink_frames`` + ``window_frames`` (batch 1) in the runtime's arrays."""
+    def _new_cache(self) -> KVCache | FrameWindow:
+        """An empty cache of ``sink_frames`` + ``window_frames`` (batch 1) in the runtime's arrays (a U-Net
+        model's: a frame window)."""
 
     @abstractmethod
     def _network(self, x, level, cond, *, update_cache: bool):
@@ -209,6 +217,7 @@ class StreamingSessionBase(ABC):
                 parameterization=spec.parameterization,
                 cond=token_cond,
                 generator=self.generator,
+                clip_x0=1.0 if spec.network == "unet" else None,
             )
             obs = self._commit_generated(frame, cond, decode=True)
         else:
@@ -255,6 +264,10 @@ class StreamingSessionBase(ABC):
         A delta state frame is decoded onto the last committed observation and enters the cache re-encoded
         from the result (its absolute part made consistent with the trajectory the session returns)."""
         tokenizer = self.spec.state_tokenizer
+        if self.spec.network == "unet":  # the frame a camera could have produced joins the context (DIAMOND)
+            obs = self._decode(frame)
+            self._commit(self._encode(obs), cond, level=self.config.context_level)
+            return obs
         if tokenizer is None or not tokenizer.delta:
             self._commit(frame, cond, level=self.config.context_level)
             return self._decode(frame) if decode else None

@@ -28,6 +28,7 @@ from worldsim.envs.tasks import TaskSpec
 from worldsim.world_model.autoencoder import ConvAutoencoder
 from worldsim.world_model.config import AutoencoderConfig, TrainWorldModelConfig, WorldModelConfig
 from worldsim.world_model.data import Actor, NoisyExpert, RandomWalkActor, collect_episodes
+from worldsim.world_model.frame_tokenizer import FrameTokenizer
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
@@ -83,7 +84,11 @@ def build_model(
     action_normalizer = None
     if isinstance(action_space, gym.spaces.Box):
         action_normalizer = Normalizer.fit(np.concatenate([e.actions for e in train]), "minmax")
-    if autoencoder is None:
+    if model_config.network == "unet":
+        if obs_space.dtype != np.uint8 or len(obs_space.shape) != 3 or obs_space.shape[0] != obs_space.shape[1]:
+            raise ValueError(f"a U-Net world model takes square uint8 RGB frames, got {obs_space}")
+        tokenizer = FrameTokenizer(obs_space.shape[0])
+    elif autoencoder is None:
         observations = [np.asarray(e.observations, np.float64) for e in train]
         tokenizer = StateTokenizer.fit(observations, mode=state_normalization, delta=state_delta)
     else:
@@ -126,7 +131,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
             if not isinstance(source.tokenizer, PixelTokenizer):
                 raise ValueError(f"autoencoder_from {cfg.autoencoder_from} is not a pixel world model")
             autoencoder = source.tokenizer.autoencoder
-        elif env.observation_space.dtype == np.uint8:
+        elif env.observation_space.dtype == np.uint8 and cfg.model.network == "transformer":
             frames = np.concatenate([e.observations for e in train])
             ae_config = dataclasses.replace(cfg.autoencoder, image_size=env.observation_space.shape[0])
             ae_trainer = dataclasses.replace(
