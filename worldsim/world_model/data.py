@@ -72,16 +72,17 @@ class RandomWalkActor:
 class NoisyExpert:
     """An :class:`~worldsim.envs.experts.Expert` (``expert(obs, info) -> action``, e.g. worldsim's scripted
     experts) with Gaussian noise of ``noise_std`` (a fraction of the Box half-range) added to every action,
-    clipped to the action space. The expert sees the env's real observations, so it corrects the noise."""
+    clipped to the action space; for a Discrete action space, ``noise_std`` is the share of steps that take a
+    uniformly random action instead. The expert sees the env's real observations, so it corrects the noise."""
 
     def __init__(
-        self, expert: Expert, action_space: gym.spaces.Box, *, noise_std: float,
+        self, expert: Expert, action_space: gym.spaces.Box | gym.spaces.Discrete, *, noise_std: float,
         seed: int | None = None,
     ):  # fmt: skip
-        if not isinstance(action_space, gym.spaces.Box):
-            raise ValueError(f"NoisyExpert needs a Box action space, got {action_space}")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if not isinstance(action_space, gym.spaces.Box | gym.spaces.Discrete):
+            raise ValueError(f"NoisyExpert needs a Box or Discrete action space, got {action_space}")
+        if noise_std < 0 or (isinstance(action_space, gym.spaces.Discrete) and noise_std > 1):
+            raise ValueError(f"noise_std must be >= 0 (a probability for a Discrete space), got {noise_std}")
         self.expert = expert
         self.action_space = action_space
         self.noise_std = noise_std
@@ -91,7 +92,12 @@ class NoisyExpert:
         if hasattr(self.expert, "reset"):
             self.expert.reset()
 
-    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray | int:
+        space = self.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            action = self.expert(obs, info)
+            explore = self._rng.random() < self.noise_std
+            return int(space.start + self._rng.integers(space.n)) if explore else int(action)
         action = np.asarray(self.expert(obs, info), dtype=np.float64)
         half_range = (self.action_space.high - self.action_space.low) / 2
         action = action + self._rng.normal(0.0, self.noise_std, action.shape) * half_range
