@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, latency_ms, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
+from worldsim.envs.atari import breakout_fidelity  # noqa: E402
 from worldsim.envs.datasets import default_expert  # noqa: E402
 from worldsim.envs.frame_objects import object_fidelity  # noqa: E402
 from worldsim.envs.push_t import OBJECT_COLOURS  # noqa: E402
@@ -57,6 +58,9 @@ HORIZONS = (1, 10, 100, 1000)
 OBJECT_HORIZONS = (1, 10, 50, 100, 300, 1000)
 HELD_OUT_SEED = 100_000
 PUSHT = "worldsim/PushT-v0"
+BREAKOUT = "worldsim/Breakout-v0"
+OBJECT_WORLDS = (PUSHT, BREAKOUT)
+"""Worlds whose frames have objects to measure by colour."""
 
 
 def modes(model: WorldModel) -> dict[str, SessionConfig]:
@@ -82,12 +86,18 @@ def modes(model: WorldModel) -> dict[str, SessionConfig]:
 
 
 def held_out_episodes(model: WorldModel, episodes: int, horizon: int):
+    """Rollouts from seeds never trained on: a noisy expert and a random walk take turns; on Breakout the
+    scripted player with 5% random actions, since random play ends the game in ~130 steps."""
     meta = model.metadata
     env = gym.make(meta["env_id"], max_episode_steps=horizon + 1, **meta.get("env_kwargs", {}))
-    actors = [
-        NoisyExpert(default_expert(meta["env_id"])(seed=1), env.action_space, noise_std=0.3, seed=1),
-        RandomWalkActor(env.action_space, step_scale=0.1, seed=2),
-    ]
+    expert = default_expert(meta["env_id"])(seed=1)
+    if meta["env_id"] == BREAKOUT:
+        actors = [NoisyExpert(expert, env.action_space, noise_std=0.05, seed=1)]
+    else:
+        actors = [
+            NoisyExpert(expert, env.action_space, noise_std=0.3, seed=1),
+            RandomWalkActor(env.action_space, step_scale=0.1, seed=2),
+        ]
     result = collect_episodes(
         env, actors, episodes, seed=HELD_OUT_SEED, max_steps=horizon, ignore_termination=True, progress=False
     )
@@ -125,10 +135,17 @@ def open_loop(
     return np.asarray(errors), np.asarray(snapshots)
 
 
-def object_measures(generated: np.ndarray, truth: np.ndarray) -> dict:
-    """Push-T's object fidelity of frames ``[episodes, horizon, H, W, 3]`` against the true ones, at the object
+def fidelity(env_id: str, generated: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Object measures ``name -> [episodes, horizon]`` of a world's frames against the true ones."""
+    if env_id == BREAKOUT:
+        return breakout_fidelity(generated, truth)
+    return object_fidelity(generated, truth, OBJECT_COLOURS)
+
+
+def object_measures(env_id: str, generated: np.ndarray, truth: np.ndarray) -> dict:
+    """Object fidelity of frames ``[episodes, horizon, H, W, 3]`` against the true ones, at the object
     horizons: each measure's mean over episodes (NaN-free ones), and how many episodes lost the object."""
-    measures = object_fidelity(generated, truth, OBJECT_COLOURS)
+    measures = fidelity(env_id, generated, truth)
     out = {}
     for name, values in measures.items():
         out[name] = {}
@@ -144,16 +161,28 @@ def object_measures(generated: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def objects(model: WorldModel, episodes, horizon: int, seed: int = 0) -> dict:
-    """Object fidelity of the session's default sampler, copy-last-frame and the simulator nudged 0.1 mm."""
+    """Object fidelity of the session's default sampler and of copy-last-frame; on Push-T also of the
+    simulator nudged 0.1 mm (Breakout's emulator is deterministic: it has no chaos floor to measure)."""
     from world_model_ceiling import nudged_replay
 
+    meta = model.metadata
+    env_id = meta["env_id"]
     truth = np.stack([e.observations[1 : horizon + 1] for e in episodes])
     frames: list = []
     config = SessionConfig()
     open_loop(model, episodes, config, horizon, frames)
     copy_last = np.repeat(np.stack([e.observations[:1] for e in episodes]), horizon, axis=1)
-    meta = model.metadata
-    env = gym.make(meta["env_id"], max_episode_steps=horizon + 1, **meta.get("env_kwargs", {}))
+    result = {
+        "horizons": list(OBJECT_HORIZONS),
+        "model": {"sampler": config.__dict__, **object_measures(env_id, np.stack(frames), truth)},
+        "copy_last_frame": object_measures(env_id, copy_last, truth),
+    }
+    if env_id == BREAKOUT:
+        # Steps after the game ended show a frozen screen; the share still in play at each horizon.
+        ended = np.stack([np.cumsum(e.terminations[:horizon]) > 0 for e in episodes])
+        result["share_in_play"] = {str(h): float(1 - ended[:, h - 1].mean()) for h in OBJECT_HORIZONS if h <= horizon}
+        return result
+    env = gym.make(env_id, max_episode_steps=horizon + 1, **meta.get("env_kwargs", {}))
     rng = np.random.default_rng(seed)
     nudged = []
     for index, episode in enumerate(episodes):
@@ -161,12 +190,7 @@ def objects(model: WorldModel, episodes, horizon: int, seed: int = 0) -> dict:
         nudge = 1e-4 * direction / np.linalg.norm(direction)
         nudged.append(np.stack(nudged_replay(env, HELD_OUT_SEED + index, episode.actions[:horizon], nudge)))
     env.close()
-    return {
-        "horizons": list(OBJECT_HORIZONS),
-        "model": {"sampler": config.__dict__, **object_measures(np.stack(frames), truth)},
-        "copy_last_frame": object_measures(copy_last, truth),
-        "simulator_nudged_0.1mm": object_measures(np.stack(nudged), truth),
-    }
+    return result | {"simulator_nudged_0.1mm": object_measures(env_id, np.stack(nudged), truth)}
 
 
 def at_horizons(errors: np.ndarray) -> dict[str, float]:
@@ -268,7 +292,7 @@ def bench_model(name: str, args) -> dict:
     print(f"  targets {result['targets']}")
     if model.observation_space.dtype == np.uint8:
         plot_frames(snapshots, episodes[0].observations, args.out, name)
-        if model.metadata.get("env_id") == PUSHT:
+        if model.metadata.get("env_id") in OBJECT_WORLDS:
             result["objects"] = objects(model, episodes, args.horizon)
     return result
 
@@ -362,7 +386,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--memory-frames", type=int, default=10_000)
     parser.add_argument("--update", action="store_true", help="keep the other models already in the JSON")
-    parser.add_argument("--objects-only", action="store_true", help="the Push-T pixel models' object fidelity alone")
+    parser.add_argument("--objects-only", action="store_true", help="the pixel models' object fidelity alone")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of world_model.json and its plots")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -372,7 +396,7 @@ def main() -> None:
     if args.objects_only:
         for name in args.checkpoints:
             model = WorldModel.from_pretrained(name)
-            if model.observation_space.dtype != np.uint8 or model.metadata.get("env_id") != PUSHT:
+            if model.observation_space.dtype != np.uint8 or model.metadata.get("env_id") not in OBJECT_WORLDS:
                 continue
             episodes = held_out_episodes(model, args.episodes, args.horizon)
             models.setdefault(name, {})["objects"] = objects(model, episodes, args.horizon)

@@ -101,3 +101,14 @@ def test_a_discrete_noisy_expert_takes_random_actions_at_its_rate():
     assert abs((actions != 2).mean() - 0.4 * 0.75) < 0.03
     with pytest.raises(ValueError, match="a probability for a Discrete space"):
         NoisyExpert(Always(), gym.spaces.Discrete(4), noise_std=1.5)
+
+
+def test_play_holds_the_tasks_keys_for_breakout(monkeypatch):
+    from types import SimpleNamespace
+
+    from worldsim.world_model.play import play_keys
+
+    dreamt = SimpleNamespace(model=SimpleNamespace(metadata={"env_id": "worldsim/Breakout-v0"}))
+    assert play_keys(dreamt) == {"left": 3, "right": 2, "space": 1}
+    other = SimpleNamespace(model=SimpleNamespace(metadata={"env_id": "worldsim/PushT-v0"}))
+    assert play_keys(other) == {}

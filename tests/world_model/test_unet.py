@@ -206,3 +206,17 @@ def test_onnx_export_and_runner_match_torch(tmp_path):
     assert difference.max() <= 1 and difference.mean() < 1e-3
     assert np.abs(np.diff(expected.astype(int), axis=0)).max() > 0  # the stream is not frozen
     assert runner.memory_bytes == torch_session.memory_bytes
+
+
+def test_check_env_passes_for_a_unet_world_model_env():
+    from gymnasium.utils.env_checker import check_env
+
+    from worldsim.world_model.env import WorldModelEnv
+
+    env = WorldModelEnv(model=unet_model(), context_episodes=episodes(2, 8), context_frames=2, render_mode="rgb_array")
+    check_env(env)
+    obs, info = env.reset(seed=0)
+    assert info == {"context_frames": 2}
+    next_obs, *_ = env.step(env.action_space.sample())
+    assert next_obs.dtype == np.uint8 and next_obs.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(env.render(), next_obs)

@@ -74,6 +74,9 @@ class TaskSpec:
     """The shipped policy of this task (a name under ``worldsim/checkpoints`` or a directory)."""
     world_model_checkpoint: str | None = None
     """The shipped world model of this task."""
+    play_keys: dict[str, int] = field(default_factory=dict)
+    """``worldsim play``: Discrete actions held down by keys (pygame key names, e.g. ``{left: 3, space: 1}``);
+    the action while no listed key is held is ``0``. Empty: digit keys choose the action."""
     entry_point: str | None = None
     """worldsim's own tasks: the env's entry point, registered under ``env_id`` when worldsim is imported."""
     max_episode_steps: int | None = None

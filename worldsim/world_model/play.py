@@ -2,6 +2,7 @@
 
     worldsim play                                  # wm-pusht-pixels in a pygame window
     worldsim play headless=true                    # a scripted play recorded to play.gif
+    worldsim play checkpoint=wm-breakout           # Atari Breakout, dreamt (arrows move, space serves)
 
 Interactive mode needs pygame (``pip install pygame``; it is not a worldsim dependency). For a 2-D Box
 action (Push-T's pusher target) the mouse position in the window is the action; the arrow keys nudge
@@ -63,6 +64,7 @@ def interactive(env: WorldModelEnv, scale: int, seed: int) -> None:
     obs, _ = env.reset(seed=seed)
     size = obs.shape[0] * scale
     pygame.init()
+    held = {pygame.key.key_code(name): action for name, action in play_keys(env).items()}
     screen = pygame.display.set_mode((size, size))
     clock = pygame.time.Clock()
     action = scripted_action(env, 0)
@@ -73,8 +75,16 @@ def interactive(env: WorldModelEnv, scale: int, seed: int) -> None:
                 running = False
             elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
                 obs, _ = env.reset()
-            elif event.type == pygame.KEYDOWN and not hasattr(space, "low") and pygame.K_0 <= event.key <= pygame.K_9:
+            elif (
+                event.type == pygame.KEYDOWN
+                and not held
+                and not hasattr(space, "low")
+                and 0 <= event.key - pygame.K_0 <= 9
+            ):
                 action = int(np.clip(event.key - pygame.K_0, space.start, space.start + space.n - 1))
+        if held:  # the task's keys: an action while its key is held, 0 otherwise
+            keys = pygame.key.get_pressed()
+            action = next((a for key, a in held.items() if keys[key]), int(space.start))
         if hasattr(space, "low"):
             if space.shape == (2,) and pygame.mouse.get_focused():
                 mx, my = pygame.mouse.get_pos()
@@ -94,6 +104,14 @@ def interactive(env: WorldModelEnv, scale: int, seed: int) -> None:
         clock.tick(env.metadata["render_fps"] * 10)  # cap far above the task's rate: show what the model sustains
         pygame.display.set_caption(f"worldsim play: {clock.get_fps():.0f} FPS")
     pygame.quit()
+
+
+def play_keys(env: WorldModelEnv) -> dict[str, int]:
+    """The key bindings of the task whose env the model was trained on (``TaskSpec.play_keys``)."""
+    from worldsim.envs.tasks import task_for_env
+
+    env_id = env.model.metadata.get("env_id")
+    return dict(task_for_env(env_id).play_keys) if env_id else {}
 
 
 def play(
