@@ -103,7 +103,7 @@ def test_a_discrete_noisy_expert_takes_random_actions_at_its_rate():
         NoisyExpert(Always(), gym.spaces.Discrete(4), noise_std=1.5)
 
 
-def test_play_holds_the_tasks_keys_for_breakout(monkeypatch):
+def test_play_holds_the_tasks_keys_for_breakout():
     from types import SimpleNamespace
 
     from worldsim.world_model.play import play_keys
