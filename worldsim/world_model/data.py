@@ -9,13 +9,14 @@ Discrete), and any expert with Gaussian action noise. Episodes use the Minari-co
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from worldsim.core.episodes import Episode
+from worldsim.core.episodes import Episode, flatten_dict_observations
 
 if TYPE_CHECKING:  # for annotations only: collecting world-model data needs none of the MuJoCo tasks
     from worldsim.envs.experts import Expert
@@ -172,3 +173,39 @@ def _stack(items: list):
     if isinstance(items[0], dict):
         return {key: _stack([item[key] for item in items]) for key in items[0]}
     return np.stack([np.asarray(item) for item in items])
+
+
+def flat_state_space(space: gym.spaces.Space) -> gym.spaces.Box:
+    """The Box a state world model sees for ``space``: a Box as it is; a Dict of flat float Boxes (a
+    goal-conditioned task's ``observation`` / ``achieved_goal`` / ``desired_goal``) as one vector, its keys in
+    the space's order (Gymnasium's ``flatten`` order, the policy's too). A one-line error for anything else."""
+    if isinstance(space, gym.spaces.Box):
+        return space
+    if isinstance(space, gym.spaces.Dict) and all(
+        isinstance(part, gym.spaces.Box) and part.dtype != np.uint8 for part in space.spaces.values()
+    ):
+        flat = gym.spaces.flatten_space(space)
+        return gym.spaces.Box(flat.low.astype(np.float32), flat.high.astype(np.float32), dtype=np.float32)
+    raise ValueError(f"world models take Box observations or a Dict of float Boxes, got {space}")
+
+
+def flatten_episodes(episodes: list[Episode], space: gym.spaces.Space) -> list[Episode]:
+    """``episodes`` recorded in ``space`` with their observations as :func:`flat_state_space` vectors."""
+    if isinstance(space, gym.spaces.Box):
+        return episodes
+    flat_state_space(space)  # the one-line refusal of a space it cannot flatten
+    keys = tuple(space.spaces)
+    return [dataclasses.replace(e, observations=flatten_dict_observations(e.observations, keys)) for e in episodes]
+
+
+def flat_state_env(env: gym.Env) -> gym.Env:
+    """``env`` as a state world model sees it: its observations as :func:`flat_state_space` vectors."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box):
+        return env
+    keys = tuple(space.spaces)
+
+    def flatten(obs: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in keys])
+
+    return gym.wrappers.TransformObservation(env, flatten, flat_state_space(space))

@@ -27,7 +27,14 @@ from worldsim.envs.datasets import load_demonstrations
 from worldsim.envs.tasks import TaskSpec
 from worldsim.world_model.autoencoder import ConvAutoencoder
 from worldsim.world_model.config import AutoencoderConfig, TrainWorldModelConfig, WorldModelConfig
-from worldsim.world_model.data import Actor, NoisyExpert, RandomWalkActor, collect_episodes
+from worldsim.world_model.data import (
+    Actor,
+    NoisyExpert,
+    RandomWalkActor,
+    collect_episodes,
+    flat_state_env,
+    flatten_episodes,
+)
 from worldsim.world_model.frame_tokenizer import FrameTokenizer
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
@@ -48,18 +55,26 @@ def gather_episodes(
     demonstrations: bool = False, data_path: str | None = None, progress: bool = True,
     through_termination: bool = True,
 ) -> tuple[list[Episode], list[Episode], gym.Env]:  # fmt: skip
-    """Training and held-out episodes; held-out rollouts use seeds after the training ones."""
+    """Training and held-out episodes; held-out rollouts use seeds after the training ones.
+
+    A Dict observation space of float Boxes (a goal-conditioned task) is modelled as one flat state vector
+    (:func:`~worldsim.world_model.data.flat_state_space`): the actors still see the env's own dicts, the
+    episodes come back flattened, and the returned env is wrapped to give the same flat vectors.
+    """
     env = task.make_env()
+    space = env.observation_space
+    flat_env = flat_state_env(env)  # refuses, in one line, a space it cannot flatten
     if demonstrations:
         recorded = load_demonstrations(task.demo_dataset_id(), task.env_id, env_kwargs=task.env_kwargs, path=data_path)
         if len(recorded) <= held_out_episodes:
             raise ValueError(f"the dataset has {len(recorded)} episodes, not more than {held_out_episodes}")
-        return recorded[held_out_episodes:], recorded[:held_out_episodes], env
+        recorded = flatten_episodes(recorded, space)
+        return recorded[held_out_episodes:], recorded[:held_out_episodes], flat_env
     actors = default_actors(env, task, seed)
     rollouts = {"max_steps": max_steps, "ignore_termination": through_termination, "progress": progress}
     train = collect_episodes(env, actors, episodes, seed=seed, **rollouts)
     held_out = collect_episodes(env, actors, held_out_episodes, seed=seed + episodes, **rollouts)
-    return train, held_out, env
+    return flatten_episodes(train, space), flatten_episodes(held_out, space), flat_env
 
 
 def train_autoencoder(
