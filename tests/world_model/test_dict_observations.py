@@ -10,6 +10,7 @@ from worldsim.core.trainer_config import TrainerConfig
 from worldsim.envs.tasks import TaskSpec
 from worldsim.world_model.config import TrainWorldModelConfig, WorldModelConfig
 from worldsim.world_model.data import flat_state_env, flat_state_space, flatten_episodes
+from worldsim.world_model.env import WorldModelEnv
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.train import gather_episodes, train_world_model
 
@@ -94,3 +95,8 @@ def test_a_goal_conditioned_env_trains_a_flat_state_world_model(tmp_path):
     model = WorldModel.from_pretrained(out)
     assert model.observation_space == env.observation_space
     assert np.isfinite(model.metadata["training"]["held_out"]["one_step_mse"])
+    dream = WorldModelEnv(model=model)  # its context comes from the recorded env, flattened the same way
+    first, _ = dream.reset(seed=0, options={"context_seed": 0})
+    np.testing.assert_allclose(first, train[0].observations[0], rtol=1e-6)
+    obs, *_ = dream.step(np.zeros(2, np.float32))
+    assert obs.shape == (7,) and np.isfinite(obs).all()

@@ -10,6 +10,7 @@ import numpy as np
 
 from worldsim.core.episodes import Episode
 from worldsim.envs.tasks import ensure_registered
+from worldsim.world_model.data import flat_state_env
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.session import SessionConfig, StreamingSession
 
@@ -126,6 +127,7 @@ class WorldModelEnv(gym.Env):
                 context_env = load_task_env(meta["env_id"], meta.get("env_kwargs", {}))
             elif isinstance(context_env, str):
                 context_env = load_task_env(context_env, {})
+            context_env = flat_state_env(context_env)  # a Dict of float Boxes as the model's flat vector
             if context_env.observation_space.shape != self.observation_space.shape:
                 raise ValueError(
                     f"context_env observations have shape {context_env.observation_space.shape}, "
