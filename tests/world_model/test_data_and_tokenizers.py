@@ -92,15 +92,19 @@ def test_delta_state_tokens_carry_the_standardized_change():
     np.testing.assert_allclose(restored.encode(obs), tokens, atol=1e-5)
 
 
-def test_a_dimension_that_never_changes_stays_put_under_a_wrong_change():
-    """A fixed goal in the state: a unit error in its predicted (standardized) change moves it by < 1e-5."""
+@pytest.mark.parametrize("mode", ["meanstd", "minmax"])
+def test_dimensions_that_never_or_barely_change_stay_put_under_a_wrong_change(mode):
+    """A fixed goal, and a blocked finger that moves 2e-6 once per episode (FetchPush): a unit error in
+    their predicted (normalized) change moves them by < 1e-5."""
     rng = np.random.default_rng(2)
-    episodes = [np.c_[np.cumsum(rng.normal(0, 0.1, (30, 2)), 0), np.full((30, 1), 0.45)] for _ in range(3)]
-    tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True)
+    finger = np.zeros((30, 1))
+    finger[0] = -1.7e-6
+    episodes = [np.c_[np.cumsum(rng.normal(0, 0.1, (30, 2)), 0), np.full((30, 1), 0.45), finger] for _ in range(3)]
+    tokenizer = StateTokenizer.fit(episodes, mode=mode, delta=True)
     tokens = tokenizer.encode(episodes[0])
-    tokens[:, 0, 3:] += 1.0  # one standard deviation of error in every change
+    tokens[:, 0, 4:] += 1.0  # one unit of error in every change
     decoded = tokenizer.decode(tokens[1:], episodes[0][:-1])
-    assert np.abs(decoded[:, 2] - 0.45).max() < 1e-5
+    assert np.abs(decoded[:, 2] - 0.45).max() < 1e-5 and np.abs(decoded[:, 3]).max() < 1e-5
     assert np.abs(decoded[:, :2] - episodes[0][1:, :2]).min() > 0.01  # the moving dimensions do move
 
 

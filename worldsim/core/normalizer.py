@@ -29,8 +29,12 @@ class Normalizer:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, data: np.ndarray, mode: NormalizationMode = "minmax") -> Normalizer:
-        """Fit on ``data`` of shape ``[N, ...feature dims]``; statistics are taken over the first axis."""
+    def fit(cls, data: np.ndarray, mode: NormalizationMode = "minmax", *, constant_scale: float = 1.0) -> Normalizer:
+        """Fit on ``data`` of shape ``[N, ...feature dims]``; statistics are taken over the first axis.
+
+        A dimension whose spread is below 1e-6 (constant, or nearly) gets ``constant_scale``: 1 passes it
+        through shifted; a tiny scale keeps a model's error there negligible when it is decoded.
+        """
         data = np.asarray(data, dtype=np.float64)
         if data.ndim < 2 or data.shape[0] == 0:
             raise ValueError(f"Normalizer.fit needs data of shape [N, ...] with N > 0, got {data.shape}")
@@ -45,7 +49,7 @@ class Normalizer:
             offset, scale = np.zeros(data.shape[1:]), np.ones(data.shape[1:])
         else:
             raise ValueError(f"unknown normalization mode {mode!r}; use 'minmax', 'meanstd' or 'identity'")
-        scale = np.where(scale < _MIN_SCALE, 1.0, scale)
+        scale = np.where(scale < _MIN_SCALE, constant_scale, scale)
         return cls(mode, offset.astype(np.float32), scale.astype(np.float32))
 
     @property

@@ -52,12 +52,10 @@ class StateTokenizer:
         if not delta:
             return cls(normalizer)
         changes = np.concatenate([np.diff(o, axis=0) for o in episodes_observations if len(o) > 1])
-        fitted = Normalizer.fit(changes, mode)
-        # A dimension that never changes (a fixed goal, say) keeps a change of exactly 0: Normalizer's fallback
-        # scale of 1 would turn the model's residual error there into raw units, so it becomes negligible.
-        still = np.ptp(changes, axis=0) == 0
-        scale = np.where(still, _STILL_SCALE, fitted.scale).astype(np.float32)
-        return cls(normalizer, Normalizer(mode, fitted.offset, scale))
+        # A dimension that (almost) never changes (a fixed goal; a blocked gripper finger that moves 2e-6 once
+        # per episode) gets a tiny change scale: the normalizer's pass-through scale of 1 would turn the
+        # model's residual error there into raw units (FetchPush's finger: 0.06 per step, 1.2x copy-last).
+        return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE))
 
     def encode(self, obs, previous=None):
         """States ``[N, D]`` to tokens ``[N, 1, token_dim]``."""
