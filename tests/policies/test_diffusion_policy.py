@@ -258,3 +258,12 @@ def test_init_from_accepts_a_new_prediction_target_but_not_new_sizes():
     check_init_from(parent, replace(bounded, prefix_conditioning=4, obs_feature_dim=None, width=32), "parent")
     with pytest.raises(ValueError, match=r"obs_high"):
         check_init_from(bounded, replace(bounded, obs_high=(2.0,) * OBS_DIM), "parent")
+
+
+def test_clip_sample_is_refused_where_it_would_cut_standardized_actions():
+    """clip_sample bounds min-max's [-1, 1]; under meanstd the same bound is one standard deviation, which
+    silently flattened a standardized pendulum policy's actions to a constant."""
+    with pytest.raises(ValueError, match="normalization=meanstd it would cut them at 1.0 standard deviations"):
+        DiffusionPolicyConfig(normalization="meanstd")
+    assert DiffusionPolicyConfig(normalization="meanstd", clip_sample=None).clip_sample is None
+    assert DiffusionPolicyConfig().clip_sample == 1.0  # min-max keeps Diffusion Policy's clamp

@@ -67,6 +67,9 @@ class DiffusionPolicyConfig:
     parameterization: str = "sample"
     """What the network predicts: ``sample`` (x0), ``epsilon``, ``v_prediction`` or ``velocity``."""
     clip_sample: float | None = 1.0
+    """Clamp each step's clean estimate to ``[-clip_sample, clip_sample]`` in normalized units (Diffusion
+    Policy's ``clip_sample``): min-max normalization's range. None: no clamp (required by other normalizations,
+    where the bound would cut actions at one standard deviation)."""
     width: int = 96
     depth: int = 3
     heads: int = 4
@@ -117,6 +120,12 @@ class DiffusionPolicyConfig:
         check_number("policy.shared_level_prob", self.shared_level_prob, low=0, high=1)
         check_number("policy.prefix_conditioning", self.prefix_conditioning, low=0, high=self.horizon - 1, integer=True)
         check_number("policy.clip_sample", self.clip_sample, low=0, allow_none=True)
+        if self.clip_sample is not None and self.normalization != "minmax":
+            raise ValueError(
+                f"policy.clip_sample={self.clip_sample} clamps actions to min-max's [-1, 1] range, but with "
+                f"normalization={self.normalization} it would cut them at {self.clip_sample} standard deviations; "
+                "set policy.clip_sample=null"
+            )
         check_number("policy.state_dim", self.state_dim, low=0, integer=True)
         check_number("policy.image_shift", self.image_shift, low=0, high=32, integer=True)
         check_number("policy.discrete_scale", self.discrete_scale, low=1e-6, high=1)
