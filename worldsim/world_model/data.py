@@ -206,6 +206,6 @@ def flat_state_env(env: gym.Env) -> gym.Env:
     keys = tuple(space.spaces)
 
     def flatten(obs: dict) -> np.ndarray:
-        return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in keys])
+        return flatten_dict_observations({k: np.asarray(obs[k])[None] for k in keys}, keys)[0]
 
     return gym.wrappers.TransformObservation(env, flatten, flat_state_space(space))
