@@ -2,6 +2,8 @@
 
     python benchmarks/generalization.py --tasks gym_pusht pusher --parts policy world_model
     python benchmarks/generalization.py --report      # per-task results -> generalization.json + plot
+    python benchmarks/generalization.py --tasks lunar_lander --parts policy --tag meanstd
+        --policy-set '{"normalization": "meanstd", "clip_sample": null}'     # (one line) a variant, kept apart
 
 Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-specific is set here:
 
@@ -64,7 +66,7 @@ def _strip(result: dict) -> dict:
 def policy_part(name: str, args) -> dict:
     import torch
 
-    from worldsim.policies.config import EVAL_SEED, TrainPolicyConfig, policy_trainer_defaults
+    from worldsim.policies.config import EVAL_SEED, DiffusionPolicyConfig, TrainPolicyConfig, policy_trainer_defaults
     from worldsim.policies.diffusion_policy import DiffusionPolicy
     from worldsim.policies.evaluation import evaluate_policy
     from worldsim.policies.train import load_task_demonstrations, train_policy
@@ -74,8 +76,8 @@ def policy_part(name: str, args) -> dict:
         policy_trainer_defaults(), time_limit_minutes=args.policy_minutes, eval_every=0, progress=False
     )
     cfg = TrainPolicyConfig(
-        task=task, out=str(args.runs / name / "policy"), data_path=str(args.data), threads=args.threads,
-        training=training,
+        task=task, policy=DiffusionPolicyConfig(**args.policy_set), data_path=str(args.data), threads=args.threads,
+        out=str(args.runs / name / ("policy" + (f"-{args.tag}" if args.tag else ""))), training=training,
     )  # fmt: skip
     started = time.perf_counter()
     _, demos = load_task_demonstrations(cfg, DistributedContext())
@@ -249,8 +251,10 @@ def run(args) -> None:
     out_dir = args.out / "generalization"
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.tasks:
-        path = out_dir / f"{name}.json"
+        path = out_dir / (f"{name}.{args.tag}.json" if args.tag else f"{name}.json")
         entry = json.loads(path.read_text()) if path.exists() else {}
+        if args.policy_set:
+            entry["policy_set"] = args.policy_set
         task = load_task(name)
         entry |= {"task": name, "env_id": task.env_id, "env_kwargs": task.env_kwargs}
         for part in args.parts:
@@ -343,6 +347,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/generalization/minari"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="merge the per-task results and plot")
+    parser.add_argument(
+        "--policy-set", type=json.loads, default={}, metavar="JSON",
+        help='a variant of the recipe: DiffusionPolicyConfig fields, e.g. \'{"normalization": "meanstd", '
+        '"clip_sample": null}\' (needs --tag)',
+    )  # fmt: skip
+    parser.add_argument(
+        "--tag", default="", help="name of a variant: results go to <task>.<tag>.json, left out of --report"
+    )
     args = parser.parse_args()
     if args.report:
         report(args)
@@ -350,6 +362,8 @@ def main() -> None:
         unknown = sorted(set(args.tasks) - set(SUITE))
         if unknown:
             parser.error(f"unknown suite task(s) {unknown}; the suite is {list(SUITE)}")
+        if bool(args.policy_set) != bool(args.tag):
+            parser.error("--policy-set and --tag go together: a variant of the recipe is kept apart by its tag")
         run(args)
 
 
