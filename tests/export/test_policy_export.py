@@ -30,6 +30,22 @@ def test_export_passes_parity_and_reports(exported):
     assert "parity" in str(report)
 
 
+def test_angle_features_are_part_of_the_exported_encoder(tmp_path):
+    """An angle dimension's sine and cosine are computed inside the encoder graph: the runner feeds the raw
+    angle, on either side of the seam, and gets the torch policy's actions."""
+    policy = make_policy(discrete_dims=(), angle_dims=(1,))
+    path = tmp_path / "angles.onnx"
+    assert export_policy(policy, path, source="pytest").max_abs_diff <= 1e-4
+    runner = OnnxPolicy(path, strategy="ddim", seed=0, steps=5)
+    policy.set_strategy("ddim", steps=5)
+    policy.generator = np.random.default_rng(0)
+    observations = np.random.default_rng(1).normal(size=(8, OBS_DIM)).astype(np.float32)
+    observations[:, 1] = [0.001, 6.282, 3.1, 0.001, 6.282, 1.0, 2.0, 5.0]
+    torch_actions = np.stack([policy.select_action(o) for o in observations])
+    onnx_actions = np.stack([runner.select_action(o) for o in observations])
+    np.testing.assert_allclose(onnx_actions, torch_actions, atol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def exported_relative(tmp_path_factory):
     """A policy whose first two actions are relative to the observation, normalized per chunk position."""

@@ -18,15 +18,18 @@ STRATEGY_KWARGS = {
 }
 
 
-def make_policy(discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(2,), relative=False) -> DiffusionPolicy:
+def make_policy(
+    discrete_rule="scale", seed=0, obs_type="state", discrete_dims=(2,), relative=False, angle_dims=()
+) -> DiffusionPolicy:
     """``relative``: the first two action dimensions relative to observation dimensions 0 and 1, with an
-    action normalizer per chunk position (how relative policies are trained)."""
+    action normalizer per chunk position (how relative policies are trained). ``angle_dims``: observation
+    dimensions the encoder sees as sine and cosine."""
     torch.manual_seed(seed)
     obs_shape = (OBS_DIM,) if obs_type == "state" else (16, 16, 3)
     config = DiffusionPolicyConfig(
         obs_shape=obs_shape, action_dim=ACTION_DIM, obs_type=obs_type, horizon=HORIZON, n_action_steps=4,
         num_train_steps=K, width=32, depth=2, heads=2, obs_feature_dim=32, discrete_dims=discrete_dims,
-        discrete_rule=discrete_rule, relative_to_obs=(0, 1, -1) if relative else (),
+        discrete_rule=discrete_rule, relative_to_obs=(0, 1, -1) if relative else (), angle_dims=angle_dims,
         # Relative targets move with the observation, so they may leave [-1, 1]; returned actions are clipped
         # to the action space, which should not hide that movement.
         action_low=(-5, -5, -1) if relative else (-1, -1, -1), action_high=(5, 5, 1) if relative else (1, 1, 1),

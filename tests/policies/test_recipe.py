@@ -8,6 +8,7 @@ from worldsim.core.episodes import Episode
 from worldsim.envs.tasks import EpisodeJudge, TaskSpec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.recipe import (
+    angle_dims,
     complete_policy_config,
     discrete_action_dims,
     observation_layout,
@@ -131,3 +132,41 @@ def test_bounds_the_env_s_own_demonstrations_break_are_dropped():
     config = complete_policy_config(DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0"), env, demos)
     # a dimension broken on either side loses both bounds; dimension 0 stays checked
     assert config.obs_low == (0.0, -np.inf, -np.inf) and config.obs_high == (1.0, np.inf, np.inf)
+
+
+def test_angles_reported_modulo_a_turn_are_found_by_their_jumps_across_the_seam():
+    t = np.linspace(0, 4 * np.pi, 400)
+    wrapped = np.mod(t, 2 * np.pi)  # crosses the seam: 6.28 -> 0.0
+    unwrapped = np.linspace(-np.pi, np.pi, 400)  # spans a turn but never jumps
+    contact = (np.sin(7 * t) > 0).astype(float)  # jumps by its whole (small) range
+    fast = 3.0 * np.sin(40 * t)  # spans 6 rad and jumps by up to 3.5 per step, but is no angle
+    states = np.c_[unwrapped, wrapped, contact, fast, np.mod(t, 2 * np.pi) - np.pi]
+    assert angle_dims([states[:200], states[200:]]) == (1, 4)
+    # the jump must lie inside an episode: two episodes that each stay on one side find nothing
+    assert angle_dims([states[:99, 1:2], states[101:199, 1:2]]) == ()
+
+
+def test_a_policy_sees_an_angle_on_either_side_of_the_seam_as_neighbours():
+    env = SpacesOnly(gym.spaces.Box(-np.inf, np.inf, (2,)), gym.spaces.Box(-1, 1, (1,)))
+    t = np.linspace(0, 6 * np.pi, 61)
+    observations = np.c_[np.cos(t), np.mod(t, 2 * np.pi)].astype(np.float32)
+    demos = [episode(observations, np.zeros((60, 1)))]
+    config = complete_policy_config(DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0"), env, demos)
+    assert config.angle_dims == (1,) and config.state_feature_size == 3
+
+    from worldsim.core.normalizer import Normalizer
+    from worldsim.policies.diffusion_policy import DiffusionPolicy
+
+    torch = pytest.importorskip("torch")
+    normalizer = Normalizer.fit(observations, config.normalization)
+    policy = DiffusionPolicy(
+        config, obs_normalizer=normalizer, action_normalizer=Normalizer.fit(np.zeros((4, 1)), config.normalization)
+    )
+    near = torch.tensor([[[0.5, 0.001]] * 2, [[0.5, 2 * np.pi - 0.001]] * 2, [[0.5, np.pi]] * 2])
+    features = policy._state_features(near)
+    assert features.shape == (3, 2, 3)
+    seam = (features[0] - features[1]).abs().max().item()
+    across = (features[0] - features[2]).abs().max().item()
+    assert seam < 0.01 and across > 1.9  # sine and cosine: the seam is no distance, half a turn is 2
+    expected = torch.as_tensor(normalizer.normalize(near[0].numpy())[..., 0])
+    torch.testing.assert_close(features[0, :, 0], expected)  # the other dimension is normalized as before

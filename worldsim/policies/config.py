@@ -19,9 +19,10 @@ OBS_TYPES = ("state", "pixels")
 NORMALIZATIONS = ("minmax", "meanstd", "identity")
 DISCRETE_RULES = ("scale", "clip")
 DERIVED_FIELDS = (
-    "obs_shape", "obs_keys", "action_dim", "obs_type", "state_dim", "action_low", "action_high", "obs_low", "obs_high"
+    "obs_shape", "obs_keys", "action_dim", "obs_type", "state_dim", "action_low", "action_high", "obs_low", "obs_high",
+    "angle_dims",
 )  # fmt: skip
-"""Fields taken from the env's spaces when a policy is trained (``train_policy`` fills them in)."""
+"""Fields taken from the env's spaces and data when a policy is trained (``train_policy`` fills them in)."""
 TASK_FIELDS = ("discrete_dims", "relative_to_obs")
 """Fields that are task facts (``TaskSpec``), copied into the policy when it is trained."""
 
@@ -98,6 +99,10 @@ class DiffusionPolicyConfig:
     small offsets, normalized per chunk position, instead of positions anywhere on the table."""
     action_low: tuple[float, ...] = field(default_factory=tuple)
     action_high: tuple[float, ...] = field(default_factory=tuple)
+    angle_dims: tuple[int, ...] = ()
+    """State dimensions that are angles reported modulo 2 pi (derived from the demonstrations: a dimension
+    spanning one turn that jumps by more than half a turn between steps). The encoder sees each as its sine
+    and cosine, so 0.01 and 6.27 rad are neighbours rather than the two ends of the normalized range."""
     obs_low: tuple[float, ...] = field(default_factory=tuple)
     """The observation space's bounds (flat; empty: unbounded), against which inputs are checked."""
     obs_high: tuple[float, ...] = field(default_factory=tuple)
@@ -106,6 +111,7 @@ class DiffusionPolicyConfig:
         self.discrete_dims = tuple(int(d) for d in self.discrete_dims)
         self.obs_keys = tuple(str(k) for k in self.obs_keys)
         self.relative_to_obs = tuple(int(d) for d in self.relative_to_obs)
+        self.angle_dims = tuple(int(d) for d in self.angle_dims)
         for name in ("action_low", "action_high", "obs_low", "obs_high"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
         check_choice("policy.obs_type", self.obs_type, OBS_TYPES)
@@ -151,6 +157,11 @@ class DiffusionPolicyConfig:
         return self.obs_shape[0] if self.obs_type == "state" else self.state_dim
 
     @property
+    def state_feature_size(self) -> int:
+        """Width of one normalized state as the encoder takes it: each angle dimension becomes sine and cosine."""
+        return self.state_size + len(self.angle_dims)
+
+    @property
     def multipart(self) -> bool:
         """Whether an observation is a dict ``{"pixels", "state"}`` (a pixel policy with proprioception)."""
         return self.obs_type == "pixels" and self.state_dim > 0
@@ -176,6 +187,11 @@ class DiffusionPolicyConfig:
         bad = [d for d in self.discrete_dims if not 0 <= d < self.action_dim]
         if bad:
             raise ValueError(f"discrete_dims {bad} are outside the {self.action_dim} action dimensions")
+        bad = [d for d in self.angle_dims if not 0 <= d < self.state_size]
+        if bad or len(set(self.angle_dims)) != len(self.angle_dims):
+            raise ValueError(
+                f"angle_dims {list(self.angle_dims)} must be distinct state dimensions (0 .. {self.state_size - 1})"
+            )
         if self.relative_to_obs:
             self._check_relative()
 

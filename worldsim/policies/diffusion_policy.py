@@ -75,12 +75,24 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         """The conditioning vector ``[B, feature_dim]`` of raw observation histories: computed once per
         prediction, every denoiser call of its plan reuses it."""
         if self.config.obs_type == "state":
-            return self.encoder(self.obs_normalizer.normalize(obs.float()))
+            return self.encoder(self._state_features(obs))
         if self.config.multipart:
-            frames, states = obs["pixels"], self.obs_normalizer.normalize(obs["state"].float())
+            frames, states = obs["pixels"], self._state_features(obs["state"])
         else:
             frames, states = obs, None
         return self.encoder(frames.float() / 127.5 - 1.0, states)
+
+    def _state_features(self, states: torch.Tensor) -> torch.Tensor:
+        """Raw states ``[..., state_size]`` normalized, each angle dimension replaced by its sine and cosine
+        (``[..., state_feature_size]``)."""
+        states = states.float()
+        normalized = self.obs_normalizer.normalize(states)
+        angles = list(self.config.angle_dims)
+        if not angles:
+            return normalized
+        kept = [d for d in range(self.config.state_size) if d not in angles]
+        turns = states[..., angles]
+        return torch.cat([normalized[..., kept], torch.sin(turns), torch.cos(turns)], dim=-1)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

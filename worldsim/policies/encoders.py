@@ -21,7 +21,7 @@ class StateEncoder(nn.Module):
 
     def __init__(self, config: DiffusionPolicyConfig):
         super().__init__()
-        inputs = config.obs_horizon * config.obs_shape[0]
+        inputs = config.obs_horizon * config.state_feature_size
         self.net = nn.Sequential(
             nn.Linear(inputs, config.feature_dim),
             nn.Mish(),
@@ -105,7 +105,7 @@ class PixelEncoder(nn.Module):
             nn.Conv2d(64, self.KEYPOINTS, 1),
             SpatialSoftmax(),
         )  # fmt: skip
-        per_frame = 2 * self.KEYPOINTS + config.state_size
+        per_frame = 2 * self.KEYPOINTS + config.state_feature_size
         self.project = nn.Sequential(
             nn.Linear(config.obs_horizon * per_frame, config.feature_dim),
             nn.Mish(),

@@ -110,6 +110,25 @@ def _state_of(observations, layout: dict) -> np.ndarray:
     return flatten_dict_observations(observations, keys) if keys else np.asarray(observations)
 
 
+def angle_dims(episodes: list[np.ndarray]) -> tuple[int, ...]:
+    """The state dimensions that are angles reported modulo 2 pi: their recorded values span one turn
+    (at least 95% of 2 pi, at most 2 pi) and some step between consecutive observations jumps by more than
+    three quarters of a turn, which a continuous signal sampled finely enough to be controlled does not do
+    and a wrapped angle does each time it crosses the seam (gym-pusht's block angle). ``episodes``: each episode's states ``[T, D]``."""
+    episodes = [np.asarray(e, np.float64) for e in episodes]
+    states = np.concatenate(episodes)
+    if states.ndim != 2 or not len(states):
+        return ()
+    span = states.max(0) - states.min(0)
+    turn = 2 * np.pi
+    jumps = np.zeros(states.shape[1], bool)
+    for e in episodes:
+        if len(e) > 1:
+            jumps |= (np.abs(np.diff(e, axis=0)) > 0.75 * turn).any(0)
+    one_turn = (span >= 0.95 * turn) & (span <= 1.001 * turn)
+    return tuple(int(d) for d in np.flatnonzero(one_turn & jumps))
+
+
 def discrete_action_dims(actions: np.ndarray) -> tuple[int, ...]:
     """The action dimensions whose recorded values are all exactly -1 or +1 (a gripper command), both seen."""
     actions = np.asarray(actions).reshape(-1, np.asarray(actions).shape[-1])
@@ -142,6 +161,8 @@ def complete_policy_config(
         layout |= bounds_the_data_respects(layout, episodes)
     actions = np.concatenate([e.actions for e in episodes])
     discrete = task.discrete_dims if task.discrete_dims is not None else discrete_action_dims(actions)
+    has_state = layout["obs_type"] == "state" or layout.get("state_dim")
+    angles = angle_dims([_state_of(e.observations, layout) for e in episodes]) if has_state else ()
     relative = task.relative_to_obs if task.relative_to_obs is not None else ()
     return dataclasses.replace(
         policy,
@@ -150,6 +171,7 @@ def complete_policy_config(
         action_low=tuple(float(v) for v in env.action_space.low),
         action_high=tuple(float(v) for v in env.action_space.high),
         discrete_dims=tuple(discrete),
+        angle_dims=angles,
         relative_to_obs=tuple(relative),
         n_action_steps=task.n_action_steps or policy.n_action_steps,
     )
