@@ -114,7 +114,8 @@ def angle_dims(episodes: list[np.ndarray]) -> tuple[int, ...]:
     """The state dimensions that are angles reported modulo 2 pi: their recorded values span one turn
     (at least 95% of 2 pi, at most 2 pi) and some step between consecutive observations jumps by more than
     three quarters of a turn, which a continuous signal sampled finely enough to be controlled does not do
-    and a wrapped angle does each time it crosses the seam (gym-pusht's block angle). ``episodes``: each episode's states ``[T, D]``."""
+    and a wrapped angle does each time it crosses the seam (gym-pusht's block angle).
+    ``episodes``: each episode's states ``[T, D]``."""
     episodes = [np.asarray(e, np.float64) for e in episodes]
     states = np.concatenate(episodes)
     if states.ndim != 2 or not len(states):
