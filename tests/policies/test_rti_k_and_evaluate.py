@@ -84,3 +84,19 @@ def test_evaluate_policy_counts_and_measures():
     assert result["episodes"] == 2 and result["success_rate"] == 0.0
     assert result["smoothness_mse"] == 0.0 and result["calls_per_step"] == 0.0
     assert 0.0 <= result["mean_max_score"] < 0.95 and result["mean_steps"] == 300
+
+
+def test_the_recorded_rti_calls_keep_an_episode_at_one_network_call_per_action():
+    """The cold start's 10 calls are paid back by warm chunks of one call fewer than they execute; the
+    earlier rule (as many calls as actions) could never get back under one call per action."""
+    from tests.policies.test_diffusion_policy import K, make_policy, run_episode
+    from worldsim.policies.train import COLD_START_STEPS, rti_calls
+
+    policy = make_policy(discrete_dims=())
+    executed, k, steps = policy.config.n_action_steps, K // 2, 40
+    assert (rti_calls(k, executed), rti_calls(2, executed), rti_calls(k, 1)) == (executed - 1, 2, 1)
+    options = {"k": k, "cold_start_steps": COLD_START_STEPS, "n_action_steps": executed}
+    policy.set_strategy("rti", calls=rti_calls(k, executed), **options)
+    assert sum(run_episode(policy, steps=steps)[1]) <= steps
+    policy.set_strategy("rti", calls=min(k, executed), **options)
+    assert sum(run_episode(policy, steps=steps)[1]) > steps

@@ -197,12 +197,26 @@ def train_policy(cfg: TrainPolicyConfig) -> DiffusionPolicy:
     return model
 
 
+COLD_START_STEPS = 10
+"""RTI's first chunk of an episode: a 10-step DDIM from noise (no 100-call start in a live loop)."""
+
+
+def rti_calls(k: int, executed: int) -> int:
+    """Network calls per warm-started RTI chunk: at most ``k`` (one level per call at best) and one fewer than
+    the actions the chunk executes, so that the cold start's extra calls are paid back within an episode: with
+    ``e`` actions per chunk an episode of ``n`` chunks costs ``COLD_START_STEPS + (n - 1)(e - 1)`` calls for
+    ``n e`` actions, at most one per action once ``n >= COLD_START_STEPS + 1 - e`` (3 chunks of 8). A
+    closed-loop policy (``e = 1``) still needs its one call per action."""
+    return max(1, min(k, executed - 1))
+
+
 def recommended_rti(policy: DiffusionPolicy, episodes, *, max_pairs: int, seed: int) -> dict:
-    """RTI options for ``policy``: k by RTI-DP's offline rule for its chunk stride, walked in at most one
-    network call per executed action, after a 10-step DDIM cold start (no 100-call start in a live loop)."""
+    """RTI options for ``policy``: k by RTI-DP's offline rule for its chunk stride, walked in
+    :func:`rti_calls` calls after a :data:`COLD_START_STEPS`-step DDIM cold start."""
     from worldsim.policies.rti_k import choose_rti_k
 
     executed = policy.config.n_action_steps
     observations = [e.observations for e in episodes]  # already as the policy sees them (policy_episodes)
     choice = choose_rti_k(policy, observations, executed_steps=executed, max_pairs=max_pairs, seed=seed)
-    return {"k": choice.k, "calls": min(choice.k, executed), "cold_start_steps": 10, "n_action_steps": executed}
+    calls = rti_calls(choice.k, executed)
+    return {"k": choice.k, "calls": calls, "cold_start_steps": COLD_START_STEPS, "n_action_steps": executed}
