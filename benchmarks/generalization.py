@@ -69,7 +69,8 @@ def policy_part(name: str, args) -> dict:
     from worldsim.policies.config import EVAL_SEED, DiffusionPolicyConfig, TrainPolicyConfig, policy_trainer_defaults
     from worldsim.policies.diffusion_policy import DiffusionPolicy
     from worldsim.policies.evaluation import evaluate_policy
-    from worldsim.policies.train import load_task_demonstrations, train_policy
+    from worldsim.policies.recipe import policy_episodes
+    from worldsim.policies.train import load_task_demonstrations, recommended_rti, train_policy
 
     task = suite_task(name, args)
     training = dataclasses.replace(
@@ -82,10 +83,20 @@ def policy_part(name: str, args) -> dict:
     started = time.perf_counter()
     _, demos = load_task_demonstrations(cfg, DistributedContext())
     demo_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    train_policy(cfg)
-    train_minutes = (time.perf_counter() - started) / 60
+    previous = _previous_policy_result(name, args) if args.reuse else None
+    if previous is None:
+        started = time.perf_counter()
+        train_policy(cfg)
+        train_minutes = (time.perf_counter() - started) / 60
+    else:
+        train_minutes = previous["training"]["minutes"]
     policy = DiffusionPolicy.from_pretrained(cfg.out)  # what a user loads: the saved checkpoint
+    if previous is not None and cfg.rti_max_pairs and "k" not in task.rti:
+        # The RTI options by the current rule, as train_policy would record them now.
+        found = recommended_rti(policy, policy_episodes(demos, policy.config), max_pairs=cfg.rti_max_pairs,
+                                seed=cfg.training.seed)  # fmt: skip
+        policy.strategy_defaults["rti"] = found | dict(task.rti)
+        print(f"{name}: RTI by the current rule {found}", flush=True)
     # Every task alike: an env's observations that leave its own declared space (gym-pusht's block pushed
     # past the table) are clipped into it rather than refused, as `worldsim eval obs_check=clip` does.
     policy.obs_check = OBS_CHECK
@@ -126,7 +137,9 @@ def policy_part(name: str, args) -> dict:
             "normalization": c.normalization,
             "recorded_strategies": policy.strategy_defaults,
         },  # fmt: skip
-        "training": {
+        "training": previous["training"] | {"reused": _reuse_record(previous)}
+        if previous
+        else {
             "minutes": round(train_minutes, 2),
             "steps": policy.metadata.get("train_steps"),
             "time_limit_minutes": args.policy_minutes,
@@ -141,6 +154,30 @@ def policy_part(name: str, args) -> dict:
         "random": _strip(random),
         "strategies": strategies,
         "targets": _policy_targets(task, expert, strategies, train_minutes),
+    }
+
+
+def _result_path(name: str, args) -> Path:
+    """Where a task's result goes: ``<task>.json``, or ``<task>.<tag>.json`` for a variant."""
+    return args.out / "generalization" / (f"{name}.{args.tag}.json" if args.tag else f"{name}.json")
+
+
+def _previous_policy_result(name: str, args) -> dict:
+    """The policy part of this task's (and tag's) last result, whose checkpoint ``--reuse`` evaluates again."""
+    path = _result_path(name, args)
+    previous = json.loads(path.read_text()).get("policy") if path.exists() else None
+    if not previous or not (args.runs / name / ("policy" + (f"-{args.tag}" if args.tag else ""))).is_dir():
+        raise SystemExit(f"--reuse: no earlier policy result and checkpoint for {name} (run without --reuse first)")
+    return previous
+
+
+def _reuse_record(previous: dict) -> dict:
+    """What a ``--reuse`` run records: that the checkpoint was trained by the earlier run, evaluated again."""
+    return {
+        "trained": previous.get("date") or previous["training"].get("reused", {}).get("trained"),
+        "evaluated_again": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "previous_rti": previous["derived"]["recorded_strategies"].get("rti"),
+        "previous_targets": previous["targets"],
     }
 
 
@@ -251,7 +288,7 @@ def run(args) -> None:
     out_dir = args.out / "generalization"
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.tasks:
-        path = out_dir / (f"{name}.{args.tag}.json" if args.tag else f"{name}.json")
+        path = _result_path(name, args)
         entry = json.loads(path.read_text()) if path.exists() else {}
         if args.policy_set:
             entry["policy_set"] = args.policy_set
@@ -351,6 +388,11 @@ def main() -> None:
         "--policy-set", type=json.loads, default={}, metavar="JSON",
         help='a variant of the recipe: DiffusionPolicyConfig fields, e.g. \'{"normalization": "meanstd", '
         '"clip_sample": null}\' (needs --tag)',
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="evaluate the checkpoint the last run of each task (and tag) trained, with the RTI options the "
+        "current rule derives, instead of training again (the result records that it did)",
     )  # fmt: skip
     parser.add_argument(
         "--tag", default="", help="name of a variant: results go to <task>.<tag>.json, left out of --report"
