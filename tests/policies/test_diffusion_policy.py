@@ -267,6 +267,6 @@ def test_clip_sample_is_refused_where_it_would_cut_standardized_actions():
     """clip_sample bounds min-max's [-1, 1]; under meanstd the same bound is one standard deviation, which
     silently flattened a standardized pendulum policy's actions to a constant."""
     with pytest.raises(ValueError, match="normalization=meanstd it would cut them at 1.0 standard deviations"):
-        DiffusionPolicyConfig(normalization="meanstd")
-    assert DiffusionPolicyConfig(normalization="meanstd", clip_sample=None).clip_sample is None
-    assert DiffusionPolicyConfig().clip_sample == 1.0  # min-max keeps Diffusion Policy's clamp
+        DiffusionPolicyConfig(normalization="meanstd", clip_sample=1.0)
+    assert DiffusionPolicyConfig().clip_sample is None  # the default recipe standardizes and does not clamp
+    assert DiffusionPolicyConfig(normalization="minmax", clip_sample=1.0).clip_sample == 1.0

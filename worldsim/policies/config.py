@@ -67,10 +67,11 @@ class DiffusionPolicyConfig:
     """The noise schedule, built by the core's factory: ``cosine`` (DDPM squaredcos_cap_v2) or ``flow``."""
     parameterization: str = "sample"
     """What the network predicts: ``sample`` (x0), ``epsilon``, ``v_prediction`` or ``velocity``."""
-    clip_sample: float | None = 1.0
+    clip_sample: float | None = None
     """Clamp each step's clean estimate to ``[-clip_sample, clip_sample]`` in normalized units (Diffusion
-    Policy's ``clip_sample``): min-max normalization's range. None: no clamp (required by other normalizations,
-    where the bound would cut actions at one standard deviation)."""
+    Policy's ``clip_sample``, 1.0 with min-max normalization's range). None: no clamp (the default; required by
+    other normalizations, where the bound would cut actions at that many standard deviations). Returned
+    actions are clipped to the action space either way."""
     width: int = 96
     depth: int = 3
     heads: int = 4
@@ -83,8 +84,12 @@ class DiffusionPolicyConfig:
     """Training-time real-time chunking: each training chunk's first ``d`` actions, ``d`` drawn uniformly
     from ``0 .. prefix_conditioning``, are given clean (level 0) and left out of the loss, so the policy
     learns to continue a frozen prefix (the actions that run while it computes; strategy ``rtc``). 0: off."""
-    normalization: str = "minmax"
-    """How observations and actions are scaled: ``minmax`` (to [-1, 1]), ``meanstd`` or ``identity``."""
+    normalization: str = "meanstd"
+    """How observations and actions are scaled: ``meanstd`` (standardized per dimension, the default),
+    ``minmax`` (to [-1, 1]; worldsim's shipped Push-T and PickPlace policies, with ``clip_sample=1.0``) or
+    ``identity``. Standardizing won on the generalization suite (docs/bring_your_own_env.md): min-max squeezes
+    a dimension whose demonstrations mostly sit in a sliver of its range (a lander's or a pendulum's steady
+    state beside its rare large excursions) into a sliver of [-1, 1]."""
     discrete_dims: tuple[int, ...] = ()
     """Action dimensions that are discrete ±1 commands (a gripper): named, never guessed."""
     discrete_rule: str = "scale"
