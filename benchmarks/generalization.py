@@ -24,7 +24,10 @@ Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-s
   as one flat state vector, and its errors are over that vector.
 
 Per-task JSON goes to ``benchmarks/results/generalization/<task>.json`` (so tasks can run in parallel
-processes); ``--report`` merges them into ``benchmarks/results/generalization.json`` with a plot.
+processes); ``--report`` merges them into ``benchmarks/results/generalization.json`` with a plot, and lists
+each variant's policy targets (``<task>.<tag>.json``: ``minmax`` holds the recipe's min-max results from
+before standardization became its default). ``--reuse`` evaluates a task's last checkpoint again instead of
+training (after a change to the RTI rule, say); its JSON keeps the training record and says so.
 """
 
 from __future__ import annotations
@@ -327,9 +330,22 @@ def report(args) -> None:
             "actions), <= 0.3x copy-last at horizon 1, training <= 15 min",
         },
         "tasks": entries,
+        "variants": _variants(args.out / "generalization"),
     }
     (args.out / "generalization.json").write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
     _plot(entries, args.out / "generalization.png")
+
+
+def _variants(folder: Path) -> dict:
+    """Each variant's policy targets per task (``<task>.<tag>.json``), beside the default recipe's."""
+    variants: dict = {}
+    for path in sorted(folder.glob("*.*.json")):
+        name, tag = path.name[: -len(".json")].split(".", 1)
+        entry = json.loads(path.read_text())
+        if name in SUITE and "policy" in entry:
+            variant = variants.setdefault(tag, {"policy_set": entry.get("policy_set"), "tasks": {}})
+            variant["tasks"][name] = entry["policy"]["targets"]
+    return variants
 
 
 def _plot(entries: dict, path: Path) -> None:
