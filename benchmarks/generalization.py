@@ -132,6 +132,7 @@ def policy_part(name: str, args) -> dict:
             "obs_keys": c.obs_keys,
             "action_dim": c.action_dim,
             "discrete_dims": list(c.discrete_dims),
+            "angle_dims": list(c.angle_dims),
             "relative_to_obs": list(c.relative_to_obs),
             "n_action_steps": c.n_action_steps,
             "horizon": c.horizon,
