@@ -33,7 +33,7 @@ def make_policy(
         # Relative targets move with the observation, so they may leave [-1, 1]; returned actions are clipped
         # to the action space, which should not hide that movement.
         action_low=(-5, -5, -1) if relative else (-1, -1, -1), action_high=(5, 5, 1) if relative else (1, 1, 1),
-        parameterization="epsilon",
+        parameterization="epsilon", normalization="minmax", clip_sample=1.0,  # as the normalizers fitted below
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     obs_norm = Normalizer.fit(rng.normal(size=(100, OBS_DIM))) if obs_type == "state" else None
