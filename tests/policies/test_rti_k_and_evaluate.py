@@ -95,6 +95,8 @@ def test_the_recorded_rti_calls_keep_an_episode_at_one_network_call_per_action()
     policy = make_policy(discrete_dims=())
     executed, k, steps = policy.config.n_action_steps, K // 2, 40
     assert (rti_calls(k, executed), rti_calls(2, executed), rti_calls(k, 1)) == (executed - 1, 2, 1)
+    # 50-step episodes in chunks of 8: 7 chunks, the last cut short; 10 + 6 x 7 = 52 calls would be too many
+    assert rti_calls(30, 8, episode_length=50) == 6 and rti_calls(30, 8, episode_length=300) == 7
     options = {"k": k, "cold_start_steps": COLD_START_STEPS, "n_action_steps": executed}
     policy.set_strategy("rti", calls=rti_calls(k, executed), **options)
     assert sum(run_episode(policy, steps=steps)[1]) <= steps

@@ -201,22 +201,29 @@ COLD_START_STEPS = 10
 """RTI's first chunk of an episode: a 10-step DDIM from noise (no 100-call start in a live loop)."""
 
 
-def rti_calls(k: int, executed: int) -> int:
-    """Network calls per warm-started RTI chunk: at most ``k`` (one level per call at best) and one fewer than
-    the actions the chunk executes, so that the cold start's extra calls are paid back within an episode: with
-    ``e`` actions per chunk an episode of ``n`` chunks costs ``COLD_START_STEPS + (n - 1)(e - 1)`` calls for
-    ``n e`` actions, at most one per action once ``n >= COLD_START_STEPS + 1 - e`` (3 chunks of 8). A
-    closed-loop policy (``e = 1``) still needs its one call per action."""
-    return max(1, min(k, executed - 1))
+def rti_calls(k: int, executed: int, episode_length: int | None = None) -> int:
+    """Network calls per warm-started RTI chunk, so that an episode costs at most one call per executed action
+    once the :data:`COLD_START_STEPS`-call cold start is paid back: at most ``k`` (one level per call at
+    best), one fewer than the chunk executes, and, for episodes of ``episode_length`` steps (its last chunk cut
+    short), few enough that ``COLD_START_STEPS + (n - 1) calls <= episode_length`` over its ``n`` chunks. A
+    closed-loop policy (one action per chunk) still needs its one call per action."""
+    calls = min(k, executed - 1)
+    if episode_length is not None:
+        chunks = -(-int(episode_length) // executed)
+        if chunks > 1:
+            calls = min(calls, (int(episode_length) - COLD_START_STEPS) // (chunks - 1))
+    return max(1, calls)
 
 
 def recommended_rti(policy: DiffusionPolicy, episodes, *, max_pairs: int, seed: int) -> dict:
     """RTI options for ``policy``: k by RTI-DP's offline rule for its chunk stride, walked in
-    :func:`rti_calls` calls after a :data:`COLD_START_STEPS`-step DDIM cold start."""
+    :func:`rti_calls` calls (for episodes as long as the demonstrations') after a :data:`COLD_START_STEPS`-step
+    DDIM cold start."""
     from worldsim.policies.rti_k import choose_rti_k
 
     executed = policy.config.n_action_steps
     observations = [e.observations for e in episodes]  # already as the policy sees them (policy_episodes)
     choice = choose_rti_k(policy, observations, executed_steps=executed, max_pairs=max_pairs, seed=seed)
-    calls = rti_calls(choice.k, executed)
+    typical_length = int(np.median([len(e.actions) for e in episodes]))  # the expert's; a policy's are not shorter
+    calls = rti_calls(choice.k, executed, typical_length)
     return {"k": choice.k, "calls": calls, "cold_start_steps": COLD_START_STEPS, "n_action_steps": executed}
