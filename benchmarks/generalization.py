@@ -177,12 +177,12 @@ def _previous_policy_result(name: str, args) -> dict:
 
 def _reuse_record(previous: dict) -> dict:
     """What a ``--reuse`` run records: that the checkpoint was trained by the earlier run, evaluated again."""
-    return {
-        "trained": previous.get("date") or previous["training"].get("reused", {}).get("trained"),
-        "evaluated_again": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    first = previous["training"].get("reused") or {  # evaluated again before: keep what the training run gave
+        "trained": previous.get("date"),
         "previous_rti": previous["derived"]["recorded_strategies"].get("rti"),
         "previous_targets": previous["targets"],
     }
+    return first | {"evaluated_again": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _last_loss(history: list[dict]) -> float | None:
