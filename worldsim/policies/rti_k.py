@@ -55,11 +55,13 @@ def choose_rti_k(
     """Pick k for ``policy`` from held-out episodes (each an array of raw observations ``[T, *obs_shape]``).
 
     Consecutive decisions ``executed_steps`` apart are paired; at most ``max_pairs`` pairs are used.
+    ``candidates``: the levels scored, by default every one of the schedule's.
     """
     if executed_steps < 1:
         raise ValueError(f"executed_steps must be >= 1, got {executed_steps}")
     K = policy.config.num_train_steps
-    candidates = candidates or list(range(1, min(K, 30) + 1))
+    # Every level: a cap (30 of 100 before) pinned the rule at its boundary on standardized actions.
+    candidates = candidates or list(range(1, K + 1))
     if any(not 1 <= k <= K for k in candidates):
         raise ValueError(f"candidates must lie in [1, {K}], got {candidates}")
     rng = np.random.default_rng(seed)
