@@ -170,3 +170,9 @@ def test_a_policy_sees_an_angle_on_either_side_of_the_seam_as_neighbours():
     assert seam < 0.01 and across > 1.9  # sine and cosine: the seam is no distance, half a turn is 2
     expected = torch.as_tensor(normalizer.normalize(near[0].numpy())[..., 0])
     torch.testing.assert_close(features[0, :, 0], expected)  # the other dimension is normalized as before
+
+
+def test_angle_dims_outside_the_state_or_repeated_are_refused():
+    for bad in ((2,), (1, 1), (-1,)):
+        with pytest.raises(ValueError, match=r"angle_dims \[.*\] must be distinct state dimensions \(0 \.\. 1\)"):
+            DiffusionPolicyConfig(obs_shape=(2,), action_dim=1, angle_dims=bad)

@@ -58,6 +58,9 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         self.obs_normalizer = obs_normalizer
         self.schedule = make_schedule(config.schedule, config.num_train_steps)
         self.encoder = make_encoder(config)
+        # The encoder's state layout, fixed by the config: plain dimensions normalized, angles as sine and cosine.
+        self._angle_dims = list(config.angle_dims)
+        self._plain_dims = [d for d in range(config.state_size) if d not in config.angle_dims]
         self.denoiser = CausalTransformer(
             TransformerConfig(
                 in_dim=config.action_dim, cond_dim=config.feature_dim, width=config.width, depth=config.depth,
@@ -87,12 +90,10 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         (``[..., state_feature_size]``)."""
         states = states.float()
         normalized = self.obs_normalizer.normalize(states)
-        angles = list(self.config.angle_dims)
-        if not angles:
+        if not self._angle_dims:
             return normalized
-        kept = [d for d in range(self.config.state_size) if d not in angles]
-        turns = states[..., angles]
-        return torch.cat([normalized[..., kept], torch.sin(turns), torch.cos(turns)], dim=-1)
+        turns = states[..., self._angle_dims]
+        return torch.cat([normalized[..., self._plain_dims], torch.sin(turns), torch.cos(turns)], dim=-1)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

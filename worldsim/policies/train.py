@@ -224,6 +224,6 @@ def recommended_rti(policy: DiffusionPolicy, episodes, *, max_pairs: int, seed: 
     executed = policy.config.n_action_steps
     observations = [e.observations for e in episodes]  # already as the policy sees them (policy_episodes)
     choice = choose_rti_k(policy, observations, executed_steps=executed, max_pairs=max_pairs, seed=seed)
-    typical_length = int(np.median([len(e.actions) for e in episodes]))  # the expert's; a policy's are not shorter
+    typical_length = int(np.median([len(e.actions) for e in episodes]))  # the expert's; a policy's are rarely shorter
     calls = rti_calls(choice.k, executed, typical_length)
     return {"k": choice.k, "calls": calls, "cold_start_steps": COLD_START_STEPS, "n_action_steps": executed}
