@@ -55,10 +55,19 @@ def exported_relative(tmp_path_factory):
     return policy, path, None
 
 
-@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+@pytest.fixture(scope="module")
+def exported_per_step(tmp_path_factory):
+    """A policy whose conditioning is projected per chunk position (``[B, horizon, feature_dim]``)."""
+    policy = make_policy(discrete_dims=(), per_step=True)
+    path = tmp_path_factory.mktemp("onnx") / "per_step.onnx"
+    assert export_policy(policy, path, source="pytest").max_abs_diff <= 1e-4
+    return policy, path, None
+
+
+@pytest.mark.parametrize("fixture", ["exported", "exported_relative", "exported_per_step"])
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_runner_matches_torch_over_an_episode_with_shared_noise(request, relative, name):
-    policy, path, _ = request.getfixturevalue("exported_relative" if relative else "exported")
+def test_runner_matches_torch_over_an_episode_with_shared_noise(request, fixture, name):
+    policy, path, _ = request.getfixturevalue(fixture)
     kwargs = {"ddim": {"steps": 5}, "rti": {"k": 3}, "rolling": {"first_steps": 5}}.get(name, {})
     runner = OnnxPolicy(path, strategy=name, seed=0, **kwargs)
     policy.set_strategy(name, **kwargs)

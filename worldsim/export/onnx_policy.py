@@ -80,11 +80,13 @@ class OnnxPolicy(ChunkPolicy):
         else:
             encoder_inputs = {"obs": (*history, *c.obs_shape)}
         check_graph(self.encoder_session, self.encoder_path, encoder_inputs, ("cond",))
-        step_inputs = {"cond": (None, None), "x": (None, c.horizon, c.action_dim), "level": (None, c.horizon)}
+        cond = (None, c.horizon, c.feature_dim) if c.per_step_conditioning else (None, c.feature_dim)
+        step_inputs = {"cond": cond, "x": (None, c.horizon, c.action_dim), "level": (None, c.horizon)}
         check_graph(self.session, self.path, step_inputs, ("pred",))
 
     def encode(self, obs_history) -> np.ndarray:
-        """The conditioning vectors ``[B, feature_dim]`` of checked raw histories (one encoder run)."""
+        """The conditioning of checked raw histories (one encoder run): ``[B, feature_dim]``, or
+        ``[B, horizon, feature_dim]`` with ``per_step_conditioning``."""
         if self.config.multipart:
             feeds = {
                 "pixels": np.ascontiguousarray(obs_history["pixels"], np.uint8),

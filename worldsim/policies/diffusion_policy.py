@@ -58,6 +58,13 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         self.obs_normalizer = obs_normalizer
         self.schedule = make_schedule(config.schedule, config.num_train_steps)
         self.encoder = make_encoder(config)
+        self.step_conditioning = None
+        if config.per_step_conditioning:
+            width = config.feature_dim
+            self.step_conditioning = nn.Linear(width, config.horizon * width)
+            # Unit gain, so each position's vector starts as large as the shared one it replaces.
+            nn.init.normal_(self.step_conditioning.weight, std=width**-0.5)
+            nn.init.zeros_(self.step_conditioning.bias)
         # The encoder's state layout, fixed by the config: plain dimensions normalized, angles as sine and cosine.
         self._angle_dims = list(config.angle_dims)
         self._plain_dims = [d for d in range(config.state_size) if d not in config.angle_dims]
@@ -75,15 +82,19 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
 
     # ------------------------------------------------------------------ normalized spaces
     def _encode(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """The conditioning vector ``[B, feature_dim]`` of raw observation histories: computed once per
-        prediction, every denoiser call of its plan reuses it."""
+        """The conditioning of raw observation histories, ``[B, feature_dim]`` (``[B, horizon, feature_dim]``
+        with ``per_step_conditioning``): computed once per prediction, every denoiser call of its plan reuses it."""
         if self.config.obs_type == "state":
-            return self.encoder(self._state_features(obs))
-        if self.config.multipart:
-            frames, states = obs["pixels"], self._state_features(obs["state"])
+            features = self.encoder(self._state_features(obs))
         else:
-            frames, states = obs, None
-        return self.encoder(frames.float() / 127.5 - 1.0, states)
+            if self.config.multipart:
+                frames, states = obs["pixels"], self._state_features(obs["state"])
+            else:
+                frames, states = obs, None
+            features = self.encoder(frames.float() / 127.5 - 1.0, states)
+        if self.step_conditioning is None:
+            return features
+        return self.step_conditioning(features).unflatten(-1, (self.config.horizon, self.config.feature_dim))
 
     def _state_features(self, states: torch.Tensor) -> torch.Tensor:
         """Raw states ``[..., state_size]`` normalized, each angle dimension replaced by its sine and cosine
