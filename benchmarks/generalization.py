@@ -9,8 +9,9 @@ Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-s
 
 - **policy**: the task's demonstrations are recorded through ``collect_dataset`` (the task's expert,
   ``task.demo_episodes`` episodes from reset seed ``task.demo_seed``) and ``train_policy`` trains the
-  default recipe (``TrainPolicyConfig``'s defaults; only ``training.time_limit_minutes`` caps its wall time
-  and evaluation during training is off). The trained policy is then evaluated with 10-step DDIM (the full
+  default recipe (``TrainPolicyConfig``'s defaults; only ``training.time_limit_minutes`` caps its wall time,
+  ``POLICY_RESERVE_MINUTES`` short of ``--policy-minutes`` so that the whole call fits it, and evaluation
+  during training is off). The trained policy is then evaluated with 10-step DDIM (the full
   denoising from noise) and with RTI at the options the recipe recorded (k by RTI-DP's offline rule), on
   ``--episodes`` episodes from reset seed ``EVAL_SEED`` with policy noise seeds ``0 + i``; the expert and a
   uniform-random policy run on the same reset seeds. Targets: success >= 0.9 x the expert's (tasks without a
@@ -58,6 +59,9 @@ RTI_POINTS = 0.05
 POLICY_MINUTES_TARGET = 20.0
 WM_MINUTES_TARGET = 15.0
 HELD_OUT_SEED = 900_000
+# The policy's time cap covers the whole train_policy call; its training steps stop this much sooner, to leave
+# time for the data, RTI-DP's offline k rule and the save (half a minute on the suite's tasks).
+POLICY_RESERVE_MINUTES = 1.0
 HORIZONS = (1, 10, 50)
 OBS_CHECK = "clip"
 
@@ -77,7 +81,10 @@ def policy_part(name: str, args) -> dict:
 
     task = suite_task(name, args)
     training = dataclasses.replace(
-        policy_trainer_defaults(), time_limit_minutes=args.policy_minutes, eval_every=0, progress=False
+        policy_trainer_defaults(),
+        time_limit_minutes=args.policy_minutes - POLICY_RESERVE_MINUTES,
+        eval_every=0,
+        progress=False,
     )
     cfg = TrainPolicyConfig(
         task=task, policy=DiffusionPolicyConfig(**args.policy_set), data_path=str(args.data), threads=args.threads,
@@ -139,6 +146,7 @@ def policy_part(name: str, args) -> dict:
             "obs_horizon": c.obs_horizon,
             "parameterization": c.parameterization,
             "normalization": c.normalization,
+            "per_step_conditioning": c.per_step_conditioning,
             "recorded_strategies": policy.strategy_defaults,
         },  # fmt: skip
         "training": previous["training"] | {"reused": _reuse_record(previous)}
@@ -147,6 +155,7 @@ def policy_part(name: str, args) -> dict:
             "minutes": round(train_minutes, 2),
             "steps": policy.metadata.get("train_steps"),
             "time_limit_minutes": args.policy_minutes,
+            "steps_time_limit_minutes": training.time_limit_minutes,
             "threads": args.threads,
             "batch_size": training.batch_size,
             "loss_last": _last_loss(policy.metadata.get("history", [])),
