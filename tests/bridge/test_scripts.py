@@ -138,9 +138,12 @@ print("returned", status, flush=True)
 def test_serve_forever_announces_once_bound_and_stops_cleanly_on_a_signal(stop):
     """The library function the face calls: one announced line with the bound endpoint, a served client, a
     clean return (0) on SIGTERM or SIGINT."""
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and Python then keeps
+    # ignoring it; the child gets the default disposition, as in a terminal, whatever runs this test.
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE_FOREVER], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-c", SERVE_FOREVER], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         ready, _, _ = select.select([process.stdout], [], [], 60)
         line = process.stdout.readline() if ready else ""
