@@ -282,6 +282,8 @@ def test_per_step_conditioning_gives_each_chunk_position_its_own_vector():
     cond = per_step._encode(obs)
     assert tuple(cond.shape) == (3, HORIZON, 32)
     assert (cond[:, 0] - cond[:, 1]).abs().min() > 0  # positions differ, not one vector repeated
+    with pytest.raises(ValueError, match="policy.per_step_conditioning must be true or false, got 'no'"):
+        DiffusionPolicyConfig(obs_shape=(OBS_DIM,), action_dim=ACTION_DIM, per_step_conditioning="no")
     # worldsim's shipped checkpoints predate the option: their configs load with it off.
     assert DiffusionPolicy.from_pretrained("pusht-state").step_conditioning is None
 

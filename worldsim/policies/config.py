@@ -137,6 +137,8 @@ class DiffusionPolicyConfig:
         check_number("policy.n_action_steps", self.n_action_steps, low=1, high=self.horizon, integer=True)
         check_number("policy.obs_feature_dim", self.obs_feature_dim, low=1, integer=True, allow_none=True)
         check_number("policy.shared_level_prob", self.shared_level_prob, low=0, high=1)
+        if not isinstance(self.per_step_conditioning, bool):  # a string such as "no" would switch it on
+            raise ValueError(f"policy.per_step_conditioning must be true or false, got {self.per_step_conditioning!r}")
         check_number("policy.prefix_conditioning", self.prefix_conditioning, low=0, high=self.horizon - 1, integer=True)
         check_number("policy.clip_sample", self.clip_sample, low=0, allow_none=True)
         if self.clip_sample is not None and self.normalization != "minmax":
