@@ -4,6 +4,8 @@
     python benchmarks/generalization.py --report      # per-task results -> generalization.json + plot
     python benchmarks/generalization.py --tasks lunar_lander --parts policy --tag meanstd
         --policy-set '{"normalization": "meanstd", "clip_sample": null}'     # (one line) a variant, kept apart
+    python benchmarks/generalization.py --tasks gym_pusht --parts policy --tag batch64
+        --training-set '{"batch_size": 64}'                                   # (one line) a trainer variant
 
 Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-specific is set here:
 
@@ -82,6 +84,7 @@ def policy_part(name: str, args) -> dict:
     task = suite_task(name, args)
     training = dataclasses.replace(
         policy_trainer_defaults(),
+        **args.training_set,
         time_limit_minutes=args.policy_minutes - POLICY_RESERVE_MINUTES,
         eval_every=0,
         progress=False,
@@ -305,6 +308,8 @@ def run(args) -> None:
         entry = json.loads(path.read_text()) if path.exists() else {}
         if args.policy_set:
             entry["policy_set"] = args.policy_set
+        if args.training_set:
+            entry["training_set"] = args.training_set
         task = load_task(name)
         entry |= {"task": name, "env_id": task.env_id, "env_kwargs": task.env_kwargs}
         for part in args.parts:
@@ -353,7 +358,9 @@ def _variants(folder: Path) -> dict:
         name, tag = path.name[: -len(".json")].split(".", 1)
         entry = json.loads(path.read_text())
         if name in SUITE and "policy" in entry:
-            variant = variants.setdefault(tag, {"policy_set": entry.get("policy_set"), "tasks": {}})
+            variant = variants.setdefault(
+                tag, {"policy_set": entry.get("policy_set"), "training_set": entry.get("training_set"), "tasks": {}}
+            )
             variant["tasks"][name] = entry["policy"]["targets"]
     return variants
 
@@ -416,6 +423,11 @@ def main() -> None:
         '"clip_sample": null}\' (needs --tag)',
     )  # fmt: skip
     parser.add_argument(
+        "--training-set", type=json.loads, default={}, metavar="JSON",
+        help='a variant of the recipe\'s policy trainer: TrainerConfig fields, e.g. \'{"batch_size": 64}\' '
+        "(needs --tag; the time cap stays --policy-minutes)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reuse", action="store_true",
         help="evaluate the checkpoint the last run of each task (and tag) trained, with the RTI options the "
         "current rule derives, instead of training again (the result records that it did)",
@@ -430,8 +442,12 @@ def main() -> None:
         unknown = sorted(set(args.tasks) - set(SUITE))
         if unknown:
             parser.error(f"unknown suite task(s) {unknown}; the suite is {list(SUITE)}")
-        if bool(args.policy_set) != bool(args.tag):
-            parser.error("--policy-set and --tag go together: a variant of the recipe is kept apart by its tag")
+        if bool(args.policy_set or args.training_set) != bool(args.tag):
+            parser.error(
+                "--policy-set/--training-set and --tag go together: a variant of the recipe is kept apart by its tag"
+            )
+        if "time_limit_minutes" in args.training_set:
+            parser.error("--training-set cannot set time_limit_minutes: --policy-minutes sets the cap")
         run(args)
 
 
