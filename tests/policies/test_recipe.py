@@ -8,7 +8,6 @@ from worldsim.core.episodes import Episode
 from worldsim.envs.tasks import EpisodeJudge, TaskSpec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.recipe import (
-    angle_dims,
     complete_policy_config,
     discrete_action_dims,
     observation_layout,
@@ -132,18 +131,6 @@ def test_bounds_the_env_s_own_demonstrations_break_are_dropped():
     config = complete_policy_config(DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0"), env, demos)
     # a dimension broken on either side loses both bounds; dimension 0 stays checked
     assert config.obs_low == (0.0, -np.inf, -np.inf) and config.obs_high == (1.0, np.inf, np.inf)
-
-
-def test_angles_reported_modulo_a_turn_are_found_by_their_jumps_across_the_seam():
-    t = np.linspace(0, 4 * np.pi, 400)
-    wrapped = np.mod(t, 2 * np.pi)  # crosses the seam: 6.28 -> 0.0
-    unwrapped = np.linspace(-np.pi, np.pi, 400)  # spans a turn but never jumps
-    contact = (np.sin(7 * t) > 0).astype(float)  # jumps by its whole (small) range
-    fast = 3.0 * np.sin(40 * t)  # spans 6 rad and jumps by up to 3.5 per step, but is no angle
-    states = np.c_[unwrapped, wrapped, contact, fast, np.mod(t, 2 * np.pi) - np.pi]
-    assert angle_dims([states[:200], states[200:]]) == (1, 4)
-    # the jump must lie inside an episode: two episodes that each stay on one side find nothing
-    assert angle_dims([states[:99, 1:2], states[101:199, 1:2]]) == ()
 
 
 def test_a_policy_sees_an_angle_on_either_side_of_the_seam_as_neighbours():

@@ -108,6 +108,41 @@ def test_dimensions_that_never_or_barely_change_stay_put_under_a_wrong_change(mo
     assert np.abs(decoded[:, :2] - episodes[0][1:, :2]).min() > 0.01  # the moving dimensions do move
 
 
+def test_an_angle_wrapped_at_the_seam_changes_the_short_way_round():
+    """FetchPush's block angles sit near +-pi and cross the seam: taken raw, those 2 pi jumps set the change
+    scale, so a unit error in a predicted change was 0.16 rad at rest; taken the short way round it stays
+    on the scale of the angle's real motion, and decoding lands back in [-pi, pi)."""
+    rng = np.random.default_rng(3)
+    turning = [np.cumsum(rng.normal(0, 0.02, (200, 1)), 0) + np.pi - 0.05 for _ in range(4)]
+    other = [np.cumsum(rng.normal(0, 0.02, (200, 1)), 0) for _ in range(4)]
+    episodes = [np.c_[np.mod(a + np.pi, 2 * np.pi) - np.pi, b] for a, b in zip(turning, other)]
+    assert any((np.abs(np.diff(e[:, 0])) > np.pi).any() for e in episodes)  # the data crosses the seam
+    tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True)
+    assert tokenizer.angle_dims == (0,)
+    scale = tokenizer.delta_normalizer.unnormalize(np.ones((1, 2))) - tokenizer.delta_normalizer.unnormalize(
+        np.zeros((1, 2))
+    )
+    assert scale[0, 0] < 0.05  # the raw differences' standard deviation is 1.4 here
+    # a state just below +pi moved by +0.03 comes back just above -pi, and encodes to the same change
+    previous = np.array([[np.pi - 0.01, 0.0]])
+    nxt = np.array([[-np.pi + 0.02, 0.0]])
+    tokens = tokenizer.encode(nxt, previous)
+    np.testing.assert_allclose(tokenizer.change(tokens)[0, 0], 0.03, atol=1e-9)
+    np.testing.assert_allclose(tokenizer.decode(tokens, previous), nxt, atol=1e-9)
+    torch_decoded = tokenizer.decode(torch.as_tensor(tokens), torch.as_tensor(previous))
+    np.testing.assert_allclose(torch_decoded.numpy(), nxt, atol=1e-9)
+    restored = StateTokenizer.from_tensors(tokenizer.tensors(), tokenizer.config())
+    assert restored.angle_dims == (0,)
+    assert (
+        StateTokenizer.from_tensors(tokenizer.tensors(), {"kind": "state", "mode": "meanstd", "delta": True}).angle_dims
+        == ()
+    )
+    with pytest.raises(ValueError, match="angle_dims need a delta tokenizer"):
+        StateTokenizer(tokenizer.normalizer, None, (0,))
+    with pytest.raises(ValueError, match="outside a 2-dimensional state"):
+        StateTokenizer(tokenizer.normalizer, tokenizer.delta_normalizer, (2,))
+
+
 def test_pixel_tokens_are_cells_of_the_latent_grid():
     tokenizer = pixel_model().tokenizer
     latents = torch.randn(3, 4, 2, 2)

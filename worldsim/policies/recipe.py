@@ -13,6 +13,7 @@ import dataclasses
 import gymnasium as gym
 import numpy as np
 
+from worldsim.core.angles import angle_dims
 from worldsim.core.episodes import Episode, flatten_dict_observations
 from worldsim.envs.tasks import TaskSpec
 from worldsim.policies.config import DERIVED_FIELDS, TASK_FIELDS, DiffusionPolicyConfig
@@ -108,26 +109,6 @@ def _state_of(observations, layout: dict) -> np.ndarray:
     if layout.get("state_dim"):
         return np.asarray(observations[keys[1]])
     return flatten_dict_observations(observations, keys) if keys else np.asarray(observations)
-
-
-def angle_dims(episodes: list[np.ndarray]) -> tuple[int, ...]:
-    """The state dimensions that are angles reported modulo 2 pi: their recorded values span one turn
-    (at least 95% of 2 pi, at most 2 pi) and some step between consecutive observations jumps by more than
-    three quarters of a turn, which a continuous signal sampled finely enough to be controlled does not do
-    and a wrapped angle does each time it crosses the seam (gym-pusht's block angle).
-    ``episodes``: each episode's states ``[T, D]``."""
-    episodes = [np.asarray(e, np.float64) for e in episodes]
-    states = np.concatenate(episodes)
-    if states.ndim != 2 or not len(states):
-        return ()
-    span = states.max(0) - states.min(0)
-    turn = 2 * np.pi
-    jumps = np.zeros(states.shape[1], bool)
-    for e in episodes:
-        if len(e) > 1:
-            jumps |= (np.abs(np.diff(e, axis=0)) > 0.75 * turn).any(0)
-    one_turn = (span >= 0.95 * turn) & (span <= 1.001 * turn)
-    return tuple(int(d) for d in np.flatnonzero(one_turn & jumps))
 
 
 def discrete_action_dims(actions: np.ndarray) -> tuple[int, ...]:

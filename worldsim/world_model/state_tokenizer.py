@@ -5,7 +5,9 @@ previous frame. A state model must predict the next state far more precisely tha
 joint that moves 1 mm per step in a 2 m workspace changes by 0.05% of it, below what a diffusion model
 resolves. The change itself, standardized by how much each dimension usually changes, is on the scale
 the model works at; the generated observation is the previous one plus the decoded change, and the
-absolute part keeps the state in every token the model attends to.
+absolute part keeps the state in every token the model attends to. An angle reported modulo 2 pi (a
+block's Euler angle) changes the short way round: its raw jump of 2 pi at the seam would set its change
+scale (FetchPush: 0.16 rad per step where the block rests) and so the size of every error there.
 
 Arrays in, arrays of the same kind out (numpy or torch), so both runtimes call the same code.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from worldsim.core.angles import angle_dims, wrap_angles
 from worldsim.core.array_ops import namespace
 from worldsim.core.normalizer import Normalizer
 
@@ -26,16 +29,24 @@ class StateTokenizer:
 
     ``normalizer`` scales the state; ``delta_normalizer`` (delta mode), when given, scales the change since
     the previous frame. ``previous`` is the observation before each one; None in ``encode`` means ``obs`` is
-    a sequence whose frames precede one another (the first frame gets no change).
+    a sequence whose frames precede one another (the first frame gets no change). ``angle_dims`` (delta mode):
+    dimensions that are angles modulo 2 pi, whose change is taken and added the short way round.
     """
 
-    def __init__(self, normalizer: Normalizer, delta_normalizer: Normalizer | None = None):
+    def __init__(
+        self, normalizer: Normalizer, delta_normalizer: Normalizer | None = None, angle_dims: tuple[int, ...] = ()
+    ):
         if len(normalizer.shape) != 1:
             raise ValueError(f"the state tokenizer needs a flat state normalizer, got shape {normalizer.shape}")
         if delta_normalizer is not None and delta_normalizer.shape != normalizer.shape:
             raise ValueError(f"delta normalizer shape {delta_normalizer.shape} differs from {normalizer.shape}")
+        if angle_dims and delta_normalizer is None:
+            raise ValueError("angle_dims need a delta tokenizer (only a change is taken the short way round)")
+        if any(not 0 <= d < normalizer.shape[0] for d in angle_dims):
+            raise ValueError(f"angle_dims {tuple(angle_dims)} outside a {normalizer.shape[0]}-dimensional state")
         self.normalizer = normalizer
         self.delta_normalizer = delta_normalizer
+        self.angle_dims = tuple(int(d) for d in angle_dims)
         self.obs_shape: tuple[int, ...] = normalizer.shape
         self.tokens_per_frame = 1
         self.token_dim = normalizer.shape[0] * (2 if delta_normalizer is not None else 1)
@@ -51,11 +62,12 @@ class StateTokenizer:
         normalizer = Normalizer.fit(states, mode)
         if not delta:
             return cls(normalizer)
-        changes = np.concatenate([np.diff(o, axis=0) for o in episodes_observations if len(o) > 1])
+        angles = angle_dims(episodes_observations)
+        changes = np.concatenate([wrap_angles(np.diff(o, axis=0), angles) for o in episodes_observations if len(o) > 1])
         # A dimension that (almost) never changes (a fixed goal; a blocked gripper finger that moves 2e-6 once
         # per episode) gets a tiny change scale: the normalizer's pass-through scale of 1 would turn the
         # model's residual error there into raw units (FetchPush's finger: 0.06 per step, 1.2x copy-last).
-        return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE))
+        return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE), angles)
 
     def encode(self, obs, previous=None):
         """States ``[N, D]`` to tokens ``[N, 1, token_dim]``."""
@@ -65,7 +77,7 @@ class StateTokenizer:
         xp = namespace(obs)
         if previous is None:
             previous = xp.concatenate([obs[:1], obs[:-1]], 0)
-        change = self.delta_normalizer.normalize(obs - previous)
+        change = self.delta_normalizer.normalize(wrap_angles(obs - previous, self.angle_dims))
         return xp.concatenate([state, change], -1)[:, None, :]
 
     def decode(self, tokens, previous=None):
@@ -75,7 +87,11 @@ class StateTokenizer:
             return self.normalizer.unnormalize(tokens[:, 0, :d])
         if previous is None:
             raise ValueError("a delta state tokenizer decodes a frame from the observation before it: pass previous")
-        return previous + self.delta_normalizer.unnormalize(tokens[:, 0, d:])
+        return self.advance(previous, self.delta_normalizer.unnormalize(tokens[:, 0, d:]))
+
+    def advance(self, previous, change):
+        """``previous [N, D]`` moved by ``change``: its angles wrapped back into ``[-pi, pi)``."""
+        return wrap_angles(previous + change, self.angle_dims)
 
     def change(self, tokens):
         """The decoded per-frame change ``[N, D]`` of delta tokens (what a frame adds to the one before)."""
@@ -85,7 +101,7 @@ class StateTokenizer:
         """Delta tokens ``[N, 1, token_dim]`` re-encoded as the previous frame's state plus their change: what a
         stream commits for a generated frame (its absolute part made consistent with the returned state)."""
         previous = self.normalizer.unnormalize(previous_tokens[:, 0, : self.obs_shape[0]])
-        return self.encode(previous + self.change(tokens), previous)
+        return self.encode(self.advance(previous, self.change(tokens)), previous)
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = self.normalizer.state_dict("tokenizer.state")
@@ -94,10 +110,10 @@ class StateTokenizer:
         return tensors
 
     def config(self) -> dict:
-        return {"kind": "state", "mode": self.normalizer.mode, "delta": self.delta}
+        return {"kind": "state", "mode": self.normalizer.mode, "delta": self.delta, "angle_dims": list(self.angle_dims)}
 
     @classmethod
     def from_tensors(cls, tensors: dict, config: dict) -> StateTokenizer:
         normalizer = Normalizer.from_state_dict(tensors, "tokenizer.state", config["mode"])
         delta = Normalizer.from_state_dict(tensors, "tokenizer.delta", config["mode"]) if config.get("delta") else None
-        return cls(normalizer, delta)
+        return cls(normalizer, delta, tuple(config.get("angle_dims", ())))  # older checkpoints: none

@@ -285,7 +285,7 @@ class StreamingSessionBase(ABC):
             return self._decode(estimate[:, -p:])
         # The last committed observation plus the change of every frame still in the window.
         changes = tokenizer.change(_as_numpy(estimate).reshape(-1, 1, self.spec.token_dim))
-        return self._committed_obs + changes.sum(0, keepdims=True).astype(np.float32)
+        return tokenizer.advance(self._committed_obs, changes.sum(0, keepdims=True)).astype(np.float32)
 
     def _commit(self, tokens, cond, *, level: float) -> None:
         """Append frames ``tokens [1, F * P, D]`` (conditioned by ``cond [F, C]``) to the cache at ``level``."""

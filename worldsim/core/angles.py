@@ -1,0 +1,44 @@
+"""State dimensions that are angles reported modulo 2 pi, found in recorded data, and their wrapping.
+
+Both models meet them (gym-pusht's block angle, the Fetch blocks' Euler angles): the policy encodes each
+as sine and cosine, the world model takes its per-step change the short way round the circle. One
+detection rule serves both, so a task's angles are the same dimensions in either model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldsim.core.array_ops import as_array_like, namespace
+
+TURN = 2 * np.pi
+
+
+def angle_dims(episodes: list[np.ndarray]) -> tuple[int, ...]:
+    """The state dimensions that are angles reported modulo 2 pi: their recorded values span one turn
+    (at least 95% of 2 pi, at most 2 pi) and some step between consecutive observations jumps by more than
+    three quarters of a turn, which a continuous signal sampled finely enough to be controlled does not do
+    and a wrapped angle does each time it crosses the seam (gym-pusht's block angle).
+    ``episodes``: each episode's states ``[T, D]``."""
+    episodes = [np.asarray(e, np.float64) for e in episodes]
+    states = np.concatenate(episodes)
+    if states.ndim != 2 or not len(states):
+        return ()
+    span = states.max(0) - states.min(0)
+    jumps = np.zeros(states.shape[1], bool)
+    for e in episodes:
+        if len(e) > 1:
+            jumps |= (np.abs(np.diff(e, axis=0)) > 0.75 * TURN).any(0)
+    one_turn = (span >= 0.95 * TURN) & (span <= 1.001 * TURN)
+    return tuple(int(d) for d in np.flatnonzero(one_turn & jumps))
+
+
+def wrap_angles(x, dims: tuple[int, ...]):
+    """``x [..., D]`` (numpy or torch) with the dimensions ``dims`` wrapped into ``[-pi, pi)``; the others
+    unchanged. Out of place, so it is safe on tensors that autograd tracks."""
+    if not dims:
+        return x
+    mask = np.zeros(x.shape[-1])
+    mask[list(dims)] = 1.0
+    wrapped = namespace(x).remainder(x + np.pi, TURN) - np.pi
+    return x + as_array_like(mask, x) * (wrapped - x)
