@@ -209,8 +209,8 @@ def test_the_readme_serve_command_serves_the_task_s_rti_settings():
 
 
 def test_train_policy_on_pusht_runs_the_shipped_recipe(monkeypatch):
-    """The defaults with `policy=minmax` (the scaling it trained with) reproduce the settings
-    worldsim/checkpoints/pusht-state/model.json records."""
+    """The defaults with `policy=minmax` and `training=policy_pusht` (the scaling and trainer settings it
+    trained with) reproduce the settings worldsim/checkpoints/pusht-state/model.json records."""
     import json
 
     from worldsim.core.pretrained import shipped_dir
@@ -218,7 +218,7 @@ def test_train_policy_on_pusht_runs_the_shipped_recipe(monkeypatch):
 
     seen = []
     monkeypatch.setattr(train, "train_policy", seen.append)
-    assert cli.main(["train", "policy", "task=pusht", "policy=minmax", "out=runs/x"]) == 0
+    assert cli.main(["train", "policy", "task=pusht", "policy=minmax", "training=policy_pusht", "out=runs/x"]) == 0
     (ours,) = seen
     shipped = json.loads((shipped_dir() / "pusht-state" / "model.json").read_text())
     flags = dict(re.findall(r"--([a-z-]+) (\S+)", shipped["train_command"]))

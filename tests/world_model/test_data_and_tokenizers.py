@@ -115,7 +115,7 @@ def test_an_angle_wrapped_at_the_seam_changes_the_short_way_round():
     rng = np.random.default_rng(3)
     turning = [np.cumsum(rng.normal(0, 0.02, (200, 1)), 0) + np.pi - 0.05 for _ in range(4)]
     other = [np.cumsum(rng.normal(0, 0.02, (200, 1)), 0) for _ in range(4)]
-    episodes = [np.c_[np.mod(a + np.pi, 2 * np.pi) - np.pi, b] for a, b in zip(turning, other)]
+    episodes = [np.c_[np.mod(a + np.pi, 2 * np.pi) - np.pi, b] for a, b in zip(turning, other, strict=True)]
     assert any((np.abs(np.diff(e[:, 0])) > np.pi).any() for e in episodes)  # the data crosses the seam
     tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True)
     assert tokenizer.angle_dims == (0,)
