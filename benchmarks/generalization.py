@@ -362,6 +362,8 @@ def _variants(folder: Path) -> dict:
                 tag, {"policy_set": entry.get("policy_set"), "training_set": entry.get("training_set"), "tasks": {}}
             )
             variant["tasks"][name] = entry["policy"]["targets"]
+            # the trainer's batch as run: variants made before the recipe's batch became 64 ran at 256
+            variant.setdefault("batch_size", {})[name] = entry["policy"]["training"].get("batch_size")
     return variants
 
 
