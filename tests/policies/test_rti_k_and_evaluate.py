@@ -62,6 +62,26 @@ def test_unrelated_solutions_push_k_up_and_a_noisy_guess_lands_in_between():
     assert choice.pairs == 3 * 19 and set(choice.to_dict()["nll"]) == {str(k) for k in range(1, 101)}
 
 
+def test_a_few_decisions_that_change_the_chunk_entirely_raise_k_to_the_level_they_need():
+    """Most consecutive solutions continue the last chunk; one in ten is a new decision (the other way round
+    the block). The mean score's k suits the many; k follows the tail so that the few can still change."""
+    g = torch.Generator().manual_seed(1)
+
+    def mostly_continuing(obs):
+        n = obs.shape[0] // 2
+        base = torch.randn(n, 16, 2, generator=g)
+        later = shift_chunk(base, 1) + 0.05 * torch.randn(n, 16, 2, generator=g)
+        switched = torch.arange(n) % 10 == 0
+        later[switched] = torch.randn(int(switched.sum()), 16, 2, generator=g)
+        return torch.cat([base, later])
+
+    choice = choose_rti_k(FakePolicy(mostly_continuing), episodes(n=10, length=40))
+    assert choice.k == choice.tail_k >= 70 and choice.mean_k < choice.tail_k - 20, choice.to_dict()["mean_k"]
+    # without the switching decisions the tail asks for no more than the mean
+    steady = FakePolicy(lambda obs: torch.full((obs.shape[0], 16, 2), 0.3))
+    assert choose_rti_k(steady, episodes()).tail_k == 1
+
+
 def test_choose_rti_k_validates():
     policy = FakePolicy(lambda obs: torch.zeros(obs.shape[0], 16, 2))
     with pytest.raises(ValueError, match="candidates"):

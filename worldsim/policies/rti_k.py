@@ -9,6 +9,13 @@ the mean negative log-likelihood of G under that Gaussian,
 
 which is smallest where the forward noise at k is about as large as the guess's error: a smaller k
 trusts the guess more than it deserves, a larger one throws good information away.
+
+The guess's errors are heavy-tailed: most decisions continue the previous chunk, a few change it
+entirely (gym-pusht goes round the block the other way). The mean's k fits the many and holds the few
+back, and those are the decisions a task fails on (gym-pusht's RTI at the mean's k = 49 succeeded in 32%
+of 50 tuning episodes, at k = 75 in 54%, with DDIM-7 from noise 58%). So the level is also scored pair by
+pair, and k is the larger of the mean's and the level that :data:`TAIL_QUANTILE` of the pairs need: a
+warm start that lets all but one decision in twenty change as far as it must.
 """
 
 from __future__ import annotations
@@ -22,17 +29,24 @@ from worldsim.core.array_ops import tree_leading, tree_map, tree_stack
 from worldsim.policies.diffusion_policy import DiffusionPolicy
 from worldsim.policies.strategies import DDPMStrategy
 
+TAIL_QUANTILE = 0.95
+"""The share of consecutive decisions whose own best level k must not exceed."""
+
 
 @dataclass
 class RTIChoice:
-    """The chosen warm-start level k, the score of every candidate, and how many pairs scored them."""
+    """The chosen warm-start level k, the mean score of every candidate, how many pairs scored them, and
+    the two levels k is the larger of: the mean score's best and the tail's (:data:`TAIL_QUANTILE`)."""
 
     k: int
     nll: dict[int, float] = field(default_factory=dict)
     pairs: int = 0
+    mean_k: int = 0
+    tail_k: int = 0
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "nll": {str(k): v for k, v in self.nll.items()}, "pairs": self.pairs}
+        return {"k": self.k, "nll": {str(k): v for k, v in self.nll.items()}, "pairs": self.pairs,
+                "mean_k": self.mean_k, "tail_k": self.tail_k}  # fmt: skip
 
 
 def _histories(observations, obs_horizon: int) -> list:
@@ -89,11 +103,15 @@ def choose_rti_k(
     guess = policy.codec.prepare_guess(guess).double()
     target = solutions[n:].double()
     dims = target[0].numel()
-    nll = {}
+    per_pair = []  # [candidates, pairs]
     for k in candidates:
         level = torch.tensor(k / K, dtype=torch.float64)
         alpha, sigma = policy.schedule.alpha(level), policy.schedule.sigma(level)
         gap = (guess - alpha * target).pow(2).flatten(1).sum(1)
-        nll[k] = float((gap / (2 * sigma**2) + dims * torch.log(sigma)).mean())
-    best = min(nll, key=nll.get)
-    return RTIChoice(k=best, nll=nll, pairs=n)
+        per_pair.append(gap / (2 * sigma**2) + dims * torch.log(sigma))
+    scores = torch.stack(per_pair)
+    nll = {k: float(v) for k, v in zip(candidates, scores.mean(1), strict=True)}
+    mean_k = min(nll, key=nll.get)
+    own = np.asarray(candidates)[scores.argmin(0).numpy()]  # each pair's own best level
+    tail_k = int(np.quantile(own, TAIL_QUANTILE, method="higher"))
+    return RTIChoice(k=max(mean_k, tail_k), nll=nll, pairs=n, mean_k=mean_k, tail_k=tail_k)
