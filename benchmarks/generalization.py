@@ -450,6 +450,11 @@ def main() -> None:
             )
         if "time_limit_minutes" in args.training_set:
             parser.error("--training-set cannot set time_limit_minutes: --policy-minutes sets the cap")
+        from worldsim.core.trainer_config import TrainerConfig
+
+        unknown = sorted(set(args.training_set) - {f.name for f in dataclasses.fields(TrainerConfig)})
+        if unknown:
+            parser.error(f"--training-set: {unknown} are not TrainerConfig fields")
         run(args)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from worldsim.core.angles import angle_dims, wrap_angles
+from worldsim.core.angles import angle_dims, wrap_angle, wrap_angles
 
 
 def test_angles_reported_modulo_a_turn_are_found_by_their_jumps_across_the_seam():
@@ -27,3 +27,8 @@ def test_wrap_angles_wraps_only_the_named_dimensions_for_numpy_and_torch():
     tensor = wrap_angles(torch.tensor(x, requires_grad=True), (0, 2))
     np.testing.assert_allclose(tensor.detach().numpy(), out)
     assert wrap_angles(x, ()) is x
+    # the scalar form the experts use for heading errors, on the same convention
+    np.testing.assert_allclose(
+        [wrap_angle(a) for a in (3.5, -3.5, 7.0)], [3.5 - 2 * np.pi, -3.5 + 2 * np.pi, 7.0 - 2 * np.pi]
+    )
+    assert wrap_angle(np.pi) == -np.pi and isinstance(wrap_angle(np.float32(1.0)), float)

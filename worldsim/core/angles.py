@@ -33,6 +33,11 @@ def angle_dims(episodes: list[np.ndarray]) -> tuple[int, ...]:
     return tuple(int(d) for d in np.flatnonzero(one_turn & jumps))
 
 
+def wrap_angle(angle: float) -> float:
+    """One angle into ``[-pi, pi)``: the short way round (an expert's heading error, say)."""
+    return float((angle + np.pi) % TURN - np.pi)
+
+
 def wrap_angles(x, dims: tuple[int, ...]):
     """``x [..., D]`` (numpy or torch) with the dimensions ``dims`` wrapped into ``[-pi, pi)``; the others
     unchanged. Out of place, so it is safe on tensors that autograd tracks."""

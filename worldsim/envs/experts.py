@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from worldsim.core.angles import wrap_angle
 from worldsim.envs.pick_place import CUBE_HALF, SCALE, STEP_LENGTH
 from worldsim.envs.push_t import GOAL_POSE, PUSHER_RADIUS, WORKSPACE, rotation_matrix, t_distance, t_rectangles
 
@@ -46,10 +47,6 @@ class Expert(Protocol):
     def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
         """The action for the state the env just reported."""
         ...
-
-
-def _wrap(angle: float) -> float:
-    return float((angle + np.pi) % (2 * np.pi) - np.pi)
 
 
 def _clip_norm(vector: np.ndarray, max_norm: float) -> np.ndarray:
@@ -127,7 +124,7 @@ class PushTExpert:
         radius, workspace = PUSHER_RADIUS, WORKSPACE
         rot = rotation_matrix(block[2])
         error_block = rot.T @ (goal[:2] - block[:2])
-        error_angle = _wrap(goal[2] - block[2])
+        error_angle = wrap_angle(goal[2] - block[2])
         desired = np.array([*error_block, self.rotation_length * error_angle])
         error_size = float(np.linalg.norm(desired))
         scores = self._effects @ desired / max(error_size, 1e-9)
@@ -178,7 +175,7 @@ class PushTExpert:
         rel = pusher - block[:2]
         bearing = np.arctan2(rel[1], rel[0])
         goal_bearing = np.arctan2(*(entry - block[:2])[::-1])
-        gap = _wrap(goal_bearing - bearing)
+        gap = wrap_angle(goal_bearing - bearing)
         # Go the short way unless both ways are about as long: then the episode's side decides.
         direction = np.sign(gap) if abs(abs(gap) - np.pi) > np.deg2rad(60) else self.side
         step = min(self.travel_speed / safe, abs(gap))

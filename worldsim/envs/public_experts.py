@@ -23,9 +23,7 @@ import mujoco
 import numpy as np
 import scipy.linalg
 
-
-def _wrap(angle: float) -> float:
-    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+from worldsim.core.angles import wrap_angle
 
 
 def _rotation(angle: float) -> np.ndarray:
@@ -153,7 +151,7 @@ class GymPushTExpert:
         goal = np.asarray(info["goal_pose"], dtype=np.float64) if "goal_pose" in info else PUSHT_GOAL
         rot = _rotation(block[2])
         error_cog = rot.T @ (goal[:2] + _rotation(goal[2]) @ PUSHT_COG - block[:2] - rot @ PUSHT_COG)
-        desired = np.array([*error_cog, self.rotation_length * _wrap(goal[2] - block[2])])
+        desired = np.array([*error_cog, self.rotation_length * wrap_angle(goal[2] - block[2])])
         scores = self._unit_effects @ desired / max(float(np.linalg.norm(desired)), 1e-9)
         # Mirror-image primitives score alike; the episode's coin breaks such ties consistently.
         scores = scores + 0.03 * self.side * np.sign(self._points[:, 0])
@@ -224,7 +222,7 @@ class GymPushTExpert:
         """A step round the block along its outline, towards the entry point's bearing."""
         centre = block[:2] + _rotation(block[2]) @ PUSHT_COG
         bearing = float(np.arctan2(*(agent - centre)[::-1]))
-        gap = _wrap(float(np.arctan2(*(entry - centre)[::-1])) - bearing)
+        gap = wrap_angle(float(np.arctan2(*(entry - centre)[::-1])) - bearing)
         if self._round_direction is None:
             # A way round that leaves the table is no way; of two, the short one unless both are about as long.
             spans, on_table = {}, {}
