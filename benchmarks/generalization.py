@@ -20,11 +20,13 @@ Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-s
   success rule: return normalized between random (0) and expert (1) >= 0.9), RTI within 5 points of DDIM
   at <= 1 network call per executed action, training <= 20 minutes.
 - **world_model**: ``train_world_model`` with its defaults (rollouts of a random walk and of the noisy
-  expert; delta state tokens) and a time cap; then open-loop errors in raw observation units at horizons
-  1, 10 and 50 against holding the first observation (copy-last), on held-out episodes (reset seeds
-  900,000+) driven by the expert and by the random walk. Targets: below copy-last at every horizon, and
-  <= 0.3 x copy-last at horizon 1. A Dict observation (the Fetch tasks' observation and goals) is modelled
-  as one flat state vector, and its errors are over that vector.
+  expert, a budget of 300 x 300 transitions; delta state tokens) and a time cap; then open-loop errors in
+  raw observation units at horizons 1, 10 and 50 against holding the first observation (copy-last), on
+  ``--wm-episodes`` held-out episodes (reset seeds 900,000+) driven by the expert and by the random walk,
+  beside the simulator's own floor (the same episodes replayed with its random generator re-seeded after
+  each reset: what a perfect sampling model would score; 0 for a deterministic env). Targets: below
+  copy-last at every horizon, and <= 0.3 x copy-last at horizon 1. A Dict observation (the Fetch tasks'
+  observation and goals) is modelled as one flat state vector, and its errors are over that vector.
 
 Per-task JSON goes to ``benchmarks/results/generalization/<task>.json`` (so tasks can run in parallel
 processes); ``--report`` merges them into ``benchmarks/results/generalization.json`` with a plot, and lists
@@ -61,6 +63,7 @@ RTI_POINTS = 0.05
 POLICY_MINUTES_TARGET = 20.0
 WM_MINUTES_TARGET = 15.0
 HELD_OUT_SEED = 900_000
+RESAMPLE_SEED = 950_000  # the re-seeded simulator's generators (resampled_simulator_errors)
 # The policy's time cap covers the whole train_policy call; its training steps stop this much sooner, to leave
 # time for the data, RTI-DP's offline k rule and the save (half a minute on the suite's tasks).
 POLICY_RESERVE_MINUTES = 1.0
@@ -238,7 +241,7 @@ def world_model_part(name: str, args) -> dict:
 
     from worldsim.world_model.config import TrainWorldModelConfig, world_model_trainer_defaults
     from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes, flatten_episodes
-    from worldsim.world_model.held_out import open_loop_errors
+    from worldsim.world_model.held_out import open_loop_errors, resampled_simulator_errors
     from worldsim.world_model.model import WorldModel
     from worldsim.world_model.train import train_world_model
 
@@ -257,16 +260,22 @@ def world_model_part(name: str, args) -> dict:
         "expert": NoisyExpert(task.make_expert(0), env.action_space, noise_std=0.0, seed=0),
         "random_walk": RandomWalkActor(env.action_space, step_scale=0.1, seed=0),
     }
-    errors = {}
+    errors, floors = {}, {}
     for label, actor in actors.items():
         episodes = collect_episodes(
             env, [actor], args.wm_episodes, seed=HELD_OUT_SEED, max_steps=steps, ignore_termination=True,
             progress=False,
         )  # fmt: skip
-        errors[label] = open_loop_errors(model, flatten_episodes(episodes, env.observation_space), HORIZONS, seed=0)
+        flat = flatten_episodes(episodes, env.observation_space)
+        errors[label] = open_loop_errors(model, flat, HORIZONS, seed=0)
+        floors[label] = resampled_simulator_errors(env, flat, HORIZONS, seed=HELD_OUT_SEED, resample_seed=RESAMPLE_SEED)
         print(
             f"{name} world model, {label} actions: "
-            + ", ".join(f"h{h} {errors[label][str(h)]['ratio']:.3f}x copy-last" for h in HORIZONS),
+            + ", ".join(
+                f"h{h} {errors[label][str(h)]['ratio']:.3f}x copy-last (simulator resampled "
+                f"{floors[label][str(h)]['ratio']:.3f}x)"
+                for h in HORIZONS
+            ),
             flush=True,
         )
     ratios = {label: {h: errors[label][str(h)]["ratio"] for h in map(str, HORIZONS)} for label in errors}
@@ -275,12 +284,19 @@ def world_model_part(name: str, args) -> dict:
             "minutes": round(train_minutes, 2),
             "steps": model.metadata.get("training", {}).get("steps"),
             "time_limit_minutes": args.wm_minutes,
-            "rollout_episodes": cfg.episodes,
+            "rollout_episodes": model.metadata.get("training", {}).get("episodes"),
             "max_steps": cfg.max_steps,
+            "transitions_budget": cfg.episodes * cfg.max_steps,
             "tokenizer": model.tokenizer.config(),
         },  # fmt: skip
         "held_out": {"seed": HELD_OUT_SEED, "episodes": args.wm_episodes, "units": "raw observation units"},
         "open_loop": errors,
+        "simulator_resampled": {
+            "what": "the simulator itself replaying each held-out episode's actions from the same reset seed with "
+            "its random generator re-seeded after the reset: the raw-unit error a perfect sampling model would "
+            "make (0 for a deterministic env), beside the same copy-last baseline",
+            **floors,
+        },
         "targets": {
             "below_copy_last_everywhere": bool(all(r < 1.0 for rs in ratios.values() for r in rs.values())),
             "h1_at_most_0.3x": bool(all(rs["1"] <= 0.3 for rs in ratios.values())),
@@ -390,6 +406,11 @@ def _plot(entries: dict, path: Path) -> None:
             ratios = [entries[n]["world_model"]["open_loop"][label][str(h)]["ratio"] for h in HORIZONS]
             right.plot(HORIZONS, ratios, marker=marker, color=f"C{j}", linestyle="-" if i == 0 else "--",
                        label=f"{n} ({label})")  # fmt: skip
+            floor = entries[n]["world_model"].get("simulator_resampled", {}).get(label, {})
+            noisy = [(h, floor[str(h)]["ratio"]) for h in HORIZONS if floor.get(str(h), {}).get("ratio", 0) > 0]
+            if noisy:  # a stochastic simulator's own floor (a deterministic one's 0 has no place on a log axis)
+                right.scatter(*zip(*noisy, strict=True), marker="x", color=f"C{j}", s=40,
+                              label=f"{n} ({label}): simulator resampled")  # fmt: skip
     right.axhline(1.0, color="k", linewidth=0.8)
     right.axhline(0.3, color="k", linewidth=0.8, linestyle=":")
     right.set_xscale("log")
@@ -407,7 +428,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=list(SUITE), help="suite task names (default: all)")
     parser.add_argument("--parts", nargs="*", default=list(PARTS), choices=list(PARTS))
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per strategy (default 100)")
-    parser.add_argument("--wm-episodes", type=int, default=20, help="held-out world-model episodes per actor")
+    parser.add_argument("--wm-episodes", type=int, default=100, help="held-out world-model episodes per actor")
     parser.add_argument("--policy-minutes", type=float, default=20.0, help="policy training time limit")
     parser.add_argument("--wm-minutes", type=float, default=15.0, help="world-model training time limit")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")

@@ -1,8 +1,10 @@
 """Held-out errors of a world model against copying the last frame: the training-time one-step check (in
-the model's normalized token space) and open-loop rollouts in the observation's raw units."""
+the model's normalized token space), open-loop rollouts in the observation's raw units, and the floor the
+simulator's own randomness sets for any sampling model."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -10,6 +12,7 @@ from worldsim.core.array_ops import randn_like
 from worldsim.core.episodes import Episode
 from worldsim.core.plans import frozen_prefix
 from worldsim.core.sampling import denoise
+from worldsim.world_model.data import flat_state_env
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.session import StreamingSession
 from worldsim.world_model.streaming import SessionConfig
@@ -94,4 +97,37 @@ def open_loop_errors(
             "model_mse_per_dim": ours.mean(0).tolist() if not pixels else None,
             "model_mse_median_episode": float(np.median(ours.mean(axis=axes))),
         }
+    return result
+
+
+def resampled_simulator_errors(
+    env: gym.Env, episodes: list[Episode], horizons: tuple[int, ...] = (1, 10, 50), *, seed: int, resample_seed: int
+) -> dict:
+    """The simulator's own transition noise, in the units of :func:`open_loop_errors`: episode ``i`` (recorded
+    from reset seed ``seed + i``, as ``collect_episodes`` records them; Dict observations flattened) is
+    replayed action for action in ``env`` reset with the same seed and then given a fresh random generator
+    (``resample_seed + i``), so only the randomness drawn while stepping (a lander's engine dispersion)
+    differs. Its mean squared error to the recording is what a perfect *sampling* model scores (twice the
+    transition variance at horizon 1); a deterministic env gives 0. Returns, per horizon, that error, the
+    copy-last error of the same episodes and their ratio."""
+    if not episodes:
+        raise ValueError("resampled_simulator_errors needs at least one episode")
+    replay_env = flat_state_env(env)
+    squared: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
+    copy: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
+    for index, episode in enumerate(episodes):
+        observations = np.asarray(episode.observations, dtype=np.float64)
+        replay_env.reset(seed=seed + index)
+        replay_env.unwrapped.np_random, _ = gym.utils.seeding.np_random(resample_seed + index)
+        for t in range(min(max(horizons), len(episode.actions))):
+            replayed = np.asarray(replay_env.step(episode.actions[t])[0], dtype=np.float64)
+            if t + 1 in squared:
+                squared[t + 1].append((replayed - observations[t + 1]) ** 2)
+                copy[t + 1].append((observations[0] - observations[t + 1]) ** 2)
+    result = {}
+    for h in horizons:
+        if squared[h]:
+            mse, copy_mse = float(np.mean(squared[h])), float(np.mean(copy[h]))
+            result[str(h)] = {"mse": mse, "copy_last_mse": copy_mse, "ratio": mse / max(copy_mse, 1e-12),
+                              "episodes": len(squared[h])}  # fmt: skip
     return result
