@@ -9,16 +9,19 @@ from worldsim.core.episodes import Episode
 from worldsim.core.trainer_config import TrainerConfig
 from worldsim.envs.tasks import TaskSpec
 from worldsim.world_model.config import TrainWorldModelConfig, WorldModelConfig
-from worldsim.world_model.data import flat_state_env, flat_state_space, flatten_episodes
+from worldsim.world_model.data import dict_state_env, flat_state_env, flat_state_space, flatten_episodes
 from worldsim.world_model.env import WorldModelEnv
 from worldsim.world_model.model import WorldModel
+from worldsim.world_model.rewards import GoalReachedReward
 from worldsim.world_model.train import gather_episodes, train_world_model
 
 ENV_ID = "worldsim-tests/GoalPoint-v0"
 
 
 class GoalPoint(gym.Env):
-    """A point moved by its action toward a fixed goal; Fetch-like Dict observations."""
+    """A point moved by its action toward a fixed goal; Fetch-like Dict observations and goal rules."""
+
+    distance_threshold = 0.05
 
     def __init__(self):
         box = gym.spaces.Box(-10.0, 10.0, (2,), np.float64)
@@ -41,7 +44,10 @@ class GoalPoint(gym.Env):
     def step(self, action):
         self._velocity = 0.1 * np.asarray(action, np.float64)
         self._point = self._point + self._velocity
-        return self._obs(), -float(np.linalg.norm(self._point - self._goal)), False, False, {}
+        return self._obs(), self.compute_reward(self._point, self._goal, {}), False, False, {}
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        return -float(np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal)))
 
 
 if ENV_ID not in gym.registry:
@@ -100,3 +106,34 @@ def test_a_goal_conditioned_env_trains_a_flat_state_world_model(tmp_path):
     np.testing.assert_allclose(first, train[0].observations[0], rtol=1e-6)
     obs, *_ = dream.step(np.zeros(2, np.float32))
     assert obs.shape == (7,) and np.isfinite(obs).all()
+    # Seen through the env's own Dict and judged by its goal rules, a policy of the real env runs inside it.
+    real = gym.make(ENV_ID)
+    judged = dict_state_env(
+        WorldModelEnv(model=model, match_seeds=True, reward_fn=GoalReachedReward(real)), real.observation_space
+    )
+    start, _ = judged.reset(seed=5)
+    truth, _ = real.reset(seed=5)
+    assert judged.observation_space == real.observation_space and set(start) == set(truth)
+    for key in truth:
+        np.testing.assert_allclose(start[key], truth[key], rtol=1e-6)
+    obs, reward, _, _, info = judged.step(np.zeros(2, np.float32))
+    distance = np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
+    assert info["distance"] == pytest.approx(distance, rel=1e-5) and reward == pytest.approx(-distance, rel=1e-5)
+    assert info["is_success"] == (distance < 0.05)
+
+
+def test_goal_rules_on_flat_vectors():
+    rules = GoalReachedReward(GoalPoint())
+    # Gymnasium's order: achieved goal, desired goal, observation.
+    at_goal, near, far = (
+        np.r_[0.5, 0.5, 0.5, 0.5, 0, 0, 0],
+        np.r_[0.5, 0.54, 0.5, 0.5, 0, 0, 0],
+        np.r_[1, 0.5, 0, 0.5, 0, 0, 0],
+    )
+    assert rules.info(at_goal) == {"distance": 0.0, "is_success": True}
+    assert rules.info(near)["is_success"] and not rules.info(far)["is_success"]
+    assert rules(far, np.zeros(2), far) == pytest.approx(-1.0) and rules.info(far)["distance"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="needs Dict observations with achieved_goal and desired_goal"):
+        GoalReachedReward(gym.make("Pendulum-v1"))
+    with pytest.raises(ValueError, match="flattens to"):
+        dict_state_env(flat_state_env(GoalPoint()), gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (3,))}))

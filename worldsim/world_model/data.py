@@ -202,6 +202,24 @@ def flat_state_space(space: gym.spaces.Space) -> gym.spaces.Box:
     raise ValueError(f"world models take Box observations or a Dict of float Boxes, got {space}")
 
 
+def dict_state_env(env: gym.Env, space: gym.spaces.Space) -> gym.Env:
+    """The inverse of :func:`flat_state_env`: an env of flat state vectors (a world model of a goal-conditioned
+    task) seen through ``space``, the Dict of float Boxes the vectors were flattened from, so a policy trained
+    on the Dict runs inside the model. A Box ``space`` leaves ``env`` as it is."""
+    if isinstance(space, gym.spaces.Box):
+        return env
+    flat = flat_state_space(space)  # the one-line refusal of a space that is no flat vector
+    if env.observation_space.shape != flat.shape:
+        raise ValueError(
+            f"the env's observations have shape {env.observation_space.shape}, {space} flattens to {flat.shape}"
+        )
+
+    def unflatten(vector: np.ndarray) -> dict:
+        return gym.spaces.unflatten(space, np.asarray(vector, dtype=np.float64))
+
+    return gym.wrappers.TransformObservation(env, unflatten, space)
+
+
 def flatten_episodes(episodes: list[Episode], space: gym.spaces.Space) -> list[Episode]:
     """``episodes`` recorded in ``space`` with their observations as :func:`flat_state_space` vectors."""
     if isinstance(space, gym.spaces.Box):

@@ -2,11 +2,14 @@
 
 A world model predicts observations only; the task's reward must come from them. For Push-T's state
 observation ``[pusher_x, pusher_y, block_x, block_y, cos, sin]`` the block pose is in the observation, so
-the simulator's reward (goal coverage, rasterized on a grid) can be computed exactly from it.
+the simulator's reward (goal coverage, rasterized on a grid) can be computed exactly from it. A
+goal-conditioned env (Gymnasium-Robotics) carries its achieved and desired goals in the observation, and
+its own public ``compute_reward`` judges them.
 """
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
 from worldsim.envs.push_t import GOAL_POSE, WORKSPACE, t_rectangles
@@ -54,3 +57,39 @@ class PushTCoverageReward:
         """What the simulator's ``info`` reports of a state: ``coverage`` and ``is_success``."""
         coverage = self.coverage(next_obs)
         return {"coverage": coverage, "is_success": coverage >= self.success_coverage}
+
+
+class GoalReachedReward:
+    """A goal-conditioned env's rules on the flat state vectors of its world model: ``reward`` is the env's own
+    ``compute_reward(achieved_goal, desired_goal, info)`` and ``info(next_obs)`` reports ``is_success`` when the
+    achieved goal lies within the env's ``distance_threshold`` of the desired one (Gymnasium-Robotics' Fetch
+    rule), beside that ``distance``.
+
+    ``env``: the real env (its Dict observation space has ``achieved_goal`` and ``desired_goal``); the flat
+    vector is that Dict flattened in its key order, as :func:`~worldsim.world_model.data.flat_state_space`.
+    """
+
+    def __init__(self, env: gym.Env):
+        space, task = env.observation_space, env.unwrapped
+        if not isinstance(space, gym.spaces.Dict) or not {"achieved_goal", "desired_goal"} <= set(space.spaces):
+            raise ValueError(
+                f"GoalReachedReward needs Dict observations with achieved_goal and desired_goal, got {space}"
+            )
+        if not hasattr(task, "compute_reward") or not hasattr(task, "distance_threshold"):
+            raise ValueError(f"{type(task).__name__} has no compute_reward and distance_threshold (a goal env's rules)")
+        self.space = space
+        self.threshold = float(task.distance_threshold)
+        self._compute_reward = task.compute_reward
+
+    def _goals(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = gym.spaces.unflatten(self.space, np.asarray(obs, dtype=np.float64))
+        return parts["achieved_goal"], parts["desired_goal"]
+
+    def __call__(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> float:
+        achieved, desired = self._goals(next_obs)
+        return float(self._compute_reward(achieved, desired, {}))
+
+    def info(self, next_obs: np.ndarray) -> dict:
+        achieved, desired = self._goals(next_obs)
+        distance = float(np.linalg.norm(achieved - desired))
+        return {"distance": distance, "is_success": distance < self.threshold}
