@@ -20,7 +20,7 @@ Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-s
   success rule: return normalized between random (0) and expert (1) >= 0.9), RTI within 5 points of DDIM
   at <= 1 network call per executed action, training <= 20 minutes.
 - **world_model**: ``train_world_model`` with its defaults (rollouts of a random walk and of the noisy
-  expert, a budget of 300 x 300 transitions; delta state tokens) and a time cap; then open-loop errors in
+  expert; delta state tokens) and a time cap; then open-loop errors in
   raw observation units at horizons 1, 10 and 50 against holding the first observation (copy-last), on
   ``--wm-episodes`` held-out episodes (reset seeds 900,000+) driven by the expert and by the random walk,
   beside the simulator's own floor (the same episodes replayed with its random generator re-seeded after
@@ -286,7 +286,6 @@ def world_model_part(name: str, args) -> dict:
             "time_limit_minutes": args.wm_minutes,
             "rollout_episodes": model.metadata.get("training", {}).get("episodes"),
             "max_steps": cfg.max_steps,
-            "transitions_budget": cfg.episodes * cfg.max_steps,
             "tokenizer": model.tokenizer.config(),
         },  # fmt: skip
         "held_out": {"seed": HELD_OUT_SEED, "episodes": args.wm_episodes, "units": "raw observation units"},

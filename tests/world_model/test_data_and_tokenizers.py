@@ -25,20 +25,6 @@ def test_collect_episodes_records_consistent_transitions():
     np.testing.assert_array_equal(episodes[2].actions, again[2].actions)
 
 
-def test_a_time_limit_shorter_than_max_steps_is_topped_up_with_more_episodes():
-    env = gym.wrappers.TimeLimit(PointMass(), max_episode_steps=5)
-    walk = RandomWalkActor(env.action_space, seed=0)
-    episodes = collect_episodes(env, [walk], 3, seed=7, max_steps=12, min_steps=3 * 12, progress=False)
-    assert [len(e) for e in episodes] == [5] * 8  # 36 transitions take 8 five-step episodes, not 3
-    # The extra episodes continue the seeds: episode 5 starts where a lone rollout from seed 12 starts.
-    alone = collect_episodes(env, [RandomWalkActor(env.action_space, seed=0)], 1, seed=12, max_steps=12, progress=False)
-    np.testing.assert_array_equal(episodes[5].observations[0], alone[0].observations[0])
-    # Long enough episodes need no more than asked for.
-    assert len(collect_episodes(PointMass(), [walk], 3, seed=7, max_steps=12, min_steps=36, progress=False)) == 3
-    with pytest.raises(ValueError, match="min_steps must be >= 0"):
-        collect_episodes(env, [walk], 3, min_steps=-1, progress=False)
-
-
 def test_random_walk_moves_smoothly_and_reflects_off_the_bounds():
     space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     actor = RandomWalkActor(space, step_scale=0.1, seed=0)

@@ -128,12 +128,9 @@ class TrainWorldModelConfig:
     state_dir: str | None = None
     """Also keep resumable training states here (the command uses its output folder)."""
     episodes: int = 300
-    """Rollout episodes to train on (seeds ``training.seed + i``); more are held out after them. Together with
-    ``max_steps`` they set a budget of ``episodes x max_steps`` transitions: where the env's own time limit
-    ends episodes sooner (the Fetch tasks' 50 steps), more episodes are rolled until the budget is recorded
-    (with ``through_termination`` off, episodes that end at a termination keep their count)."""
+    """Rollout episodes to train on (seeds ``training.seed + i``); more are held out after them."""
     max_steps: int = 300
-    """Steps per rollout episode, at most."""
+    """Steps per rollout episode."""
     through_termination: bool = True
     """Keep stepping rollouts past a termination (to ``max_steps``): the model also learns what follows a
     fall or a crash, so short random episodes still make long training windows."""

@@ -10,7 +10,6 @@ Discrete), and any expert with Gaussian action noise. Episodes use the Minari-co
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
@@ -115,7 +114,6 @@ def collect_episodes(
     max_steps: int | None = None,
     ignore_termination: bool = False,
     progress: bool = True,
-    min_steps: int = 0,
 ) -> list[Episode]:
     """Roll ``num_episodes`` episodes; episode ``i`` is reset with seed ``seed + i`` and driven by
     ``actors[i % len(actors)]``.
@@ -123,9 +121,6 @@ def collect_episodes(
     An episode ends on termination or truncation, or after ``max_steps`` steps. ``ignore_termination``
     keeps stepping through terminations (a world model learns what happens after a fall too, and long
     open-loop test sequences need it); an env that raises when stepped past its end stops there.
-    ``min_steps``: more episodes follow (seeds continuing) until the episodes hold at least this many steps,
-    so an env whose own time limit ends its episodes early (the Fetch tasks' 50 steps) still gives a budget
-    of transitions.
     """
     if not actors:
         raise ValueError("collect_episodes needs at least one actor")
@@ -135,13 +130,8 @@ def collect_episodes(
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if ignore_termination and max_steps is None:
         raise ValueError("ignore_termination needs max_steps, or an episode might never end")
-    if min_steps < 0:
-        raise ValueError(f"min_steps must be >= 0, got {min_steps}")
-    episodes, recorded = [], 0
-    bar = tqdm(desc="rollouts", total=num_episodes, disable=not progress)
-    for index in itertools.count():
-        if index >= num_episodes and recorded >= min_steps:
-            break
+    episodes = []
+    for index in tqdm(range(num_episodes), desc="rollouts", disable=not progress):
         actor = actors[index % len(actors)]
         actor.reset()
         obs, info = env.reset(seed=seed + index)
@@ -176,9 +166,6 @@ def collect_episodes(
                 success=success,
             )
         )
-        recorded += len(actions)
-        bar.update()
-    bar.close()
     return episodes
 
 

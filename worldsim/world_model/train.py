@@ -72,11 +72,8 @@ def gather_episodes(
         return recorded[held_out_episodes:], recorded[:held_out_episodes], flat_env
     actors = default_actors(env, task, seed)
     rollouts = {"max_steps": max_steps, "ignore_termination": through_termination, "progress": progress}
-    # A budget of transitions, episodes x max_steps: an env whose time limit ends episodes sooner gets more.
-    # Rollouts that stop at terminations by choice keep their count (the shipped models' recorded recipes).
-    budget = episodes * max_steps if through_termination else 0
-    train = collect_episodes(env, actors, episodes, seed=seed, min_steps=budget, **rollouts)
-    held_out = collect_episodes(env, actors, held_out_episodes, seed=seed + len(train), **rollouts)
+    train = collect_episodes(env, actors, episodes, seed=seed, **rollouts)
+    held_out = collect_episodes(env, actors, held_out_episodes, seed=seed + episodes, **rollouts)
     return flatten_episodes(train, space), flatten_episodes(held_out, space), flat_env
 
 
