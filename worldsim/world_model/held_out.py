@@ -87,17 +87,20 @@ def open_loop_errors(
     for h in horizons:
         if not model_sq[h]:
             continue
-        ours, copy = np.stack(model_sq[h]), np.stack(copy_sq[h])
+        ours = np.stack(model_sq[h])
         axes = tuple(range(1, ours.ndim))
-        result[str(h)] = {
-            "model_mse": float(ours.mean()),
-            "copy_last_mse": float(copy.mean()),
-            "ratio": float(ours.mean() / max(copy.mean(), 1e-12)),
-            "episodes": len(ours),
+        result[str(h)] = _beside_copy_last("model_mse", ours, copy_sq[h]) | {
             "model_mse_per_dim": ours.mean(0).tolist() if not pixels else None,
             "model_mse_median_episode": float(np.median(ours.mean(axis=axes))),
         }
     return result
+
+
+def _beside_copy_last(name: str, squared, copy_squared) -> dict:
+    """One horizon's mean squared error (as ``name``) beside copy-last's over the same episodes, their ratio
+    and the episode count."""
+    mse, copy_mse = float(np.mean(squared)), float(np.mean(copy_squared))
+    return {name: mse, "copy_last_mse": copy_mse, "ratio": mse / max(copy_mse, 1e-12), "episodes": len(squared)}
 
 
 def resampled_simulator_errors(
@@ -124,10 +127,4 @@ def resampled_simulator_errors(
             if t + 1 in squared:
                 squared[t + 1].append((replayed - observations[t + 1]) ** 2)
                 copy[t + 1].append((observations[0] - observations[t + 1]) ** 2)
-    result = {}
-    for h in horizons:
-        if squared[h]:
-            mse, copy_mse = float(np.mean(squared[h])), float(np.mean(copy[h]))
-            result[str(h)] = {"mse": mse, "copy_last_mse": copy_mse, "ratio": mse / max(copy_mse, 1e-12),
-                              "episodes": len(squared[h])}  # fmt: skip
-    return result
+    return {str(h): _beside_copy_last("mse", squared[h], copy[h]) for h in horizons if squared[h]}
