@@ -127,7 +127,7 @@ def test_an_angle_wrapped_at_the_seam_changes_the_short_way_round():
     previous = np.array([[np.pi - 0.01, 0.0]])
     nxt = np.array([[-np.pi + 0.02, 0.0]])
     tokens = tokenizer.encode(nxt, previous)
-    np.testing.assert_allclose(tokenizer.change(tokens)[0, 0], 0.03, atol=1e-9)
+    np.testing.assert_allclose(tokenizer.delta_normalizer.unnormalize(tokens[:, 0, 2:])[0, 0], 0.03, atol=1e-9)
     np.testing.assert_allclose(tokenizer.decode(tokens, previous), nxt, atol=1e-9)
     torch_decoded = tokenizer.decode(torch.as_tensor(tokens), torch.as_tensor(previous))
     np.testing.assert_allclose(torch_decoded.numpy(), nxt, atol=1e-9)
@@ -209,3 +209,29 @@ def test_pusht_reward_matches_the_simulator():
     goal = np.array([0.0, 0.5, 0.0, 0.0, np.cos(np.pi / 4), np.sin(np.pi / 4)], np.float32)
     assert reward(goal, None, goal) == 1.0 and reward.terminated(goal)
     env.close()
+
+
+def test_absolute_dims_are_read_from_the_absolute_part_and_the_rest_integrated():
+    """A token whose absolute part and change disagree: dimension 0 (absolute) comes from the absolute part,
+    dimension 1 from the previous state plus the change, in numpy and torch alike; a window of frames decodes
+    one onto the next; the choice survives a checkpoint."""
+    rng = np.random.default_rng(4)
+    episodes = [np.cumsum(rng.normal(0, 0.05, (40, 2)), 0) for _ in range(3)]
+    tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True).with_absolute_dims((0,))
+    previous = np.array([[0.2, -0.3]])
+    tokens = tokenizer.encode(np.array([[0.25, -0.2]]), previous)
+    tokens[:, 0, :2] = tokenizer.normalizer.normalize(np.array([[0.9, 0.9]]))  # the absolute part says (0.9, 0.9)
+    np.testing.assert_allclose(tokenizer.decode(tokens, previous), [[0.9, -0.2]], atol=1e-9)
+    torch_decoded = tokenizer.decode(torch.as_tensor(tokens), torch.as_tensor(previous))
+    np.testing.assert_allclose(torch_decoded.numpy(), [[0.9, -0.2]], atol=1e-9)
+    # committing re-encodes the decoded state: both parts now agree with it
+    np.testing.assert_allclose(tokenizer.rebase(tokens, tokenizer.encode(previous, previous)),
+                               tokenizer.encode(np.array([[0.9, -0.2]]), previous), atol=1e-9)  # fmt: skip
+    window = np.concatenate([tokens, tokens])  # the same frame twice: dimension 1 moves twice, 0 stays at 0.9
+    np.testing.assert_allclose(tokenizer.decode_sequence(window, previous), [[0.9, -0.1]], atol=1e-9)
+    restored = StateTokenizer.from_tensors(tokenizer.tensors(), tokenizer.config())
+    assert restored.absolute_dims == (0,)
+    with pytest.raises(ValueError, match="absolute_dims need a delta tokenizer"):
+        StateTokenizer(tokenizer.normalizer, None, (), (0,))
+    with pytest.raises(ValueError, match=r"absolute_dims \(2,\) outside a 2-dimensional state"):
+        tokenizer.with_absolute_dims((2,))

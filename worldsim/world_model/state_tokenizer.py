@@ -9,6 +9,13 @@ absolute part keeps the state in every token the model attends to. An angle repo
 block's Euler angle) changes the short way round: its raw jump of 2 pi at the seam would set its change
 scale (FetchPush: 0.16 rad per step where the block rests) and so the size of every error there.
 
+Integrating changes suits what drifts (a block at rest stays put), not what is *set* by the action: Push-T's
+pusher goes to the commanded target within a step, and the integrated pusher piles up each step's small
+bias of the change (0.1-0.25 per step under a policy in closed loop, while the token's absolute part lands
+0.015 from the target), so a policy chasing it runs away to the corner. ``absolute_dims`` are decoded from
+the token's absolute part instead; which dimensions is measured on held-out rollouts, not set by hand
+(``worldsim.world_model.decoding``).
+
 Arrays in, arrays of the same kind out (numpy or torch), so both runtimes call the same code.
 """
 
@@ -17,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from worldsim.core.angles import angle_dims, wrap_angles
-from worldsim.core.array_ops import namespace
+from worldsim.core.array_ops import as_array_like, namespace
 from worldsim.core.normalizer import Normalizer
 
 _STILL_SCALE = 1e-6
@@ -31,10 +38,16 @@ class StateTokenizer:
     the previous frame. ``previous`` is the observation before each one; None in ``encode`` means ``obs`` is
     a sequence whose frames precede one another (the first frame gets no change). ``angle_dims`` (delta mode):
     dimensions that are angles modulo 2 pi, whose change is taken and added the short way round.
+    ``absolute_dims`` (delta mode): dimensions a generated frame takes from its absolute part, not from
+    ``previous`` plus its change.
     """
 
     def __init__(
-        self, normalizer: Normalizer, delta_normalizer: Normalizer | None = None, angle_dims: tuple[int, ...] = ()
+        self,
+        normalizer: Normalizer,
+        delta_normalizer: Normalizer | None = None,
+        angle_dims: tuple[int, ...] = (),
+        absolute_dims: tuple[int, ...] = (),
     ):
         if len(normalizer.shape) != 1:
             raise ValueError(f"the state tokenizer needs a flat state normalizer, got shape {normalizer.shape}")
@@ -44,9 +57,14 @@ class StateTokenizer:
             raise ValueError("angle_dims need a delta tokenizer (only a change is taken the short way round)")
         if any(not 0 <= d < normalizer.shape[0] for d in angle_dims):
             raise ValueError(f"angle_dims {tuple(angle_dims)} outside a {normalizer.shape[0]}-dimensional state")
+        if absolute_dims and delta_normalizer is None:
+            raise ValueError("absolute_dims need a delta tokenizer (a plain one decodes every dimension absolutely)")
+        if any(not 0 <= d < normalizer.shape[0] for d in absolute_dims):
+            raise ValueError(f"absolute_dims {tuple(absolute_dims)} outside a {normalizer.shape[0]}-dimensional state")
         self.normalizer = normalizer
         self.delta_normalizer = delta_normalizer
         self.angle_dims = tuple(int(d) for d in angle_dims)
+        self.absolute_dims = tuple(sorted({int(d) for d in absolute_dims}))
         self.obs_shape: tuple[int, ...] = normalizer.shape
         self.tokens_per_frame = 1
         self.token_dim = normalizer.shape[0] * (2 if delta_normalizer is not None else 1)
@@ -81,27 +99,42 @@ class StateTokenizer:
         return xp.concatenate([state, change], -1)[:, None, :]
 
     def decode(self, tokens, previous=None):
-        """Tokens ``[N, 1, token_dim]`` to states ``[N, D]``: delta mode adds the decoded change to ``previous``."""
+        """Tokens ``[N, 1, token_dim]`` to states ``[N, D]``: delta mode adds the decoded change to ``previous``
+        (but for ``absolute_dims``, read from the absolute part)."""
         d = self.obs_shape[0]
+        state = self.normalizer.unnormalize(tokens[:, 0, :d])
         if not self.delta:
-            return self.normalizer.unnormalize(tokens[:, 0, :d])
+            return state
         if previous is None:
             raise ValueError("a delta state tokenizer decodes a frame from the observation before it: pass previous")
-        return self.advance(previous, self.delta_normalizer.unnormalize(tokens[:, 0, d:]))
+        integrated = self.advance(previous, self.delta_normalizer.unnormalize(tokens[:, 0, d:]))
+        if not self.absolute_dims:
+            return integrated
+        mask = np.zeros(d)
+        mask[list(self.absolute_dims)] = 1.0
+        mask = as_array_like(mask, integrated)
+        return integrated + mask * (state - integrated)
+
+    def decode_sequence(self, tokens, previous):
+        """Consecutive frames ``[F, 1, token_dim]`` decoded one onto the next from ``previous [1, D]``; the
+        last one ``[1, D]`` (a rolling window's newest frame, from the last committed observation)."""
+        for k in range(tokens.shape[0]):
+            previous = self.decode(tokens[k : k + 1], previous)
+        return previous
 
     def advance(self, previous, change):
         """``previous [N, D]`` moved by ``change``: its angles wrapped back into ``[-pi, pi)``."""
         return wrap_angles(previous + change, self.angle_dims)
 
-    def change(self, tokens):
-        """The decoded per-frame change ``[N, D]`` of delta tokens (what a frame adds to the one before)."""
-        return self.delta_normalizer.unnormalize(tokens[:, 0, self.obs_shape[0] :])
-
     def rebase(self, tokens, previous_tokens):
-        """Delta tokens ``[N, 1, token_dim]`` re-encoded as the previous frame's state plus their change: what a
-        stream commits for a generated frame (its absolute part made consistent with the returned state)."""
+        """Delta tokens ``[N, 1, token_dim]`` re-encoded from their decoding onto the previous frame's state:
+        what a stream commits for a generated frame (its two parts made consistent with the returned state)."""
         previous = self.normalizer.unnormalize(previous_tokens[:, 0, : self.obs_shape[0]])
-        return self.encode(self.advance(previous, self.change(tokens)), previous)
+        return self.encode(self.decode(tokens, previous), previous)
+
+    def with_absolute_dims(self, absolute_dims: tuple[int, ...]) -> StateTokenizer:
+        """The same statistics, decoding ``absolute_dims`` from the absolute part."""
+        return StateTokenizer(self.normalizer, self.delta_normalizer, self.angle_dims, absolute_dims)
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = self.normalizer.state_dict("tokenizer.state")
@@ -110,10 +143,17 @@ class StateTokenizer:
         return tensors
 
     def config(self) -> dict:
-        return {"kind": "state", "mode": self.normalizer.mode, "delta": self.delta, "angle_dims": list(self.angle_dims)}
+        return {
+            "kind": "state",
+            "mode": self.normalizer.mode,
+            "delta": self.delta,
+            "angle_dims": list(self.angle_dims),
+            "absolute_dims": list(self.absolute_dims),
+        }
 
     @classmethod
     def from_tensors(cls, tensors: dict, config: dict) -> StateTokenizer:
         normalizer = Normalizer.from_state_dict(tensors, "tokenizer.state", config["mode"])
         delta = Normalizer.from_state_dict(tensors, "tokenizer.delta", config["mode"]) if config.get("delta") else None
-        return cls(normalizer, delta, tuple(config.get("angle_dims", ())))  # older checkpoints: none
+        # Older checkpoints name neither: none.
+        return cls(normalizer, delta, tuple(config.get("angle_dims", ())), tuple(config.get("absolute_dims", ())))

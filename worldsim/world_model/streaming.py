@@ -283,9 +283,9 @@ class StreamingSessionBase(ABC):
         p = self.spec.tokens_per_frame
         if tokenizer is None or not tokenizer.delta:
             return self._decode(estimate[:, -p:])
-        # The last committed observation plus the change of every frame still in the window.
-        changes = tokenizer.change(_as_numpy(estimate).reshape(-1, 1, self.spec.token_dim))
-        return tokenizer.advance(self._committed_obs, changes.sum(0, keepdims=True)).astype(np.float32)
+        # Every frame still in the window decoded onto the one before, from the last committed observation.
+        frames = _as_numpy(estimate).reshape(-1, 1, self.spec.token_dim)
+        return tokenizer.decode_sequence(frames, self._committed_obs).astype(np.float32)
 
     def _commit(self, tokens, cond, *, level: float) -> None:
         """Append frames ``tokens [1, F * P, D]`` (conditioned by ``cond [F, C]``) to the cache at ``level``."""
