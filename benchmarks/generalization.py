@@ -287,6 +287,7 @@ def world_model_part(name: str, args) -> dict:
             "rollout_episodes": model.metadata.get("training", {}).get("episodes"),
             "max_steps": cfg.max_steps,
             "tokenizer": model.tokenizer.config(),
+            "decoding": model.metadata.get("training", {}).get("decoding"),
         },  # fmt: skip
         "held_out": {"seed": HELD_OUT_SEED, "episodes": args.wm_episodes, "units": "raw observation units"},
         "open_loop": errors,
