@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -33,6 +34,12 @@ def machine_info() -> dict:
         info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass
+    # The simulators' versions: the same policy and seeds scored 82% and 96% in MuJoCo on two installs.
+    for package in ("mujoco", "gymnasium", "gymnasium-robotics", "numpy"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = None
     return info
 
 
