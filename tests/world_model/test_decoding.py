@@ -4,9 +4,18 @@ import numpy as np
 import pytest
 
 from tests.world_model.conftest import PointMass, state_model
+from worldsim.core.episodes import Episode
 from worldsim.world_model import decoding
 from worldsim.world_model.data import RandomWalkActor, collect_episodes
 from worldsim.world_model.model import WorldModel
+
+
+def circle_episode(steps: int = 20) -> Episode:
+    """A turning block's (cos, sin), as Push-T reports its angle."""
+    angle = np.linspace(0.0, 3.0, steps + 1)
+    zeros = np.zeros(steps)
+    return Episode(np.c_[np.cos(angle), np.sin(angle)], np.zeros((steps, 2), np.float32), zeros, zeros.astype(bool),
+                   zeros.astype(bool), False)  # fmt: skip
 
 
 def rollout_errors(errors_by_decoding):
@@ -36,6 +45,27 @@ def test_a_dimension_reads_its_absolute_part_only_where_that_halves_its_held_out
     assert result["absolute_mse_per_dim"] == pytest.approx([0.001, dim1_absolute])
     model.save_pretrained(tmp_path / "wm")
     assert WorldModel.from_pretrained(tmp_path / "wm").tokenizer.absolute_dims == tuple(chosen)
+
+
+@pytest.mark.parametrize("dim1_absolute, chosen", [(0.08, []), (0.01, [0, 1])])
+def test_an_angles_cos_and_sin_are_decoded_the_same_way(monkeypatch, dim1_absolute, chosen):
+    """Alone, dimension 0 would read its absolute part; paired with its sin it goes with the pair's sum."""
+    monkeypatch.setattr(decoding, "open_loop_errors", rollout_errors(
+        [{"absolute": 0.001, "integrated": 0.04}, {"absolute": dim1_absolute, "integrated": 0.06}]
+    ))  # fmt: skip
+    model = state_model(delta=True)
+    result = decoding.choose_absolute_dims(model, episodes=[circle_episode()])
+    assert result["decided_together"] == [[0, 1]]
+    assert result["absolute_dims"] == chosen and model.tokenizer.absolute_dims == tuple(chosen)
+
+
+def test_only_dimensions_on_the_unit_circle_pair_up():
+    block = circle_episode()
+    near = Episode(block.observations * 1.01, *[getattr(block, f) for f in ("actions", "rewards", "terminations",
+                   "truncations", "success")])  # fmt: skip
+    assert decoding.unit_circle_pairs([block]) == [(0, 1)]
+    assert decoding.unit_circle_pairs([block, near]) == []  # squares summing to 1.02 are no angle
+    assert decoding.unit_circle_pairs([]) == []
 
 
 def test_a_plain_state_tokenizer_is_left_alone():
