@@ -5,7 +5,7 @@ import pytest
 
 from tests.world_model.conftest import PointMass, state_model
 from worldsim.core.episodes import Episode
-from worldsim.world_model import decoding
+from worldsim.world_model import decoding, held_out
 from worldsim.world_model.data import RandomWalkActor, collect_episodes
 from worldsim.world_model.model import WorldModel
 
@@ -73,14 +73,26 @@ def test_a_plain_state_tokenizer_is_left_alone():
     assert decoding.choose_absolute_dims(model, episodes=[]) == {"absolute_dims": [], "measured": False}
 
 
-def test_a_real_rollout_choice_keeps_the_lower_error_per_dimension():
-    """Untrained but randomized point-mass model, real held-out rollouts: the reported errors are the two
-    decodings' own, and the choice follows them dimension by dimension."""
+def test_real_rollouts_report_each_decodings_own_errors():
+    """Untrained but randomized point-mass model, real held-out rollouts: the errors reported for each decoding
+    are those of the held-out rollouts run with that decoding alone."""
     env = PointMass()
     episodes = collect_episodes(env, [RandomWalkActor(env.action_space, seed=0)], 3, seed=5, max_steps=12,
                                 progress=False)  # fmt: skip
     model = state_model(delta=True)
+    tokenizer = model.tokenizer
     result = decoding.choose_absolute_dims(model, episodes, horizons=(1, 10))
-    integrated, absolute = np.array(result["integrated_mse_per_dim"]), np.array(result["absolute_mse_per_dim"])
-    assert result["absolute_dims"] == [d for d in range(2) if absolute[d] <= 0.5 * integrated[d]]
-    assert not np.allclose(integrated, absolute)  # the two decodings do differ on an untrained model
+    for name, dims in (("integrated", ()), ("absolute", (0, 1))):
+        model.tokenizer = tokenizer.with_absolute_dims(dims)
+        alone = held_out.open_loop_errors(model, episodes, (1, 10), seed=0)
+        expected = (np.array(alone["1"]["model_mse_per_dim"]) + np.array(alone["10"]["model_mse_per_dim"])) / 2
+        assert result[f"{name}_mse_per_dim"] == pytest.approx(expected)
+    assert not np.allclose(result["integrated_mse_per_dim"], result["absolute_mse_per_dim"])  # they do differ
+
+
+def test_a_failed_measurement_leaves_the_model_as_it_was():
+    model = state_model(delta=True)
+    tokenizer = model.tokenizer
+    with pytest.raises(ValueError, match="open_loop_errors needs at least one episode"):
+        decoding.choose_absolute_dims(model, episodes=[])
+    assert model.tokenizer is tokenizer

@@ -11,6 +11,7 @@ the recording, in raw units, over the horizons that the benchmarks judge.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from worldsim.core.episodes import Episode
 from worldsim.world_model.held_out import open_loop_errors
@@ -47,10 +48,14 @@ def choose_absolute_dims(
         return {"absolute_dims": [], "measured": False}
     every = tuple(range(tokenizer.obs_shape[0]))
     errors = {}
-    for name, dims in (("integrated", ()), ("absolute", every)):
-        model.tokenizer = tokenizer.with_absolute_dims(dims)
-        rollouts = open_loop_errors(model, episodes, horizons, session=session, seed=seed)
-        errors[name] = np.mean([rollouts[str(h)]["model_mse_per_dim"] for h in horizons if str(h) in rollouts], 0)
+    try:
+        for name, dims in (("integrated", ()), ("absolute", every)):
+            model.tokenizer = tokenizer.with_absolute_dims(dims)
+            rollouts = open_loop_errors(model, episodes, horizons, session=session, seed=seed)
+            per_horizon = [rollouts[str(h)]["model_mse_per_dim"] for h in horizons if str(h) in rollouts]
+            errors[name] = np.mean(per_horizon, 0)
+    finally:
+        model.tokenizer = tokenizer  # a failed measurement leaves the model as it was
     pairs = unit_circle_pairs(episodes)
     paired = {d for pair in pairs for d in pair}
     groups = [list(pair) for pair in pairs] + [[d] for d in every if d not in paired]
@@ -69,6 +74,16 @@ def choose_absolute_dims(
         "integrated_mse_per_dim": errors["integrated"].tolist(),
         "absolute_mse_per_dim": errors["absolute"].tolist(),
     }
+
+
+@torch.no_grad()
+def decide_decoding(model: WorldModel, held_out: list[Episode]) -> dict:
+    """What a training run calls once its weights are final: :func:`choose_absolute_dims` on the eval-mode
+    model, the choice printed."""
+    decoding = choose_absolute_dims(model.eval(), held_out)
+    if decoding["measured"]:
+        print(f"dimensions decoded from the absolute part (held-out open-loop, raw): {decoding['absolute_dims']}")
+    return decoding
 
 
 def unit_circle_pairs(episodes: list[Episode]) -> list[tuple[int, int]]:

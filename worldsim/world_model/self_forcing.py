@@ -25,6 +25,7 @@ from worldsim.core.sampling import denoise
 from worldsim.core.trainer import Trainer, resolve_device
 from worldsim.envs.tasks import TaskSpec, task_for_env
 from worldsim.world_model.config import SelfForcingConfig
+from worldsim.world_model.decoding import decide_decoding
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.state_tokenizer import StateTokenizer
@@ -108,10 +109,12 @@ def self_force(cfg: SelfForcingConfig) -> WorldModel:
             trainer.replace_data(mixed_data(trainer.ema_model))
         trainer.fit(until=t.steps * (round_index + 1) // cfg.rounds)
     after = one_step_error(trainer.ema_model, held_out_data, generator=torch.Generator().manual_seed(0))
+    decoding = decide_decoding(trainer.ema_model, held_out)  # the fine-tuned weights may decode otherwise
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out one-step MSE {before['one_step_mse']:.5f} -> {after['one_step_mse']:.5f} (normalized)")
     training = {
         "minutes": round(minutes, 1), "threads": cfg.threads, "held_out": after, "held_out_before": before,
+        "decoding": decoding,
         "self_forcing_windows": min(cfg.windows, len(teacher["frames"])), "rounds": cfg.rounds,
         "base_train_config": meta.get("train_config"), "base_command": meta.get("command"),
         "base_training": meta.get("training"),

@@ -65,6 +65,8 @@ class StateTokenizer:
         self.delta_normalizer = delta_normalizer
         self.angle_dims = tuple(int(d) for d in angle_dims)
         self.absolute_dims = tuple(sorted({int(d) for d in absolute_dims}))
+        self._absolute_mask = np.zeros(normalizer.shape[0])  # built once: decode runs every generated frame
+        self._absolute_mask[list(self.absolute_dims)] = 1.0
         self.obs_shape: tuple[int, ...] = normalizer.shape
         self.tokens_per_frame = 1
         self.token_dim = normalizer.shape[0] * (2 if delta_normalizer is not None else 1)
@@ -110,10 +112,7 @@ class StateTokenizer:
         integrated = self.advance(previous, self.delta_normalizer.unnormalize(tokens[:, 0, d:]))
         if not self.absolute_dims:
             return integrated
-        mask = np.zeros(d)
-        mask[list(self.absolute_dims)] = 1.0
-        mask = as_array_like(mask, integrated)
-        return integrated + mask * (state - integrated)
+        return integrated + as_array_like(self._absolute_mask, integrated) * (state - integrated)
 
     def decode_sequence(self, tokens, previous):
         """Consecutive frames ``[F, 1, token_dim]`` decoded one onto the next from ``previous [1, D]``; the

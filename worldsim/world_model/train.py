@@ -35,7 +35,7 @@ from worldsim.world_model.data import (
     flat_state_env,
     flatten_episodes,
 )
-from worldsim.world_model.decoding import choose_absolute_dims
+from worldsim.world_model.decoding import decide_decoding
 from worldsim.world_model.frame_tokenizer import FrameTokenizer
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
@@ -182,10 +182,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
     final = one_step_error(trainer.ema_model, held_out_data, generator=generator)
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out one-step MSE {final['one_step_mse']:.5f} vs copy-last {final['copy_last_mse']:.5f} (normalized)")
-    with torch.no_grad():
-        decoding = choose_absolute_dims(trainer.ema_model.eval(), held_out)
-    if decoding["measured"]:
-        print(f"dimensions decoded from the absolute part (held-out open-loop, raw): {decoding['absolute_dims']}")
+    decoding = decide_decoding(trainer.ema_model, held_out)
     trainer.ema_model.save_pretrained(
         cfg.out,
         extra={
