@@ -1,6 +1,7 @@
 """Held-out errors of a world model against copying the last frame: the training-time one-step check (in
-the model's normalized token space), open-loop rollouts in the observation's raw units, and the floor the
-simulator's own randomness sets for any sampling model."""
+the model's normalized token space), open-loop rollouts in the observation's raw units, the floor the
+simulator's own randomness sets for any sampling model, and how far the simulator itself drifts from its
+own recording after a tiny first-step difference (what open loop asks of a model on an unstable system)."""
 
 from __future__ import annotations
 
@@ -124,6 +125,47 @@ def resampled_simulator_errors(
         replay_env.unwrapped.np_random, _ = gym.utils.seeding.np_random(resample_seed + index)
         for t in range(min(max(horizons), len(episode.actions))):
             replayed = np.asarray(replay_env.step(episode.actions[t])[0], dtype=np.float64)
+            if t + 1 in squared:
+                squared[t + 1].append((replayed - observations[t + 1]) ** 2)
+                copy[t + 1].append((observations[0] - observations[t + 1]) ** 2)
+    return {str(h): _beside_copy_last("mse", squared[h], copy[h]) for h in horizons if squared[h]}
+
+
+def perturbed_simulator_errors(
+    env: gym.Env, episodes: list[Episode], horizons: tuple[int, ...] = (1, 10, 50), *, seed: int,
+    epsilon: float, direction_seed: int = 0,
+) -> dict:  # fmt: skip
+    """The simulator's own sensitivity, in the units of :func:`open_loop_errors`: episode ``i`` (recorded from
+    reset seed ``seed + i``) is replayed action for action in ``env`` reset with the same seed, except that
+    its **first** action is shifted by ``epsilon`` times the action's half-range, each dimension up or down
+    at random (``direction_seed + i``; inwards where that would leave the space). Its error to the recording at horizon
+    ``h`` is what a model scores that is exact in every step after an error that small in the first one: on
+    a stable system it fades, on an unstable one (a balanced pendulum run open loop on the actions its
+    feedback controller chose for the true states) it grows without bound, so no model can stay below
+    copy-last there for long. Box actions only. Returns, per horizon, that error, copy-last's over the same
+    episodes and their ratio."""
+    if not episodes:
+        raise ValueError("perturbed_simulator_errors needs at least one episode")
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box) or not np.all(np.isfinite(space.low) & np.isfinite(space.high)):
+        raise ValueError(f"perturbed_simulator_errors shifts a bounded Box action, got {space}")
+    if not epsilon > 0.0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    half_range = (space.high.astype(np.float64) - space.low) / 2.0
+    replay_env = flat_state_env(env)
+    squared: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
+    copy: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
+    for index, episode in enumerate(episodes):
+        observations = np.asarray(episode.observations, dtype=np.float64)
+        signs = np.random.default_rng(direction_seed + index).choice((-1.0, 1.0), size=space.shape)
+        replay_env.reset(seed=seed + index)
+        for t in range(min(max(horizons), len(episode.actions))):
+            action = np.asarray(episode.actions[t], dtype=np.float64)
+            if t == 0:  # a shift past a bound goes the other way, so a saturated action is shifted too
+                shifted = action + signs * epsilon * half_range
+                outside = (shifted < space.low) | (shifted > space.high)
+                action = np.where(outside, action - signs * epsilon * half_range, shifted)
+            replayed = np.asarray(replay_env.step(action.astype(space.dtype))[0], dtype=np.float64)
             if t + 1 in squared:
                 squared[t + 1].append((replayed - observations[t + 1]) ** 2)
                 copy[t + 1].append((observations[0] - observations[t + 1]) ** 2)
