@@ -236,11 +236,30 @@ def _policy_targets(task: TaskSpec, expert: dict, strategies: dict, train_minute
     }
 
 
+def held_out_episodes(task: TaskSpec, env, count: int) -> dict:
+    """The world-model part's held-out episodes per action source (the expert, the random walk): ``count``
+    episodes of ``max(HORIZONS)`` steps from reset seeds ``HELD_OUT_SEED + i``, stepped through termination,
+    Dict observations flattened."""
+    from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes, flatten_episodes
+
+    actors = {
+        "expert": NoisyExpert(task.make_expert(0), env.action_space, noise_std=0.0, seed=0),
+        "random_walk": RandomWalkActor(env.action_space, step_scale=0.1, seed=0),
+    }
+    episodes = {}
+    for label, actor in actors.items():
+        recorded = collect_episodes(
+            env, [actor], count, seed=HELD_OUT_SEED, max_steps=max(HORIZONS) + 1, ignore_termination=True,
+            progress=False,
+        )  # fmt: skip
+        episodes[label] = flatten_episodes(recorded, env.observation_space)
+    return episodes
+
+
 def world_model_part(name: str, args) -> dict:
     import torch
 
     from worldsim.world_model.config import TrainWorldModelConfig, world_model_trainer_defaults
-    from worldsim.world_model.data import NoisyExpert, RandomWalkActor, collect_episodes, flatten_episodes
     from worldsim.world_model.held_out import open_loop_errors, resampled_simulator_errors
     from worldsim.world_model.model import WorldModel
     from worldsim.world_model.train import train_world_model
@@ -255,18 +274,8 @@ def world_model_part(name: str, args) -> dict:
     train_minutes = (time.perf_counter() - started) / 60
     model = WorldModel.from_pretrained(cfg.out)
     torch.set_num_threads(args.threads)
-    steps = max(HORIZONS) + 1
-    actors = {
-        "expert": NoisyExpert(task.make_expert(0), env.action_space, noise_std=0.0, seed=0),
-        "random_walk": RandomWalkActor(env.action_space, step_scale=0.1, seed=0),
-    }
     errors, floors = {}, {}
-    for label, actor in actors.items():
-        episodes = collect_episodes(
-            env, [actor], args.wm_episodes, seed=HELD_OUT_SEED, max_steps=steps, ignore_termination=True,
-            progress=False,
-        )  # fmt: skip
-        flat = flatten_episodes(episodes, env.observation_space)
+    for label, flat in held_out_episodes(task, env, args.wm_episodes).items():
         errors[label] = open_loop_errors(model, flat, HORIZONS, seed=0)
         floors[label] = resampled_simulator_errors(env, flat, HORIZONS, seed=HELD_OUT_SEED, resample_seed=RESAMPLE_SEED)
         print(
