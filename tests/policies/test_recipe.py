@@ -12,6 +12,7 @@ from worldsim.policies.recipe import (
     discrete_action_dims,
     observation_layout,
     policy_episodes,
+    position_target_dims,
 )
 
 
@@ -163,3 +164,61 @@ def test_angle_dims_outside_the_state_or_repeated_are_refused():
     for bad in ((2,), (1, 1), (-1,)):
         with pytest.raises(ValueError, match=r"angle_dims \[.*\] must be distinct state dimensions \(0 \.\. 1\)"):
             DiffusionPolicyConfig(obs_shape=(2,), action_dim=1, angle_dims=bad)
+
+
+def _rollouts(step, dims: int, actions: int, seed: int = 0, episodes: int = 6, length: int = 40):
+    """States ``[T + 1, dims]`` and random actions ``[T, actions]`` of ``state, velocity = step(state,
+    velocity, action)`` from random starts."""
+    rng = np.random.default_rng(seed)
+    states, acts = [], []
+    for _ in range(episodes):
+        state, velocity = rng.uniform(-1, 1, dims), np.zeros(dims)
+        actions_taken = rng.uniform(-1, 1, (length, actions))
+        rows = [state]
+        for action in actions_taken:
+            state, velocity = step(state, velocity, action)
+            rows.append(state)
+        states.append(np.array(rows))
+        acts.append(actions_taken)
+    return states, acts
+
+
+def test_position_targets_are_found_whatever_their_order_and_other_actions_are_not():
+    def pd_target(state, velocity, action):
+        # action 0 is the target of state 1, action 1 of state 0 (a PD loop that keeps some momentum);
+        # action 2 pushes state 2 by a displacement; state 3 is a velocity-driven (torque) joint of action 3.
+        new_velocity = 0.3 * (action[[1, 0]] - state[:2]) + 0.4 * velocity[:2]
+        v3 = velocity[3] + 0.1 * action[3]
+        moved = state + np.r_[new_velocity, 0.05 * action[2], v3]
+        return moved, np.r_[new_velocity, 0.0, v3]
+
+    states, actions = _rollouts(pd_target, dims=4, actions=4)
+    assert position_target_dims(states, actions) == (1, 0, -1, -1)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        lambda s, v, a: (s + 0.05 * a, v),  # displacements (the Fetch arms' mocap)
+        lambda s, v, a: (s + v + 0.1 * a, v + 0.1 * a),  # torques: the action sets an acceleration
+        lambda s, v, a: (s + 0.3 * a - 0.1 * s, v),  # a pull towards 0 that the action only biases
+    ],
+    ids=["displacement", "torque", "leaky"],
+)
+def test_actions_that_are_not_position_targets_keep_the_policy_absolute(step):
+    states, actions = _rollouts(step, dims=2, actions=2)
+    assert position_target_dims(states, actions) == ()
+
+
+def test_the_recipe_predicts_a_target_position_relative_to_what_it_targets_unless_the_task_says_otherwise():
+    env = SpacesOnly(gym.spaces.Box(-5, 5, (2,)), gym.spaces.Box(-1, 1, (2,)))
+    states, actions = _rollouts(lambda s, v, a: (s + 0.5 * (a - s), v), dims=2, actions=2)
+    demos = [episode(o.astype(np.float32), a) for o, a in zip(states, actions, strict=True)]
+    derived = complete_policy_config(DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0"), env, demos)
+    assert derived.relative_to_obs == (0, 1)
+    absolute = complete_policy_config(
+        DiffusionPolicyConfig(), TaskSpec(env_id="Mine-v0", relative_to_obs=[]), env, demos
+    )
+    assert absolute.relative_to_obs == ()
+    with pytest.raises(ValueError, match="an episode of 40 actions needs 41 states, got 40"):
+        position_target_dims([states[0][:-1]], [actions[0]])

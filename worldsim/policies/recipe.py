@@ -111,6 +111,63 @@ def _state_of(observations, layout: dict) -> np.ndarray:
     return flatten_dict_observations(observations, keys) if keys else np.asarray(observations)
 
 
+TARGET_SHARE = 0.9
+"""A position target explains nearly all of its state dimension's next change that the state's own momentum
+leaves unexplained (at least this share): on the suite's demonstrations 0.984 for gym-pusht's pusher,
+0.999 for worldsim's Push-T."""
+TARGET_BALANCE = 0.1
+"""...and the change depends on the *difference* target - position: the two coefficients cancel within this
+fraction of the action's (gym-pusht 0.009, Push-T 0.001); torques, forces and displacements leave the
+position's own coefficient near 0 (ratios 0.8-1.0 on Pusher, the pendulum and the Fetch arms)."""
+
+
+def position_target_dims(states: list[np.ndarray], actions: list[np.ndarray]) -> tuple[int, ...]:
+    """For each action dimension, the state dimension it is a target position of, -1 for none; ``()`` when no
+    action dimension is one (the recipe's ``relative_to_obs`` where the task leaves it open).
+
+    A target moves its state towards it: the next change of state dimension ``j`` is fitted by least squares
+    as ``alpha * a_i + beta * s_j + delta * (s_j - previous s_j) + c`` over the demonstrations (the momentum
+    term takes up a controller that does not arrive within a step). Action ``i`` targets ``j`` when adding
+    ``a_i`` and ``s_j`` to the momentum alone explains at least ``TARGET_SHARE`` of what it left, the action
+    pulls (``0 < alpha <= 2``: at most an overshoot to the far side) and only the difference counts
+    (``|alpha + beta| <= TARGET_BALANCE * alpha``: a state at its target stays). Each state dimension serves
+    one action, the best fit first. ``states[k]`` holds ``len(actions[k]) + 1`` rows."""
+    rows = []
+    for state, action in zip(states, actions, strict=True):
+        state, action = np.asarray(state, np.float64), np.asarray(action, np.float64)
+        if len(state) != len(action) + 1:
+            raise ValueError(f"an episode of {len(action)} actions needs {len(action) + 1} states, got {len(state)}")
+        if len(action) >= 2:
+            rows.append((action[1:], state[1:-1], state[:-2], state[2:]))
+    if not rows:
+        return ()
+    act, now, before, after = (np.concatenate(part) for part in zip(*rows, strict=True))
+    candidates = []
+    for j in range(now.shape[1]):
+        change = after[:, j] - now[:, j]
+        momentum = np.stack([now[:, j] - before[:, j], np.ones(len(change))], axis=1)
+        left = _residual(momentum, change)
+        if left <= 1e-12 * len(change):
+            continue  # a dimension that never moves, or moves by its momentum alone, is nobody's target
+        for i in range(act.shape[1]):
+            x = np.concatenate([np.stack([act[:, i], now[:, j]], axis=1), momentum], axis=1)
+            coef = np.linalg.lstsq(x, change, rcond=None)[0]
+            share = 1.0 - _residual(x, change) / left
+            alpha, beta = float(coef[0]), float(coef[1])
+            if share >= TARGET_SHARE and 0.0 < alpha <= 2.0 and abs(alpha + beta) <= TARGET_BALANCE * alpha:
+                candidates.append((share, i, j))
+    found = [-1] * act.shape[1]
+    for _, i, j in sorted(candidates, reverse=True):
+        if found[i] < 0 and j not in found:
+            found[i] = j
+    return tuple(found) if any(j >= 0 for j in found) else ()
+
+
+def _residual(x: np.ndarray, y: np.ndarray) -> float:
+    """The sum of squared residuals of ``y``'s least-squares fit on the columns of ``x``."""
+    return float(((y - x @ np.linalg.lstsq(x, y, rcond=None)[0]) ** 2).sum())
+
+
 def discrete_action_dims(actions: np.ndarray) -> tuple[int, ...]:
     """The action dimensions whose recorded values are all exactly -1 or +1 (a gripper command), both seen."""
     actions = np.asarray(actions).reshape(-1, np.asarray(actions).shape[-1])
@@ -145,7 +202,14 @@ def complete_policy_config(
     discrete = task.discrete_dims if task.discrete_dims is not None else discrete_action_dims(actions)
     has_state = layout["obs_type"] == "state" or layout.get("state_dim")
     angles = angle_dims([_state_of(e.observations, layout) for e in episodes]) if has_state else ()
-    relative = task.relative_to_obs if task.relative_to_obs is not None else ()
+    if task.relative_to_obs is not None:
+        relative = tuple(task.relative_to_obs)
+    elif has_state:
+        relative = position_target_dims(
+            [_state_of(e.observations, layout) for e in episodes], [e.actions for e in episodes]
+        )
+    else:
+        relative = ()
     return dataclasses.replace(
         policy,
         **layout,
