@@ -6,6 +6,8 @@
         --policy-set '{"normalization": "meanstd", "clip_sample": null}'     # (one line) a variant, kept apart
     python benchmarks/generalization.py --tasks gym_pusht --parts policy --tag batch64
         --training-set '{"batch_size": 64}'                                   # (one line) a trainer variant
+    python benchmarks/generalization.py --tasks gym_pusht --parts policy --tag absolute
+        --task-set '{"relative_to_obs": []}'                 # (one line) a task field the recipe would derive
 
 Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-specific is set here:
 
@@ -318,11 +320,12 @@ PARTS = {"policy": policy_part, "world_model": world_model_part}
 
 
 def suite_task(name: str, args):
-    """The suite's task file, with the run's recipe-wide demonstration settings (the same for every task)."""
+    """The suite's task file, with the run's recipe-wide demonstration settings (the same for every task) and a
+    variant's task fields (``--task-set``)."""
     task = load_task(name)
     if args.demo_action_noise:
         task = dataclasses.replace(task, demo_action_noise=args.demo_action_noise)
-    return task
+    return dataclasses.replace(task, **args.task_set)
 
 
 def run(args) -> None:
@@ -335,6 +338,8 @@ def run(args) -> None:
             entry["policy_set"] = args.policy_set
         if args.training_set:
             entry["training_set"] = args.training_set
+        if args.task_set:
+            entry["task_set"] = args.task_set
         task = load_task(name)
         entry |= {"task": name, "env_id": task.env_id, "env_kwargs": task.env_kwargs}
         for part in args.parts:
@@ -384,7 +389,13 @@ def _variants(folder: Path) -> dict:
         entry = json.loads(path.read_text())
         if name in SUITE and "policy" in entry:
             variant = variants.setdefault(
-                tag, {"policy_set": entry.get("policy_set"), "training_set": entry.get("training_set"), "tasks": {}}
+                tag,
+                {
+                    "policy_set": entry.get("policy_set"),
+                    "training_set": entry.get("training_set"),
+                    "task_set": entry.get("task_set"),
+                    "tasks": {},
+                },
             )
             variant["tasks"][name] = entry["policy"]["targets"]
             # the trainer's batch as run: variants made before the recipe's batch became 64 ran at 256
@@ -460,6 +471,11 @@ def main() -> None:
         "(needs --tag; the time cap stays --policy-minutes)",
     )  # fmt: skip
     parser.add_argument(
+        "--task-set", type=json.loads, default={}, metavar="JSON",
+        help='a variant of the task files: TaskSpec fields the recipe would otherwise derive, e.g. '
+        '\'{"relative_to_obs": []}\' (needs --tag)',
+    )  # fmt: skip
+    parser.add_argument(
         "--reuse", action="store_true",
         help="evaluate the checkpoint the last run of each task (and tag) trained, with the RTI options the "
         "current rule derives, instead of training again (the result records that it did)",
@@ -474,10 +490,14 @@ def main() -> None:
         unknown = sorted(set(args.tasks) - set(SUITE))
         if unknown:
             parser.error(f"unknown suite task(s) {unknown}; the suite is {list(SUITE)}")
-        if bool(args.policy_set or args.training_set) != bool(args.tag):
+        if bool(args.policy_set or args.training_set or args.task_set) != bool(args.tag):
             parser.error(
-                "--policy-set/--training-set and --tag go together: a variant of the recipe is kept apart by its tag"
+                "--policy-set/--training-set/--task-set and --tag go together: a variant of the recipe is kept "
+                "apart by its tag"
             )
+        unknown = sorted(set(args.task_set) - {f.name for f in dataclasses.fields(TaskSpec)})
+        if unknown:
+            parser.error(f"--task-set: {unknown} are not TaskSpec fields")
         if "time_limit_minutes" in args.training_set:
             parser.error("--training-set cannot set time_limit_minutes: --policy-minutes sets the cap")
         from worldsim.core.trainer_config import TrainerConfig
