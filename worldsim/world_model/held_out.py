@@ -5,6 +5,8 @@ own recording after a tiny first-step difference (what open loop asks of a model
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -116,19 +118,11 @@ def resampled_simulator_errors(
     copy-last error of the same episodes and their ratio."""
     if not episodes:
         raise ValueError("resampled_simulator_errors needs at least one episode")
-    replay_env = flat_state_env(env)
-    squared: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
-    copy: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
-    for index, episode in enumerate(episodes):
-        observations = np.asarray(episode.observations, dtype=np.float64)
-        replay_env.reset(seed=seed + index)
+
+    def reseed(replay_env: gym.Env, index: int) -> None:
         replay_env.unwrapped.np_random, _ = gym.utils.seeding.np_random(resample_seed + index)
-        for t in range(min(max(horizons), len(episode.actions))):
-            replayed = np.asarray(replay_env.step(episode.actions[t])[0], dtype=np.float64)
-            if t + 1 in squared:
-                squared[t + 1].append((replayed - observations[t + 1]) ** 2)
-                copy[t + 1].append((observations[0] - observations[t + 1]) ** 2)
-    return {str(h): _beside_copy_last("mse", squared[h], copy[h]) for h in horizons if squared[h]}
+
+    return _replay_errors(env, episodes, horizons, seed=seed, after_reset=reseed)
 
 
 def perturbed_simulator_errors(
@@ -138,12 +132,12 @@ def perturbed_simulator_errors(
     """The simulator's own sensitivity, in the units of :func:`open_loop_errors`: episode ``i`` (recorded from
     reset seed ``seed + i``) is replayed action for action in ``env`` reset with the same seed, except that
     its **first** action is shifted by ``epsilon`` times the action's half-range, each dimension up or down
-    at random (``direction_seed + i``; inwards where that would leave the space). Its error to the recording at horizon
-    ``h`` is what a model scores that is exact in every step after an error that small in the first one: on
-    a stable system it fades, on an unstable one (a balanced pendulum run open loop on the actions its
-    feedback controller chose for the true states) it grows without bound, so no model can stay below
-    copy-last there for long. Box actions only. Returns, per horizon, that error, copy-last's over the same
-    episodes and their ratio."""
+    at random (``direction_seed + i``; inwards where that would leave the space). Its error to the recording
+    at horizon ``h`` is what a model scores that is exact in every step after an error that small in the
+    first one: on a stable system it fades, on an unstable one (a balanced pendulum run open loop on the
+    actions its feedback controller chose for the true states) it grows without bound, so no model can stay
+    below copy-last there for long. Box actions only. Returns, per horizon, that error, copy-last's over the
+    same episodes and their ratio."""
     if not episodes:
         raise ValueError("perturbed_simulator_errors needs at least one episode")
     space = env.action_space
@@ -152,20 +146,39 @@ def perturbed_simulator_errors(
     if not epsilon > 0.0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     half_range = (space.high.astype(np.float64) - space.low) / 2.0
+
+    def shift(action: np.ndarray, index: int) -> np.ndarray:
+        step = (
+            np.random.default_rng(direction_seed + index).choice((-1.0, 1.0), size=space.shape) * epsilon * half_range
+        )
+        shifted = action + step  # a shift past a bound goes the other way, so a saturated action is shifted too
+        return np.where((shifted < space.low) | (shifted > space.high), action - step, shifted).astype(space.dtype)
+
+    return _replay_errors(env, episodes, horizons, seed=seed, first_action=shift)
+
+
+def _replay_errors(
+    env: gym.Env, episodes: list[Episode], horizons: tuple[int, ...], *, seed: int,
+    after_reset: Callable[[gym.Env, int], None] | None = None,
+    first_action: Callable[[np.ndarray, int], np.ndarray] | None = None,
+) -> dict:  # fmt: skip
+    """Episode ``i`` replayed in ``env`` (flattened like the recording) from reset seed ``seed + i``, with
+    ``after_reset(env, i)`` run after the reset and its first action replaced by ``first_action(action, i)``:
+    per horizon, the replay's squared error to the recording beside copy-last's (the first observation
+    held)."""
     replay_env = flat_state_env(env)
     squared: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
     copy: dict[int, list[np.ndarray]] = {h: [] for h in horizons}
     for index, episode in enumerate(episodes):
         observations = np.asarray(episode.observations, dtype=np.float64)
-        signs = np.random.default_rng(direction_seed + index).choice((-1.0, 1.0), size=space.shape)
         replay_env.reset(seed=seed + index)
+        if after_reset is not None:
+            after_reset(replay_env, index)
         for t in range(min(max(horizons), len(episode.actions))):
-            action = np.asarray(episode.actions[t], dtype=np.float64)
-            if t == 0:  # a shift past a bound goes the other way, so a saturated action is shifted too
-                shifted = action + signs * epsilon * half_range
-                outside = (shifted < space.low) | (shifted > space.high)
-                action = np.where(outside, action - signs * epsilon * half_range, shifted)
-            replayed = np.asarray(replay_env.step(action.astype(space.dtype))[0], dtype=np.float64)
+            action = episode.actions[t]
+            if t == 0 and first_action is not None:
+                action = first_action(np.asarray(action, dtype=np.float64), index)
+            replayed = np.asarray(replay_env.step(action)[0], dtype=np.float64)
             if t + 1 in squared:
                 squared[t + 1].append((replayed - observations[t + 1]) ** 2)
                 copy[t + 1].append((observations[0] - observations[t + 1]) ** 2)
