@@ -121,6 +121,10 @@ fraction of the action's (gym-pusht 0.009, Push-T 0.001); torques, forces and di
 position's own coefficient near 0 (ratios 0.8-1.0 on Pusher, the pendulum and the Fetch arms)."""
 
 
+TARGET_ROWS = 50_000
+"""At most this many transitions are fitted (evenly spread over the demonstrations)."""
+
+
 def position_target_dims(states: list[np.ndarray], actions: list[np.ndarray]) -> tuple[int, ...]:
     """For each action dimension, the state dimension it is a target position of, -1 for none; ``()`` when no
     action dimension is one (the recipe's ``relative_to_obs`` where the task leaves it open).
@@ -142,6 +146,8 @@ def position_target_dims(states: list[np.ndarray], actions: list[np.ndarray]) ->
     if not rows:
         return ()
     act, now, before, after = (np.concatenate(part) for part in zip(*rows, strict=True))
+    stride = -(-len(act) // TARGET_ROWS)  # evenly spread rows bound the fits' cost on a large dataset
+    act, now, before, after = act[::stride], now[::stride], before[::stride], after[::stride]
     candidates = []
     for j in range(now.shape[1]):
         change = after[:, j] - now[:, j]
