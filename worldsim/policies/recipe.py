@@ -207,13 +207,12 @@ def complete_policy_config(
     actions = np.concatenate([e.actions for e in episodes])
     discrete = task.discrete_dims if task.discrete_dims is not None else discrete_action_dims(actions)
     has_state = layout["obs_type"] == "state" or layout.get("state_dim")
-    angles = angle_dims([_state_of(e.observations, layout) for e in episodes]) if has_state else ()
+    states = [_state_of(e.observations, layout) for e in episodes] if has_state else []
+    angles = angle_dims(states) if has_state else ()
     if task.relative_to_obs is not None:
         relative = tuple(task.relative_to_obs)
     elif has_state:
-        relative = position_target_dims(
-            [_state_of(e.observations, layout) for e in episodes], [e.actions for e in episodes]
-        )
+        relative = position_target_dims(states, [e.actions for e in episodes])
     else:
         relative = ()
     return dataclasses.replace(
