@@ -8,6 +8,8 @@
         --training-set '{"batch_size": 64}'                                   # (one line) a trainer variant
     python benchmarks/generalization.py --tasks gym_pusht --parts policy --tag absolute
         --task-set '{"relative_to_obs": []}'                 # (one line) a task field the recipe would derive
+    python benchmarks/generalization.py --tasks fetch_push --parts world_model --tag width256
+        --model-set '{"width": 256}'                         # (one line) a world-model variant
 
 Per task (a task file of ``worldsim.envs.public_experts.SUITE``), nothing task-specific is set here:
 
@@ -261,7 +263,7 @@ def held_out_episodes(task: TaskSpec, env, count: int) -> dict:
 def world_model_part(name: str, args) -> dict:
     import torch
 
-    from worldsim.world_model.config import TrainWorldModelConfig, world_model_trainer_defaults
+    from worldsim.world_model.config import TrainWorldModelConfig, WorldModelConfig, world_model_trainer_defaults
     from worldsim.world_model.held_out import open_loop_errors, resampled_simulator_errors
     from worldsim.world_model.model import WorldModel
     from worldsim.world_model.train import train_world_model
@@ -269,7 +271,9 @@ def world_model_part(name: str, args) -> dict:
     task = load_task(name)
     env = task.make_env()  # the actors see the env's own observations; Dict ones are flattened after
     training = dataclasses.replace(world_model_trainer_defaults(), time_limit_minutes=args.wm_minutes, progress=False)
-    cfg = TrainWorldModelConfig(task=task, out=str(args.runs / name / "world_model"), training=training,
+    model_config = dataclasses.replace(WorldModelConfig(), **args.model_set)
+    out = args.runs / name / ("world_model" + (f"-{args.tag}" if args.tag else ""))
+    cfg = TrainWorldModelConfig(task=task, model=model_config, out=str(out), training=training,
                                 threads=args.threads)  # fmt: skip
     started = time.perf_counter()
     train_world_model(cfg)
@@ -340,6 +344,8 @@ def run(args) -> None:
             entry["training_set"] = args.training_set
         if args.task_set:
             entry["task_set"] = args.task_set
+        if args.model_set:
+            entry["model_set"] = args.model_set
         task = load_task(name)
         entry |= {"task": name, "env_id": task.env_id, "env_kwargs": task.env_kwargs}
         for part in args.parts:
@@ -476,6 +482,10 @@ def main() -> None:
         '\'{"relative_to_obs": []}\' (needs --tag)',
     )  # fmt: skip
     parser.add_argument(
+        "--model-set", type=json.loads, default={}, metavar="JSON",
+        help='a variant of the recipe\'s world model: WorldModelConfig fields, e.g. \'{"width": 256}\' (needs --tag)',
+    )  # fmt: skip
+    parser.add_argument(
         "--reuse", action="store_true",
         help="evaluate the checkpoint the last run of each task (and tag) trained, with the RTI options the "
         "current rule derives, instead of training again (the result records that it did)",
@@ -490,14 +500,19 @@ def main() -> None:
         unknown = sorted(set(args.tasks) - set(SUITE))
         if unknown:
             parser.error(f"unknown suite task(s) {unknown}; the suite is {list(SUITE)}")
-        if bool(args.policy_set or args.training_set or args.task_set) != bool(args.tag):
+        if bool(args.policy_set or args.training_set or args.task_set or args.model_set) != bool(args.tag):
             parser.error(
-                "--policy-set/--training-set/--task-set and --tag go together: a variant of the recipe is kept "
-                "apart by its tag"
+                "--policy-set/--training-set/--task-set/--model-set and --tag go together: a variant of the recipe "
+                "is kept apart by its tag"
             )
         unknown = sorted(set(args.task_set) - {f.name for f in dataclasses.fields(TaskSpec)})
         if unknown:
             parser.error(f"--task-set: {unknown} are not TaskSpec fields")
+        from worldsim.world_model.config import WorldModelConfig
+
+        unknown = sorted(set(args.model_set) - {f.name for f in dataclasses.fields(WorldModelConfig)})
+        if unknown:
+            parser.error(f"--model-set: {unknown} are not WorldModelConfig fields")
         if "time_limit_minutes" in args.training_set:
             parser.error("--training-set cannot set time_limit_minutes: --policy-minutes sets the cap")
         from worldsim.core.trainer_config import TrainerConfig
