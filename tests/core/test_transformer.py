@@ -10,14 +10,13 @@ from worldsim.core.schedules import CosineSchedule
 from worldsim.core.transformer import CausalTransformer, TransformerConfig
 
 
-def make_model(tokens_per_frame=1, cond_dim=3, depth=3, seed=0, cond_to_input=False):
+def make_model(tokens_per_frame=1, cond_dim=3, depth=3, seed=0):
     torch.manual_seed(seed)
     model = CausalTransformer(
         TransformerConfig(
-            in_dim=5, cond_dim=cond_dim, width=32, depth=depth, heads=2, tokens_per_frame=tokens_per_frame,
-            cond_to_input=cond_to_input,
+            in_dim=5, cond_dim=cond_dim, width=32, depth=depth, heads=2, tokens_per_frame=tokens_per_frame
         )
-    )  # fmt: skip
+    )
     # adaLN-zero starts as the identity; random weights make every path matter for the comparisons.
     with torch.no_grad():
         for module in model.modules():
@@ -45,10 +44,9 @@ def stream(model, x, level, cond, cache):
     return torch.cat(outs, 1)
 
 
-@pytest.mark.parametrize("cond_to_input", [False, True])
 @pytest.mark.parametrize("tokens_per_frame", [1, 3])
-def test_cached_stream_equals_full_causal_forward(tokens_per_frame, cond_to_input):
-    model = make_model(tokens_per_frame, cond_to_input=cond_to_input)
+def test_cached_stream_equals_full_causal_forward(tokens_per_frame):
+    model = make_model(tokens_per_frame)
     x, level, cond = inputs(model, frames=10)
     cache = model.new_cache(2, sink_frames=2, window_frames=8)
     with torch.no_grad():
@@ -112,31 +110,12 @@ def test_ema_sink_blends_evicted_frames():
         model.new_cache(1, sink_frames=0, window_frames=2, ema_decay=0.9)
 
 
-@pytest.mark.parametrize("cond_to_input", [False, True])
-def test_global_and_per_token_conditioning_agree(cond_to_input):
-    model = make_model(cond_to_input=cond_to_input)
+def test_global_and_per_token_conditioning_agree():
+    model = make_model()
     x, level, _ = inputs(model, frames=4)
     g = torch.randn(2, 3)
     with torch.no_grad():
         torch.testing.assert_close(model(x, level, g), model(x, level, g[:, None].expand(2, 4, 3)))
-
-
-@pytest.mark.parametrize("cond_to_input", [False, True])
-def test_cond_reaches_the_input_only_when_asked(cond_to_input):
-    """With the adaptive norms blind to cond, the prediction still depends on it through the input path."""
-    model = make_model(cond_to_input=cond_to_input)
-    with torch.no_grad():
-        model.cond_proj.weight.zero_()
-        model.cond_proj.bias.zero_()
-    x, level, cond = inputs(model, frames=4)
-    with torch.no_grad():
-        change = (model(x, level, cond) - model(x, level, cond + 1.0)).abs().max().item()
-    assert (change > 1e-3) == cond_to_input
-
-
-def test_cond_to_input_needs_a_cond():
-    with pytest.raises(ValueError, match="cond_to_input needs a cond_dim > 0"):
-        CausalTransformer(TransformerConfig(in_dim=5, width=32, depth=1, heads=2, cond_to_input=True))
 
 
 def test_bad_input_raises_clear_errors():

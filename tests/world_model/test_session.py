@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -9,7 +7,6 @@ from tests.world_model.session_checks import assert_rejects_bad_streams
 from worldsim.core.plans import Plan, frozen_prefix
 from worldsim.core.rolling import RollingDenoiser
 from worldsim.core.sampling import denoise
-from worldsim.world_model.self_forcing import own_rollout_windows
 from worldsim.world_model.session import SessionConfig, StreamingSession
 
 
@@ -87,65 +84,6 @@ def test_autoregressive_stream_equals_uncached_reference(make, steps, context_le
             frames.append(new[0])
             frame_levels.append(context_level)
             conds.append(cond)
-
-
-@pytest.mark.parametrize("context_level", [0.0, 0.1])
-def test_previous_frame_conditioning_stream_equals_uncached_reference(context_level):
-    """With ``previous_frame_in_cond`` every frame's conditioning is its action's and the previous frame's
-    clean token (zeros for the first), in the stream as in training windows (``frame_conditions``)."""
-    model = state_model(config=dataclasses.replace(TINY, previous_frame_in_cond=True))
-    p, d = model.tokens_per_frame, model.tokenizer.token_dim
-    obs, context_actions = context(model, TINY.sink_frames + TINY.window_frames + 2)
-    actions = np.random.default_rng(1).uniform(-1, 1, (6, 2)).astype(np.float32)
-    session = StreamingSession(model, SessionConfig(steps=2, context_level=context_level), seed=3)
-    session.reset(obs, context_actions)
-    streamed = record_tokens(model)
-    for action in actions:
-        session.step(action)
-
-    frames, action_conds, new_action_conds = reference_inputs(model, obs, context_actions, actions)
-    clean = [f.reshape(-1) for f in frames]  # each frame's clean token, as the next frame's condition
-    window_cond = model.frame_conditions(context_actions[None], torch.stack(frames)[None].numpy())[0]
-    conds = [torch.cat([c, torch.zeros(d) if i == 0 else clean[i - 1]]) for i, c in enumerate(action_conds)]
-    torch.testing.assert_close(torch.stack(conds), window_cond)  # the training windows' conditions
-    frame_levels = [0.0] * len(frames)
-    generator = torch.Generator().manual_seed(3)
-    window = (TINY.sink_frames, TINY.window_frames)
-    with torch.no_grad():
-        for i, action_cond in enumerate(new_action_conds):
-            cond = torch.cat([action_cond, clean[-1]])
-            noise = torch.randn(1, p, d, generator=generator)
-            history = torch.cat(frames).reshape(1, -1, d)
-            x = torch.cat([history, noise], 1)
-            token_cond = torch.stack([*conds, cond]).repeat_interleave(p, 0)[None]
-            levels = frozen_prefix(x.shape[1], history.shape[1], 2).levels.copy()
-            levels[:, : history.shape[1]] = np.repeat(frame_levels, p)
-            out = denoise(
-                lambda x_t, level, c: model.denoiser(x_t, level, c, attention_window=window),
-                x, Plan(levels), model.schedule, parameterization=model.config.parameterization, cond=token_cond,
-            )  # fmt: skip
-            new = out[:, -p:]
-            torch.testing.assert_close(streamed[i], new, atol=1e-4, rtol=1e-4)
-            clean.append(new.reshape(-1))
-            if context_level > 0:
-                new = model.schedule.add_noise(
-                    new, torch.randn(1, p, d, generator=generator), torch.full((1, p), context_level)
-                )
-            frames.append(new[0])
-            frame_levels.append(context_level)
-            conds.append(cond)
-
-
-def test_previous_frame_conditioning_refuses_what_it_cannot_give():
-    model = state_model(config=dataclasses.replace(TINY, previous_frame_in_cond=True))
-    with pytest.raises(ValueError, match="samples autoregressively, not 'rolling'"):
-        StreamingSession(model, SessionConfig(sampling="rolling"))
-    with pytest.raises(ValueError, match="previous_frame_in_cond needs the windows' 3 frames of tokens"):
-        model.frame_conditions(np.zeros((1, 2, 2), np.float32))
-    with pytest.raises(ValueError, match="previous_frame_in_cond is for transformer world models"):
-        dataclasses.replace(TINY, previous_frame_in_cond=True, network="unet", sink_frames=0, sequence_frames=4)
-    with pytest.raises(ValueError, match="self-forcing does not take a model conditioned on the previous frame"):
-        own_rollout_windows(model, {"frames": torch.zeros(1, 3, 1, 2), "cond": torch.zeros(1, 3, 5)})
 
 
 @pytest.mark.parametrize("window", [2, 3])

@@ -43,10 +43,6 @@ class TransformerConfig:
     tokens_per_frame: int = 1
     rope_base: float = 10_000.0
     level_features: int = 128
-    cond_to_input: bool = False
-    """Also add a projection of a per-token ``cond`` to the token's input embedding. The adaptive norms
-    only scale and shift features, a path that carries a value's size poorly; a network that must *compute
-    with* its conditioning (a world model: the next position from the commanded one) gets it as input too."""
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
@@ -121,9 +117,6 @@ class CausalTransformer(nn.Module):
         self.token_in_frame = nn.Parameter(torch.zeros(c.tokens_per_frame, c.width))
         self.level_mlp = nn.Sequential(nn.Linear(c.level_features, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
         self.cond_proj = nn.Linear(c.cond_dim, c.width) if c.cond_dim > 0 else None
-        if c.cond_to_input and c.cond_dim == 0:
-            raise ValueError("TransformerConfig.cond_to_input needs a cond_dim > 0")
-        self.cond_input = nn.Linear(c.cond_dim, c.width) if c.cond_to_input else None
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
         self.final_norm = nn.LayerNorm(c.width, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Linear(c.width, 2 * c.width)
@@ -321,9 +314,6 @@ class CausalTransformer(nn.Module):
         if cond is not None:
             cond_emb = self.cond_proj(cond)
             emb = emb + (cond_emb[:, None, :] if cond.ndim == 2 else cond_emb)
-            if self.cond_input is not None:
-                cond_in = self.cond_input(cond)
-                h = h + (cond_in[:, None, :] if cond.ndim == 2 else cond_in)
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
             h, k, v = block(h, emb, attend, None if past is None else (past[0][i], past[1][i]))

@@ -131,7 +131,6 @@ class OnnxWorldModelSession(StreamingSessionBase):
             sink_frames=model["sink_frames"],
             window_frames=model["window_frames"],
             state_tokenizer=state_tokenizer,
-            previous_frame_in_cond=model.get("previous_frame_in_cond", False),
         )
         super().__init__(spec, config, generator=np.random.default_rng(seed), like=np.zeros((), np.float32))
         if self.sink_frames + self.window_frames > self.slot_frames:

@@ -173,7 +173,7 @@ def _stream_step_inputs(model: WorldModel, slot_frames: int, context: np.ndarray
     """
     window = model.config.window_frames
     configs = [SessionConfig(steps=2)]
-    if model.config.network == "transformer" and not model.config.previous_frame_in_cond:
+    if model.config.network == "transformer":
         configs.append(SessionConfig(sampling="rolling", rolling_window=min(3, window)))
     calls = []
     for config in configs:
@@ -214,7 +214,7 @@ def _metadata(model: WorldModel, path: Path, slot_frames: int, export_id: str, t
         "config": asdict(c),
         "transformer": tc.to_dict(),
         "token_dim": model.tokenizer.token_dim,
-        "cond_dim": model.cond_dim,
+        "cond_dim": model.action_encoder.cond_dim,
         "tokenizer": model.tokenizer.config(),
         # A state model's tokens are normalized states: the runner normalizes in numpy with these statistics.
         "tokenizer_tensors": {k: v.tolist() for k, v in model.tokenizer.tensors().items()} if state else {},

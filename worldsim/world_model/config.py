@@ -40,14 +40,6 @@ class WorldModelConfig:
     window_frames: int = 8
     context_noise: float = 0.1
     context_prob: float = 0.5
-    action_to_input: bool = False
-    """Transformer: each frame's action conditioning is also added to its tokens' input embedding
-    (``TransformerConfig.cond_to_input``), not only to the adaptive norms."""
-    previous_frame_in_cond: bool = False
-    """State models: each frame is also conditioned on the previous frame's clean token (the state and its
-    last change, as DIAMOND stacks its context frames), beside the action. A frame being generated is noise;
-    otherwise it learns where things are only through attention to earlier frames. Autoregressive sampling
-    only (a rolling window has no clean previous frame yet)."""
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     """U-Net: channels of each stage (each halves the resolution; chosen for 2 CPU cores at 64x64)."""
 
@@ -60,8 +52,6 @@ class WorldModelConfig:
                     f"model.sequence_frames = window_frames + 1 = {self.window_frames + 1}, got "
                     f"{self.sink_frames} and {self.sequence_frames}"
                 )
-        if self.previous_frame_in_cond and self.network != "transformer":
-            raise ValueError("model.previous_frame_in_cond is for transformer world models over state tokens")
         check_choice("model.parameterization", self.parameterization, PARAMETERIZATIONS)
         check_choice("model.schedule", self.schedule, SCHEDULES)
         for name in ("width", "depth", "heads"):

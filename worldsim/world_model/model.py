@@ -61,8 +61,6 @@ class WorldModel(Pretrained, nn.Module):
         self.tokenizer = tokenizer
         self.action_encoder = action_encoder
         self.observation_space = observation_space
-        if config.previous_frame_in_cond and not isinstance(tokenizer, StateTokenizer):
-            raise ValueError("model.previous_frame_in_cond needs a state tokenizer (one token per frame)")
         if (config.network == "unet") != isinstance(tokenizer, FrameTokenizer):
             raise ValueError(
                 f"a {config.network} world model cannot take a {tokenizer.config()['kind']} tokenizer: the U-Net "
@@ -83,23 +81,16 @@ class WorldModel(Pretrained, nn.Module):
         else:
             self.transformer_config = TransformerConfig(
                 in_dim=tokenizer.token_dim,
-                cond_dim=self.cond_dim,
+                cond_dim=action_encoder.cond_dim,
                 width=config.width,
                 depth=config.depth,
                 heads=config.heads,
                 mlp_ratio=config.mlp_ratio,
                 tokens_per_frame=tokenizer.tokens_per_frame,
-                cond_to_input=config.action_to_input,
             )
             self.denoiser = CausalTransformer(self.transformer_config)
         self.metadata: dict = {}
         """The JSON record of the checkpoint this model was loaded from (empty for a fresh model)."""
-
-    @property
-    def cond_dim(self) -> int:
-        """The width of a frame's conditioning: the action's, plus the previous frame's token if asked."""
-        extra = self.tokenizer.token_dim if self.config.previous_frame_in_cond else 0
-        return self.action_encoder.cond_dim + extra
 
     @property
     def tokens_per_frame(self) -> int:
@@ -110,23 +101,12 @@ class WorldModel(Pretrained, nn.Module):
         return self.action_encoder.action_space
 
     # -- data -------------------------------------------------------------------------------------------
-    def frame_conditions(self, actions: np.ndarray, frames: np.ndarray | None = None) -> torch.Tensor:
-        """Per-frame conditioning ``[M, L + 1, C]`` for windows of actions ``[M, L, ...]``: frame 0 has none.
-
-        With ``config.previous_frame_in_cond`` the windows' clean tokens ``frames [M, L + 1, 1, D]`` are needed:
-        each frame's conditioning also holds the previous frame's token (zeros for frame 0, as a stream's
-        first frame has none)."""
+    def frame_conditions(self, actions: np.ndarray) -> torch.Tensor:
+        """Per-frame conditioning ``[M, L + 1, C]`` for windows of actions ``[M, L, ...]``: frame 0 has none."""
         m, length = actions.shape[:2]
         flat = actions.reshape(m * length, *actions.shape[2:])
         cond = self.action_encoder.encode(flat).view(m, length, -1)
-        cond = torch.cat([self.action_encoder.no_action(m)[:, None], cond], dim=1)
-        if not self.config.previous_frame_in_cond:
-            return cond
-        if frames is None or tuple(frames.shape[:2]) != (m, length + 1):
-            raise ValueError(f"previous_frame_in_cond needs the windows' {length + 1} frames of tokens")
-        previous = torch.as_tensor(np.asarray(frames, np.float32)).reshape(m, length + 1, -1)
-        previous = torch.cat([torch.zeros_like(previous[:, :1]), previous[:, :-1]], dim=1)
-        return torch.cat([cond, previous.to(cond)], dim=-1)
+        return torch.cat([self.action_encoder.no_action(m)[:, None], cond], dim=1)
 
     @torch.no_grad()
     def training_data(
@@ -150,7 +130,7 @@ class WorldModel(Pretrained, nn.Module):
                 tokens = torch.cat(batches).cpu().numpy()
             tokenized.append(dataclasses.replace(episode, observations=tokens))
         frames, actions = sequence_windows(tokenized, self.config.sequence_frames - 1, stride=stride)
-        return {"frames": torch.from_numpy(frames), "cond": self.frame_conditions(actions, frames)}
+        return {"frames": torch.from_numpy(frames), "cond": self.frame_conditions(actions)}
 
     def window_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """Float tokens of training windows: a U-Net model keeps its windows as uint8 pixels until here."""

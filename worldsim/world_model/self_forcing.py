@@ -40,11 +40,6 @@ def own_rollout_windows(
 
     The rollouts run on the model's device; the windows come back where ``data`` is (the trainer's copy).
     """
-    if model.config.previous_frame_in_cond:
-        raise ValueError(
-            "self-forcing does not take a model conditioned on the previous frame: its windows' conditions "
-            "hold the recorded frames, not the generated ones"
-        )
     frames, cond = data["frames"], data["cond"]
     m, t, p, d = frames.shape
     config = model.config

@@ -40,7 +40,6 @@ class StreamingSession(StreamingSessionBase):
             window_frames=model.config.window_frames,
             state_tokenizer=model.tokenizer if isinstance(model.tokenizer, StateTokenizer) else None,
             network=model.config.network,
-            previous_frame_in_cond=model.config.previous_frame_in_cond,
         )
         super().__init__(spec, config, generator=generator, like=torch.zeros(()))
 

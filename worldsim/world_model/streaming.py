@@ -95,8 +95,6 @@ class StreamSpec:
     """``unet``: a pixel-space model whose context is a frame window; each generated frame is rounded to
     ``uint8`` before it joins the context, its clean estimates are clipped to the pixel range, and it
     samples autoregressively only (one frame per network call)."""
-    previous_frame_in_cond: bool = False
-    """Each frame's conditioning is its action's followed by the previous frame's clean token."""
 
 
 class StreamingSessionBase(ABC):
@@ -117,11 +115,6 @@ class StreamingSessionBase(ABC):
         window = spec.window_frames if c.window_frames is None else c.window_frames
         if spec.network == "unet" and c.sampling == "rolling":
             raise ValueError("a U-Net world model samples autoregressively (one frame per call), not 'rolling'")
-        if spec.previous_frame_in_cond and c.sampling == "rolling":
-            raise ValueError(
-                "a world model conditioned on the previous frame samples autoregressively, not 'rolling' (the "
-                "rolling window has no clean previous frame to give it)"
-            )
         self.window_frames = window - (c.rolling_window - 1 if c.sampling == "rolling" else 0)
         if self.window_frames < 1 or self.sink_frames < 0:
             raise ValueError(
@@ -135,7 +128,6 @@ class StreamingSessionBase(ABC):
         self._plan = full_sequence(spec.tokens_per_frame, c.steps)
         self._rolling: RollingDenoiser | None = None
         self._committed_obs: np.ndarray | None = None  # state models: the last observation in the cache
-        self._committed_token: np.ndarray | None = None  # ... and its clean token [1, D]
         self._slot_conds: deque = deque()
 
     # -- what a runtime supplies ------------------------------------------------------------------------
@@ -198,10 +190,6 @@ class StreamingSessionBase(ABC):
         cond = spec.action_encoder.no_action_conditions(1)
         if len(obs) > 1:
             cond = np.concatenate([cond, spec.action_encoder.conditions(np.asarray(context_actions))])
-        if spec.previous_frame_in_cond:
-            flat = _as_numpy(tokens).reshape(len(obs), -1).astype(np.float32)
-            cond = np.concatenate([cond, np.concatenate([np.zeros_like(flat[:1]), flat[:-1]])], axis=1)
-            self._committed_token = flat[-1:]
         cond = as_array_like(cond, tokens)
         # Real frames enter clean; frame by frame once they exceed the cache, so the attention pattern
         # (and the evictions) are exactly those of streaming.
@@ -216,10 +204,7 @@ class StreamingSessionBase(ABC):
         if self.cache is None:
             raise ValueError("call reset(context_obs, context_actions) before step()")
         spec = self.spec
-        cond = spec.action_encoder.conditions(self._one_action(action))
-        if spec.previous_frame_in_cond:
-            cond = np.concatenate([cond, self._committed_token], axis=1)
-        cond = as_array_like(cond, self._frame_like)
+        cond = as_array_like(spec.action_encoder.conditions(self._one_action(action)), self._frame_like)
         p = spec.tokens_per_frame
         token_cond = namespace(cond).broadcast_to(cond[:, None, :], (1, p, cond.shape[-1]))
         noise = randn_like(self._frame_like, self.generator)
@@ -285,14 +270,11 @@ class StreamingSessionBase(ABC):
             return obs
         if tokenizer is None or not tokenizer.delta:
             self._commit(frame, cond, level=self.config.context_level)
-            self._committed_token = _as_numpy(frame).reshape(1, -1).astype(np.float32)
             return self._decode(frame) if decode else None
         previous = self._committed_obs
         obs = self._decode(frame, previous)
-        tokens = self._encode(obs, previous)
-        self._commit(tokens, cond, level=self.config.context_level)
+        self._commit(self._encode(obs, previous), cond, level=self.config.context_level)
         self._committed_obs = obs
-        self._committed_token = _as_numpy(tokens).reshape(1, -1).astype(np.float32)
         return obs
 
     def _preview(self, estimate) -> np.ndarray:
