@@ -21,7 +21,7 @@ success rates and of a score that ties less (Push-T: mean maximum coverage; goal
 number of steps at the goal). Target (issue 23): gap within 15 points, the same rank order (rho reported).
 The simulator also runs every variant a second time with other policy noise seeds (``RESEED``): its rho
 against itself is what chance alone keeps of the order at this episode count.
-Writes ``policy_in_world_model/<task>.json``.
+Writes ``policy_in_world_model/<task>.json`` (``<task>.<tag>.json`` with ``--tag``: a variant's models).
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--tag", default="", help="name of a variant (another world model): <task>.<tag>.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     simulator, model, world_model = neural_task(args.task, args.world_model)
@@ -172,7 +173,7 @@ def main() -> None:
     }
     folder = args.out / "policy_in_world_model"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{args.task}.json"
+    path = folder / (f"{args.task}.{args.tag}.json" if args.tag else f"{args.task}.json")
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}: Spearman rho {rho} (success), {rho_score} ({secondary}); the simulator against itself "
           f"reseeded {own['success_rate']} (success), {own[secondary]} ({secondary})")  # fmt: skip
