@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="", help="name of a variant (another world model): <task>.<tag>.json")
     args = parser.parse_args()
+    if args.tag and not args.world_model:
+        parser.error("--tag names a variant's world model: give it with --world-model")
     torch.set_num_threads(args.threads)
     simulator, model, world_model = neural_task(args.task, args.world_model)
     checkpoint = args.policy or simulator.policy_checkpoint
