@@ -338,14 +338,7 @@ def run(args) -> None:
     for name in args.tasks:
         path = _result_path(name, args)
         entry = json.loads(path.read_text()) if path.exists() else {}
-        if args.policy_set:
-            entry["policy_set"] = args.policy_set
-        if args.training_set:
-            entry["training_set"] = args.training_set
-        if args.task_set:
-            entry["task_set"] = args.task_set
-        if args.model_set:
-            entry["model_set"] = args.model_set
+        entry |= {name: getattr(args, name) for name in VARIANT_EXAMPLES if getattr(args, name)}
         task = load_task(name)
         entry |= {"task": name, "env_id": task.env_id, "env_kwargs": task.env_kwargs}
         for part in args.parts:
@@ -354,6 +347,26 @@ def run(args) -> None:
             entry[part]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             entry[part]["machine"] = machine_info()
             path.write_text(json.dumps(entry, indent=1, default=_json_default) + "\n")
+
+
+VARIANT_EXAMPLES = {
+    "policy_set": '{"normalization": "meanstd", "clip_sample": null}',
+    "training_set": '{"batch_size": 64}',
+    "task_set": '{"relative_to_obs": []}',
+    "model_set": '{"width": 256}',
+}
+"""The options that run a variant of the recipe (each sets fields of one config; needs --tag), with examples."""
+
+
+def variant_configs() -> dict[str, type]:
+    """The config whose fields each of ``VARIANT_EXAMPLES`` sets: the policy's, its trainer's (whose time cap
+    stays ``--policy-minutes``), the task's (fields the recipe would otherwise derive), the world model's."""
+    from worldsim.core.trainer_config import TrainerConfig
+    from worldsim.policies.config import DiffusionPolicyConfig
+    from worldsim.world_model.config import WorldModelConfig
+
+    return {"policy_set": DiffusionPolicyConfig, "training_set": TrainerConfig, "task_set": TaskSpec,
+            "model_set": WorldModelConfig}  # fmt: skip
 
 
 def _json_default(value):
@@ -466,25 +479,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/generalization/minari"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="merge the per-task results and plot")
-    parser.add_argument(
-        "--policy-set", type=json.loads, default={}, metavar="JSON",
-        help='a variant of the recipe: DiffusionPolicyConfig fields, e.g. \'{"normalization": "meanstd", '
-        '"clip_sample": null}\' (needs --tag)',
-    )  # fmt: skip
-    parser.add_argument(
-        "--training-set", type=json.loads, default={}, metavar="JSON",
-        help='a variant of the recipe\'s policy trainer: TrainerConfig fields, e.g. \'{"batch_size": 64}\' '
-        "(needs --tag; the time cap stays --policy-minutes)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--task-set", type=json.loads, default={}, metavar="JSON",
-        help='a variant of the task files: TaskSpec fields the recipe would otherwise derive, e.g. '
-        '\'{"relative_to_obs": []}\' (needs --tag)',
-    )  # fmt: skip
-    parser.add_argument(
-        "--model-set", type=json.loads, default={}, metavar="JSON",
-        help='a variant of the recipe\'s world model: WorldModelConfig fields, e.g. \'{"width": 256}\' (needs --tag)',
-    )  # fmt: skip
+    for name, config in variant_configs().items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=json.loads, default={}, metavar="JSON",
+            help=f"a variant of the recipe: {config.__name__} fields, e.g. '{VARIANT_EXAMPLES[name]}' (needs --tag)",
+        )  # fmt: skip
     parser.add_argument(
         "--reuse", action="store_true",
         help="evaluate the checkpoint the last run of each task (and tag) trained, with the RTI options the "
@@ -500,26 +499,18 @@ def main() -> None:
         unknown = sorted(set(args.tasks) - set(SUITE))
         if unknown:
             parser.error(f"unknown suite task(s) {unknown}; the suite is {list(SUITE)}")
-        if bool(args.policy_set or args.training_set or args.task_set or args.model_set) != bool(args.tag):
+        given = [name for name in VARIANT_EXAMPLES if getattr(args, name)]
+        if bool(given) != bool(args.tag):
             parser.error(
                 "--policy-set/--training-set/--task-set/--model-set and --tag go together: a variant of the recipe "
                 "is kept apart by its tag"
             )
-        unknown = sorted(set(args.task_set) - {f.name for f in dataclasses.fields(TaskSpec)})
-        if unknown:
-            parser.error(f"--task-set: {unknown} are not TaskSpec fields")
-        from worldsim.world_model.config import WorldModelConfig
-
-        unknown = sorted(set(args.model_set) - {f.name for f in dataclasses.fields(WorldModelConfig)})
-        if unknown:
-            parser.error(f"--model-set: {unknown} are not WorldModelConfig fields")
+        for name, config in variant_configs().items():
+            unknown = sorted(set(getattr(args, name)) - {f.name for f in dataclasses.fields(config)})
+            if unknown:
+                parser.error(f"--{name.replace('_', '-')}: {unknown} are not {config.__name__} fields")
         if "time_limit_minutes" in args.training_set:
             parser.error("--training-set cannot set time_limit_minutes: --policy-minutes sets the cap")
-        from worldsim.core.trainer_config import TrainerConfig
-
-        unknown = sorted(set(args.training_set) - {f.name for f in dataclasses.fields(TrainerConfig)})
-        if unknown:
-            parser.error(f"--training-set: {unknown} are not TrainerConfig fields")
         run(args)
 
 
