@@ -54,41 +54,6 @@ def test_training_levels_mix_near_clean_context_and_full_range():
     assert levels[~near_clean].mean().item() == pytest.approx((1 + c) / 2, abs=0.025)
 
 
-@pytest.mark.parametrize("share", [1.0, 0.5])
-def test_teacher_forcing_windows_target_one_frame_from_near_clean_context(monkeypatch, share):
-    import dataclasses
-
-    import worldsim.world_model.model as model_module
-
-    seen = {}
-
-    def capture(denoiser, x0, schedule, *, levels, mask, **_):
-        seen["levels"], seen["mask"] = levels, mask
-        return x0.sum() * 0
-
-    monkeypatch.setattr(model_module, "diffusion_forcing_loss", capture)
-    model = state_model(config=dataclasses.replace(TINY, teacher_forcing=share)).train()
-    b, t = 2000, TINY.sequence_frames
-    torch.manual_seed(0)
-    model.compute_loss({"frames": torch.randn(b, t, 1, 2), "cond": torch.randn(b, t, 3)})
-    mask, levels = seen["mask"], seen["levels"]
-    forced = mask.sum(1) == 1
-    # A forced window counts one frame, never the first (it has no past), and every frame before it is
-    # near-clean; the other windows count every frame.
-    assert (mask[forced, 0] == 0).all() and mask[~forced].all()
-    chosen = mask[forced].float().argmax(1)
-    before = torch.arange(t)[None] < chosen[:, None]
-    assert (levels[forced][before] <= TINY.context_noise).all()
-    # Every position after the first is chosen: 2,000 windows, each position's share within 0.05 of 1 / (t - 1).
-    shares = torch.bincount(chosen, minlength=t)[1:].float() / len(chosen)
-    assert torch.allclose(shares, torch.full_like(shares, 1 / (t - 1)), atol=0.05)
-    # The forced share within 4 sigma (0.045) of the setting.
-    assert forced.float().mean().item() == pytest.approx(share, abs=0.045)
-    if share < 1:  # Diffusion Forcing windows keep the full-range mix: P(level > 0.5) = (1 - context_prob) / 2
-        high = (levels[~forced, :-1] > 0.5).float().mean().item()
-        assert high == pytest.approx((1 - TINY.context_prob) / 2, abs=0.03)
-
-
 def test_loss_is_finite_and_has_gradients():
     model = state_model().train()
     data = {"frames": torch.randn(4, TINY.sequence_frames, 1, 2), "cond": torch.randn(4, TINY.sequence_frames, 3)}

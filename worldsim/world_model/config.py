@@ -40,10 +40,6 @@ class WorldModelConfig:
     window_frames: int = 8
     context_noise: float = 0.1
     context_prob: float = 0.5
-    teacher_forcing: float = 0.0
-    """Transformer: the share of training windows in which one frame (after the first) alone counts in the
-    loss, every frame before it near-clean: one-step prediction from a clean past, what a stream does at
-    every step (the others are Diffusion Forcing windows, every frame at its own level)."""
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     """U-Net: channels of each stage (each halves the resolution; chosen for 2 CPU cores at 64x64)."""
 
@@ -66,7 +62,6 @@ class WorldModelConfig:
         check_number("model.window_frames", self.window_frames, low=1, integer=True)
         check_number("model.context_noise", self.context_noise, low=0, high=1)
         check_number("model.context_prob", self.context_prob, low=0, high=1)
-        check_number("model.teacher_forcing", self.teacher_forcing, low=0, high=1)
         if self.width % self.heads:
             raise ValueError(f"model.width ({self.width}) must be a multiple of model.heads ({self.heads})")
 

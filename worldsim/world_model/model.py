@@ -163,8 +163,7 @@ class WorldModel(Pretrained, nn.Module):
         """Diffusion Forcing loss of ``{"frames": [B, T, P, D], "cond": [B, T, C]}``.
 
         An optional ``"target": bool [B, T]`` (self-forcing windows) marks the frames that count in the
-        loss; the others are context only and are drawn near-clean. Without one, a ``teacher_forcing`` share
-        of the windows targets one frame (after the first), its past near-clean.
+        loss; the others are context only and are drawn near-clean.
         """
         frames, cond = batch["frames"], batch["cond"]
         if self.config.network == "unet":
@@ -172,15 +171,8 @@ class WorldModel(Pretrained, nn.Module):
         b, t, p, d = frames.shape
         levels = self.training_levels(b, t).to(frames.device)
         mask = None
-        target = batch.get("target")
-        if target is None and self.config.teacher_forcing > 0:
-            # One frame per forced window, at any position after the first: a stream's first frames have
-            # a context of one or two frames, and causal attention keeps the frames after it out of its view.
-            forced = torch.rand(b, device=frames.device) < self.config.teacher_forcing
-            slot = torch.arange(t, device=frames.device)[None]
-            chosen = torch.randint(1, t, (b, 1), device=frames.device)
-            target = ~forced[:, None] | (slot == chosen)
-        if target is not None:
+        if "target" in batch:
+            target = batch["target"]
             context_levels = torch.rand(b, t, device=frames.device) * self.config.context_noise
             levels = torch.where(target, levels, context_levels)
             mask = target.repeat_interleave(p, dim=1)
