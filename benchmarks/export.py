@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, latency_ms, machine_info, write_result  # noqa: E402
 
-from worldsim.core.array_ops import tree_stack  # noqa: E402
+from worldsim.core.array_ops import tree_map, tree_stack  # noqa: E402
 from worldsim.export.onnx_policy import OnnxPolicy  # noqa: E402
 from worldsim.export.onnx_world_model import STEP_OUTPUTS, OnnxWorldModelSession  # noqa: E402
-from worldsim.export.policy_export import PolicyEncoder, PolicyStep, export_policy  # noqa: E402
+from worldsim.export.policy_export import PolicyStep, export_policy  # noqa: E402
 from worldsim.export.providers import cuda_device_count  # noqa: E402
 from worldsim.export.world_model_export import env_rollout, export_world_model  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
@@ -80,9 +80,8 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
         x = rng.normal(size=(1, c.horizon, c.action_dim)).astype(np.float32)
         level = np.full((1, c.horizon), 0.5, np.float32)
         # The step graph takes the encoder's output: a control step encodes once and calls the step k times.
-        parts = (history["pixels"], history["state"]) if c.multipart else (history,)
         with torch.inference_mode():
-            cond = PolicyEncoder(policy).eval()(*(torch.from_numpy(p[None]) for p in parts)).numpy()
+            cond = policy._encode(tree_map(lambda part: torch.from_numpy(part[None]), history)).numpy()
         step = PolicyStep(policy).eval()
         tensors = [torch.from_numpy(a) for a in (cond, x, level)]
         feeds = {"cond": cond, "x": x, "level": level}
@@ -99,10 +98,12 @@ def policy_figures(name: str, repeats: int, control_steps: int) -> dict:
         policy.set_strategy(make_strategy("rti", k=3))
         policy.reset()
         runner.reset()
-        control = {
-            "torch": _control_latency(policy, observations),
-            "onnxruntime": _control_latency(runner, observations),
-        }
+        control = _control_latency({"torch": (policy, False)}, observations)
+        onnx_runs = {"onnxruntime": (runner, False)}
+        if c.obs_type == "pixels":  # a second runner on the same episode, every frame encoded at every tick
+            plain = OnnxPolicy(path, strategy=make_strategy("rti", k=3), seed=0)
+            onnx_runs["onnxruntime_without_frame_cache"] = (plain, True)
+        control |= _control_latency(onnx_runs, observations)
         return {
             "checkpoint": name,
             "machine": machine(),
@@ -236,18 +237,31 @@ def random_observations(c, rng: np.random.Generator, n: int) -> list:
     return [{c.obs_keys[0]: f, c.obs_keys[1]: s} for f, s in zip(frames, states, strict=True)]
 
 
-def _control_latency(policy, observations: list) -> dict:
-    """Per-tick select_action latency over an episode, the first (full DDPM) tick excluded."""
+def _control_latency(policies: dict, observations: list) -> dict:
+    """Per-tick select_action latency over an episode, the first (full DDPM) tick excluded, per policy of
+    ``{name: (policy, forget_frames)}``; the policies take turns tick by tick, so machine load affects them
+    alike. ``forget_frames``: empty a camera policy's frame cache before each of its ticks (untimed), so every
+    frame of every history goes through the CNN, as before the cache existed."""
     import time
 
-    samples = []
+    samples = {name: [] for name in policies}
+    encoded = {name: policy.frame_cache.encoded_frames for name, (policy, _) in policies.items()}
     for obs in observations:
-        start = time.perf_counter()
-        policy.select_action(obs)
-        samples.append((time.perf_counter() - start) * 1e3)
-    samples = np.asarray(samples[1:])
-    return {"p50_ms": float(np.percentile(samples, 50)), "p99_ms": float(np.percentile(samples, 99)),
-            "ticks": len(samples)}  # fmt: skip
+        for name, (policy, forget_frames) in policies.items():
+            if forget_frames:
+                policy.frame_cache.clear()
+            start = time.perf_counter()
+            policy.select_action(obs)
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    figures = {}
+    for name, (policy, _) in policies.items():
+        ticks = np.asarray(samples[name][1:])
+        figures[name] = {"p50_ms": float(np.percentile(ticks, 50)), "p99_ms": float(np.percentile(ticks, 99)),
+                         "ticks": len(ticks)}  # fmt: skip
+        if policy.config.obs_type == "pixels":  # a new frame each tick: the CNN should see one per tick
+            new_frames = policy.frame_cache.encoded_frames - encoded[name]
+            figures[name]["cnn_frames_per_tick"] = new_frames / len(observations)
+    return figures
 
 
 def main() -> None:

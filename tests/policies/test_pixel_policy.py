@@ -104,23 +104,33 @@ def test_random_shift_crops_the_padded_frames_at_one_offset_per_history():
 
 # ---------------------------------------------------------------------------------------------- the control API
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_the_encoder_runs_once_per_control_step_whatever_the_strategy(name):
+def test_the_encoder_runs_once_per_control_step_and_its_cnn_once_per_frame(name):
     policy = make_pixel_policy()
     policy.set_strategy(name, **STRATEGY_KWARGS[name])
-    runs = []
-    policy.encoder.register_forward_hook(lambda *_: runs.append(1))
+    projections, cnn_rows = [], []
+    policy.encoder.project.register_forward_hook(lambda *_: projections.append(1))
+    policy.encoder.cnn.register_forward_hook(lambda module, inputs, output: cnn_rows.append(inputs[0].shape[0]))
     rng = np.random.default_rng(0)
+    observations = [observation(rng) for _ in range(9)]
     predictions = calls = 0
-    for _ in range(9):
-        before = len(runs)
-        policy.select_action(observation(rng))
+    previous_history: set[bytes] = set()
+    for t, obs in enumerate(observations):
+        before = len(projections), sum(cnn_rows)
+        policy.select_action(obs)
         if policy.calls_last_prediction:
             predictions += 1
             calls += policy.calls_last_prediction
-            assert len(runs) - before == 1
+            # The history is this frame and the one before (at reset: this one twice). Only frames the
+            # previous prediction's history did not hold go through the CNN.
+            history = {observations[max(t - 1, 0)]["pixels"].tobytes(), obs["pixels"].tobytes()}
+            assert len(projections) - before[0] == 1
+            assert sum(cnn_rows) - before[1] == len(history - previous_history)
+            previous_history = history
         else:
-            assert len(runs) == before
+            assert (len(projections), sum(cnn_rows)) == before
     assert predictions >= 3 and calls > predictions  # several denoiser calls per prediction, one encoder run
+    if predictions == len(observations):  # replanning every tick: each frame went through the CNN once
+        assert sum(cnn_rows) == len(observations)
 
 
 @pytest.mark.parametrize("state", [True, False], ids=["pixels+state", "pixels"])
@@ -205,8 +215,8 @@ def exported_pixels(tmp_path_factory):
 
 def test_a_camera_policy_exports_its_encoder_and_step_with_parity(exported_pixels):
     _, path, report = exported_pixels
-    assert report.max_abs_diff <= 1e-4 and set(report.checks) == {"encoder", "step"}
-    assert path.with_name("policy.encoder.onnx").is_file()
+    assert report.max_abs_diff <= 1e-4 and set(report.checks) == {"frames", "encoder", "step"}
+    assert path.with_name("policy.encoder.onnx").is_file() and path.with_name("policy.frames.onnx").is_file()
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
@@ -226,11 +236,23 @@ def test_the_runner_matches_torch_and_encodes_once_per_control_step(exported_pix
 
     runner.encoder_session = Counting()
     rng = np.random.default_rng(2)
+    torch_frames = policy.frame_cache.encoded_frames  # the policy is shared by this module's tests
     for _ in range(9):
         obs = observation(rng)
         before = len(encodes)
         np.testing.assert_allclose(runner.select_action(obs), policy.select_action(obs), atol=1e-4)
         assert len(encodes) - before == (1 if runner.calls_last_prediction else 0)
+    # Both runtimes put the same number of frames through their CNN.
+    assert runner.frame_cache.encoded_frames == policy.frame_cache.encoded_frames - torch_frames > 0
+
+
+def test_a_camera_export_without_its_frames_graph_is_refused(exported_pixels, tmp_path):
+    _, path, _ = exported_pixels
+    for role in ("", ".encoder"):
+        source = path.with_name(f"policy{role}.onnx")
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    with pytest.raises(FileNotFoundError, match="policy.frames.onnx"):
+        OnnxPolicy(tmp_path / "policy.onnx")
 
 
 def test_an_export_without_its_encoder_is_refused(exported_pixels, tmp_path):

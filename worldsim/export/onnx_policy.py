@@ -3,7 +3,8 @@
 It runs the very strategy code the torch policy runs (plans, RTI warm starts, the rolling window) on
 numpy arrays around the exported step, and converts actions with the same codec. The observation
 encoder (its own graph, ``OUT.encoder.onnx``) runs once per control step; every denoiser call of the plan
-reuses its features. Both files' checksums are verified on loading
+reuses its features; a camera policy's CNN (``OUT.frames.onnx``) runs on the frames it has not seen at the
+step before. Every file's checksum is verified on loading
 (:func:`~worldsim.export.metadata.read_metadata`), and a sampled chunk that is not finite is refused
 rather than returned.
 """
@@ -22,10 +23,12 @@ from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.control import ChunkPolicy
+from worldsim.policies.frame_features import FrameFeatureCache
 from worldsim.policies.strategies import ChunkContext, Strategy
 
 KIND = "diffusion_policy_step"
 ENCODER_KIND = "diffusion_policy_encoder"
+FRAMES_KIND = "diffusion_policy_frames"
 
 
 class OnnxPolicy(ChunkPolicy):
@@ -67,6 +70,18 @@ class OnnxPolicy(ChunkPolicy):
             raise ExportFormatError(f"{self.encoder_path} belongs to {encoder_meta.get('step')}, not {self.path.name}")
         self.session = make_session(self.path, providers, threads=threads)
         self.encoder_session = make_session(self.encoder_path, providers, threads=threads)
+        self.frames_session = None
+        if self.config.obs_type != "state":
+            if "frames" not in meta:
+                raise ExportFormatError(f"{self.path} is a camera policy exported before worldsim split off its "
+                                        "per-frame CNN (OUT.frames.onnx); re-export it")  # fmt: skip
+            self.frames_path = self.path.with_name(meta["frames"])
+            frames_meta = read_metadata(self.frames_path, FRAMES_KIND)
+            if frames_meta.get("step") != self.path.name:
+                owner = frames_meta.get("step")
+                raise ExportFormatError(f"{self.frames_path} belongs to {owner}, not {self.path.name}")
+            self.frames_session = make_session(self.frames_path, providers, threads=threads)
+        self.frame_cache = FrameFeatureCache()
         self._check_io()
         self.generator = np.random.default_rng(seed)
         self.strategy_defaults = {name: dict(options) for name, options in meta.get("strategies", {}).items()}
@@ -75,10 +90,13 @@ class OnnxPolicy(ChunkPolicy):
     def _check_io(self) -> None:
         c = self.config
         history = (None, c.obs_horizon)
-        if c.multipart:
-            encoder_inputs = {"pixels": (*history, *c.obs_shape), "state": (*history, c.state_dim)}
-        else:
+        if c.obs_type == "state":
             encoder_inputs = {"obs": (*history, *c.obs_shape)}
+        else:
+            check_graph(self.frames_session, self.frames_path, {"pixels": (None, *c.obs_shape)}, ("features",))
+            encoder_inputs = {"features": (*history, None)}
+            if c.multipart:
+                encoder_inputs["state"] = (*history, c.state_dim)
         check_graph(self.encoder_session, self.encoder_path, encoder_inputs, ("cond",))
         cond = (None, c.horizon, c.feature_dim) if c.per_step_conditioning else (None, c.feature_dim)
         step_inputs = {"cond": cond, "x": (None, c.horizon, c.action_dim), "level": (None, c.horizon)}
@@ -87,15 +105,18 @@ class OnnxPolicy(ChunkPolicy):
     def encode(self, obs_history) -> np.ndarray:
         """The conditioning of checked raw histories (one encoder run): ``[B, feature_dim]``, or
         ``[B, horizon, feature_dim]`` with ``per_step_conditioning``."""
+        if self.config.obs_type == "state":
+            feeds = {"obs": np.ascontiguousarray(obs_history, np.float32)}
+            return self.encoder_session.run(["cond"], feeds)[0]
+        frames = obs_history["pixels"] if self.config.multipart else obs_history
+        feeds = {"features": self.frame_cache.features(np.ascontiguousarray(frames, np.uint8), self.encode_frames)}
         if self.config.multipart:
-            feeds = {
-                "pixels": np.ascontiguousarray(obs_history["pixels"], np.uint8),
-                "state": np.ascontiguousarray(obs_history["state"], np.float32),
-            }
-        else:
-            dtype = np.uint8 if self.config.obs_type == "pixels" else np.float32
-            feeds = {"obs": np.ascontiguousarray(obs_history, dtype)}
+            feeds["state"] = np.ascontiguousarray(obs_history["state"], np.float32)
         return self.encoder_session.run(["cond"], feeds)[0]
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Per-frame features ``[N, F]`` of uint8 frames ``[N, H, W, 3]`` (one run of the frames graph)."""
+        return self.frames_session.run(["features"], {"pixels": np.ascontiguousarray(frames)})[0]
 
     @property
     def providers(self) -> list[str]:

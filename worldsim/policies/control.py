@@ -19,6 +19,7 @@ from worldsim.core.array_ops import all_finite, as_array_like, tree_leading, tre
 from worldsim.core.validation import check_choice
 from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
+from worldsim.policies.frame_features import FrameFeatureCache
 from worldsim.policies.recipe import as_policy_observation
 from worldsim.policies.strategies import Strategy, make_strategy
 
@@ -40,6 +41,8 @@ class ChunkPolicy:
     codec: ActionCodec
     strategy: Strategy
     calls_last_prediction: int
+    frame_cache: FrameFeatureCache
+    """A camera policy's per-frame features, kept for the next control step (emptied by ``reset``)."""
     strategy_defaults: dict[str, dict] = {}
     _obs_check: str = "error"
 
@@ -127,6 +130,7 @@ class ChunkPolicy:
         self._executed_since_prediction = 0
         self.strategy.reset()
         self.calls_last_prediction = 0
+        self.frame_cache.clear()
 
     def _part_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of one observation, per part of a camera's dict (``""``: an array observation)."""

@@ -24,6 +24,7 @@ from worldsim.policies.action_codec import ActionCodec
 from worldsim.policies.config import DiffusionPolicyConfig
 from worldsim.policies.control import ChunkPolicy
 from worldsim.policies.encoders import make_encoder
+from worldsim.policies.frame_features import FrameFeatureCache
 from worldsim.policies.strategies import ChunkContext, Strategy, make_strategy
 
 CHECKPOINT_KIND = "diffusion_policy"
@@ -58,6 +59,7 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         self.obs_normalizer = obs_normalizer
         self.schedule = make_schedule(config.schedule, config.num_train_steps)
         self.encoder = make_encoder(config)
+        self.frame_cache = FrameFeatureCache()
         self.step_conditioning = None
         if config.per_step_conditioning:
             width = config.feature_dim
@@ -85,13 +87,28 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         """The conditioning of raw observation histories, ``[B, feature_dim]`` (``[B, horizon, feature_dim]``
         with ``per_step_conditioning``): computed once per prediction, every denoiser call of its plan reuses it."""
         if self.config.obs_type == "state":
-            features = self.encoder(self._state_features(obs))
-        else:
-            if self.config.multipart:
-                frames, states = obs["pixels"], self._state_features(obs["state"])
-            else:
-                frames, states = obs, None
-            features = self.encoder(frames.float() / 127.5 - 1.0, states)
+            return self._conditioning(self.encoder(self._state_features(obs)))
+        frames, states = (obs["pixels"], obs["state"]) if self.config.multipart else (obs, None)
+        if self.training:  # whole histories, so the random shift moves a history's frames together
+            scaled = frames.float() / 127.5 - 1.0
+            return self._conditioning(self.encoder(scaled, None if states is None else self._state_features(states)))
+        return self.condition_on_frame_features(self.frame_cache.features(frames, self.encode_frames), states)
+
+    def train(self, mode: bool = True) -> DiffusionPolicy:
+        self.frame_cache.clear()  # features kept from other weights than the next step's
+        return super().train(mode)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """A camera policy's per-frame features ``[N, F]`` of raw uint8 frames ``[N, H, W, 3]``."""
+        return self.encoder.frame_features(frames.float() / 127.5 - 1.0)
+
+    def condition_on_frame_features(self, features: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
+        """A camera policy's conditioning from its history's frame features ``[B, T, F]`` and raw states
+        ``[B, T, state_dim]`` (None without proprioception)."""
+        normalized = None if states is None else self._state_features(states)
+        return self._conditioning(self.encoder.combine(features, normalized))
+
+    def _conditioning(self, features: torch.Tensor) -> torch.Tensor:
         if self.step_conditioning is None:
             return features
         return self.step_conditioning(features).unflatten(-1, (self.config.horizon, self.config.feature_dim))

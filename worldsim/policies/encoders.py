@@ -4,7 +4,9 @@ The pixel encoder follows Diffusion Policy's visual recipe scaled to a 2-core CP
 with GroupNorm (batch statistics would differ between training and batch-1 control), a spatial softmax
 that turns feature maps into keypoint coordinates (where things are, which is what a policy needs), and a
 random shift of the training frames. It runs once per control step: every denoiser call of a prediction
-(RTI's few steps, DDPM's hundred, the rolling window's) reuses the one conditioning vector.
+(RTI's few steps, DDPM's hundred, the rolling window's) reuses the one conditioning vector, and its CNN
+sees each camera frame once (``frame_features``; the frames a history shares with the previous step's
+keep their features, :mod:`worldsim.policies.frame_features`).
 """
 
 from __future__ import annotations
@@ -117,7 +119,16 @@ class PixelEncoder(nn.Module):
         frames = frames.permute(0, 1, 4, 2, 3)
         if self.training and self.shift:
             frames = random_shift(frames, self.shift)
-        keypoints = self.cnn(frames.flatten(0, 1)).view(b, t, -1)
+        return self.combine(self.cnn(frames.flatten(0, 1)).view(b, t, -1), states)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Keypoints ``[N, 2 * KEYPOINTS]`` of single frames ``[N, H, W, 3]`` in [-1, 1] (never shifted): the
+        per-frame half of ``forward``, which a control loop computes once per frame."""
+        return self.cnn(frames.permute(0, 3, 1, 2))
+
+    def combine(self, keypoints: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        """The history's keypoints ``[B, T, 2 * KEYPOINTS]`` (and normalized states ``[B, T, P]``) projected to
+        the conditioning vector: the other half of ``forward``."""
         parts = keypoints if states is None else torch.cat([keypoints, states], dim=-1)
         return self.project(parts.flatten(1))
 
