@@ -1,22 +1,25 @@
-"""Diagnostic: Push-T's shipped policy inside a *deterministic* one-step model, against MuJoCo.
+"""Diagnostic: a task's policy inside a *deterministic* one-step model, against the simulator.
 
-    python benchmarks/deterministic_world_model_probe.py [--episodes 50] [--steps 20000]
+    python benchmarks/deterministic_world_model_probe.py [--task pusht] [--episodes 50] [--steps 20000]
+    python benchmarks/deterministic_world_model_probe.py --task fetch_push   # its generalization.py policy
 
-Push-T's diffusion world models do not push the block (issue 23; docs/bring_your_own_env.md): the shipped
-RTI policy succeeds in MuJoCo and in 0 of 50 episodes inside them (``policy_in_world_model/pusht.json``).
-This probe asks whether a plain deterministic predictor, trained on the same data, keeps the policy's
-success in closed loop: a 3 x 256 MLP regressing the next state's change on the last two states and the
-action (inputs and targets standardized), trained on the world-model recipe's 300 rollouts (seed 0, the
-default actors), then stepped as an environment from MuJoCo's own seeded resets, with the simulator's
-coverage rule judging the predicted states. The same policy, strategy (RTI as recorded), reset seeds and
-policy noise seeds run in MuJoCo. Not a worldsim model: a measurement of what the next world-model design
+The diffusion world models lose contact (issue 23; docs/bring_your_own_env.md): Push-T's shipped RTI policy
+succeeds in MuJoCo and in 0 of 50 episodes inside its world model, FetchPush's in 28-38% against 86-94%
+(``policy_in_world_model/``). This probe asks whether a plain deterministic predictor, trained on the same
+data, keeps the policy's success in closed loop: a 3 x 256 MLP regressing the next state's change (angles
+the short way round) on the last two states and the action (inputs and targets standardized), trained on
+the world-model recipe's 300 rollouts (seed 0, the default actors), then stepped as an environment from the
+simulator's own seeded resets, with the simulator's success rule judging the predicted states (Push-T's
+coverage; a goal task's goal distance). The same policy, strategy (RTI as recorded), reset seeds and policy
+noise seeds run in the simulator. Not a worldsim model: a measurement of what the next world-model design
 (a deterministic one-step predictor with the diffusion model sampling its residual) can hope for.
-Writes ``results/deterministic_world_model_probe.json``.
+Writes ``results/deterministic_world_model_probe/<task>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,27 +29,27 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import RESULTS, machine_info  # noqa: E402
 
 import worldsim  # noqa: E402, F401
+from worldsim.core.angles import angle_dims, wrap_angles  # noqa: E402
 from worldsim.envs.tasks import TaskSpec, load_task  # noqa: E402
 from worldsim.policies.config import EVAL_SEED  # noqa: E402
 from worldsim.policies.diffusion_policy import DiffusionPolicy  # noqa: E402
 from worldsim.policies.evaluation import evaluate_policy  # noqa: E402
-from worldsim.world_model.rewards import PushTCoverageReward  # noqa: E402
+from worldsim.world_model.data import dict_state_env, flat_state_env  # noqa: E402
+from worldsim.world_model.rewards import GoalReachedReward, PushTCoverageReward  # noqa: E402
 from worldsim.world_model.train import gather_episodes  # noqa: E402
 
-ENV_ID = "worldsim-bench/DeterministicPushT-v0"
 
-
-def transitions(episodes) -> tuple[np.ndarray, np.ndarray]:
+def transitions(episodes, angles: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``(s_{t-1}, s_t, a_t)`` (the first step repeats its state) and targets ``s_{t+1} - s_t``."""
     inputs, targets = [], []
     for episode in episodes:
         obs, actions = np.asarray(episode.observations, np.float64), np.asarray(episode.actions, np.float64)
         previous = np.concatenate([obs[:1], obs[:-1]])
-        inputs.append(np.concatenate([previous[:-1], obs[:-1], actions], axis=1))
-        targets.append(obs[1:] - obs[:-1])
+        inputs.append(np.concatenate([previous[:-1], obs[:-1], actions.reshape(len(actions), -1)], axis=1))
+        targets.append(wrap_angles(obs[1:] - obs[:-1], angles))
     return np.concatenate(inputs), np.concatenate(targets)
 
 
@@ -82,88 +85,108 @@ class Regressor:
         return self.net(x).numpy().astype(np.float64) * self.out_std + self.out_mean
 
 
-class DeterministicPushT(gym.Env):
-    """MuJoCo Push-T's seeded reset, then every step from the regressor; coverage judged on its states."""
+class DeterministicEnv(gym.Env):
+    """The simulator's seeded reset (flat state vectors), then every step from the regressor; reward, success
+    and termination judged on its states by ``judge`` (a world-model reward function with ``info``)."""
 
-    def __init__(self, task: TaskSpec, regressor: Regressor):
-        self.real = task.make_env()
-        self.observation_space, self.action_space = self.real.observation_space, self.real.action_space
-        self.regressor, self.coverage = regressor, PushTCoverageReward()
-        self.limit = self.real.spec.max_episode_steps
+    def __init__(self, flat: gym.Env, regressor: Regressor, angles: tuple[int, ...], judge, terminate, limit: int):
+        self.flat, self.regressor, self.angles = flat, regressor, angles
+        self.observation_space, self.action_space = flat.observation_space, flat.action_space
+        self.judge, self.terminate, self.limit = judge, terminate, limit
 
     def reset(self, *, seed=None, options=None):
-        obs, _ = self.real.reset(seed=seed)
-        self.previous = self.current = obs.astype(np.float64)
+        obs, _ = self.flat.reset(seed=seed)
+        self.previous = self.current = np.asarray(obs, np.float64)
         self.steps = 0
-        return obs, {}
+        return np.asarray(obs, np.float32), {}
 
     def step(self, action):
-        inputs = np.concatenate([self.previous, self.current, np.asarray(action, np.float64)])[None]
+        inputs = np.concatenate([self.previous, self.current, np.asarray(action, np.float64).ravel()])[None]
         space = self.observation_space
-        following = np.clip(self.current + self.regressor.change(inputs)[0], space.low, space.high)
-        reward = self.coverage(self.current, action, following)
-        self.previous, self.current = self.current, following
+        moved = wrap_angles(self.current + self.regressor.change(inputs)[0], self.angles)
+        following = np.clip(moved, space.low, space.high).astype(np.float32)
+        reward = float(self.judge(self.current.astype(np.float32), action, following))
+        self.previous, self.current = self.current, following.astype(np.float64)
         self.steps += 1
-        info = self.coverage.info(following)
-        return following.astype(np.float32), reward, bool(info["is_success"]), self.steps >= self.limit, info
+        terminated = bool(self.terminate(following)) if self.terminate else False
+        return following, reward, terminated, self.steps >= self.limit, self.judge.info(following)
+
+
+def inside_task(name: str, task: TaskSpec, regressor: Regressor, angles: tuple[int, ...]) -> TaskSpec:
+    """The task with the regressor for a simulator, registered for this run."""
+    real = task.make_env()
+    if name == "pusht":
+        judge = PushTCoverageReward()
+        terminate = judge.terminated
+    else:
+        judge, terminate = GoalReachedReward(real), None  # refuses, in one line, a task without goals
+    env_id = f"worldsim-bench/Deterministic-{name}-v0"
+
+    def make(**_):
+        inner = DeterministicEnv(flat_state_env(task.make_env()), regressor, angles, judge, terminate,
+                                 real.spec.max_episode_steps)  # fmt: skip
+        return dict_state_env(inner, real.observation_space)
+
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point=make)
+    return TaskSpec(env_id=env_id, success="is_success", score_key="coverage" if name == "pusht" else None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="pusht", help="pusht, or a goal-conditioned suite task")
+    parser.add_argument("--policy", default=None, help="policy checkpoint (default: pusht's shipped one, else "
+                        "runs/generalization/<task>/policy)")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--steps", type=int, default=20_000, help="regressor training steps (batch 256)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    task = load_task("pusht")
+    task = load_task(args.task)
+    checkpoint = args.policy or task.policy_checkpoint or f"runs/generalization/{args.task}/policy"
     started = time.perf_counter()
     train, held_out, _ = gather_episodes(task, 300, 300, 10, seed=0, progress=False)
-    inputs, targets = transitions(train)
+    angles = tuple(angle_dims([np.asarray(e.observations, np.float64) for e in train]))
+    inputs, targets = transitions(train, angles)
     regressor = Regressor(inputs, targets, args.steps, seed=0)
     minutes = (time.perf_counter() - started) / 60
-    held_in, held_target = transitions(held_out)
+    held_in, held_target = transitions(held_out, angles)
     predicted = regressor.change(held_in)
-    r2 = 1 - ((predicted - held_target) ** 2).sum(0) / ((held_target - held_target.mean(0)) ** 2).sum(0)
-    moving = np.linalg.norm(held_target[:, 2:4], axis=1) > 2e-3  # the block moved > 0.5 mm
-    push = np.linalg.norm(predicted[moving, 2:4], axis=1) / np.linalg.norm(held_target[moving, 2:4], axis=1)
+    spread = ((held_target - held_target.mean(0)) ** 2).sum(0)
+    r2 = np.where(spread > 0, 1 - ((predicted - held_target) ** 2).sum(0) / np.maximum(spread, 1e-30), np.nan)
 
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point=lambda **_: DeterministicPushT(task, regressor))
-    inside = TaskSpec(env_id=ENV_ID, success="is_success", score_key="coverage")
-    policy = DiffusionPolicy.from_pretrained("pusht-state")
+    policy = DiffusionPolicy.from_pretrained(checkpoint)
     runs = {}
-    for name, spec in (("deterministic_model", inside), ("mujoco", task)):
+    for label, spec in (("deterministic_model", inside_task(args.task, task, regressor, angles)), ("simulator", task)):
         policy.set_strategy("rti")  # the options the policy recorded (its task's RTI)
         result = evaluate_policy(policy, spec, episodes=args.episodes, seed=EVAL_SEED, policy_seed=0, progress=False)
-        runs[name] = {"success_rate": result["success_rate"], "mean_max_coverage": result["mean_max_score"]}
-        print(name, runs[name], flush=True)
-    gap = abs(runs["deterministic_model"]["success_rate"] - runs["mujoco"]["success_rate"])
-    write_result(
-        "deterministic_world_model_probe",
-        {
-            "command": "python benchmarks/deterministic_world_model_probe.py " + " ".join(sys.argv[1:]),
-            "policy": "pusht-state, strategy rti as recorded",
-            "reset_seeds": f"{EVAL_SEED}..{EVAL_SEED + args.episodes - 1}",
-            "policy_noise_seeds": f"0..{args.episodes - 1}",
-            "regressor": {
-                "layers": "3 x 256 SiLU",
-                "training_steps": args.steps,
-                "batch": 256,
-                "minutes": round(minutes, 1),
-                "training_transitions": len(inputs),
-                "final_loss_standardized": regressor.final_loss,
-                "held_out_r2_per_dim": r2.tolist(),
-                "held_out_moving_block_steps": int(moving.sum()),
-                "held_out_push_ratio_median": float(np.median(push)),
-            },
-            "runs": runs,
-            "gap_points": 100 * gap,
-            "diffusion_world_model_inside": (
-                "policy_in_world_model/pusht.json (the recipe's model runs/wm-pusht-state-recipe), variant rti_task: "
-                "success 0.0, mean max coverage 0.143 (MuJoCo 0.96, 0.945), 50 episodes on the same seeds"
-            ),
+        runs[label] = {k: result.get(k) for k in ("success_rate", "mean_max_score", "mean_return")}
+        print(label, runs[label], flush=True)
+    gap = abs(runs["deterministic_model"]["success_rate"] - runs["simulator"]["success_rate"])
+    result = {
+        "command": "python benchmarks/deterministic_world_model_probe.py " + " ".join(sys.argv[1:]),
+        "task": args.task,
+        "policy": f"{checkpoint}, strategy rti as recorded",
+        "reset_seeds": f"{EVAL_SEED}..{EVAL_SEED + args.episodes - 1}",
+        "policy_noise_seeds": f"0..{args.episodes - 1}",
+        "regressor": {
+            "layers": "3 x 256 SiLU",
+            "training_steps": args.steps,
+            "batch": 256,
+            "minutes": round(minutes, 1),
+            "training_transitions": len(inputs),
+            "angle_dims": list(angles),
+            "final_loss_standardized": regressor.final_loss,
+            "held_out_r2_per_dim": [None if np.isnan(v) else float(v) for v in r2],
         },
-    )
+        "runs": runs,
+        "gap_points": 100 * gap,
+    }
+    out = RESULTS / "deterministic_world_model_probe"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.task}.json"
+    path.write_text(json.dumps({"machine": machine_info(), **result}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
