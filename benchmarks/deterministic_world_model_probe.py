@@ -11,8 +11,11 @@ the short way round) on the last two states and the action (inputs and targets s
 the world-model recipe's 300 rollouts (seed 0, the default actors), then stepped as an environment from the
 simulator's own seeded resets, with the simulator's success rule judging the predicted states (Push-T's
 coverage; a goal task's goal distance). The same policy, strategy (RTI as recorded), reset seeds and policy
-noise seeds run in the simulator. Not a worldsim model: a measurement of what the next world-model design
-(a deterministic one-step predictor with the diffusion model sampling its residual) can hope for.
+noise seeds run in the simulator. Every task also gets the world-model benchmark's open-loop error ratios
+(``generalization.py``'s held-out episodes: 100 per action source, horizons 1, 10 and 50), so the MLP can be
+set beside the diffusion model's rows; tasks without a success rule for predicted states get those only.
+Not a worldsim model: a measurement of what the next world-model design (a deterministic one-step
+predictor with the diffusion model sampling its residual) can hope for.
 Writes ``results/deterministic_world_model_probe/<task>.json``.
 """
 
@@ -30,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine_info  # noqa: E402
+from generalization import HELD_OUT_SEED, HORIZONS, held_out_episodes  # noqa: E402
 
 import worldsim  # noqa: E402, F401
 from worldsim.core.angles import angle_dims, wrap_angles  # noqa: E402
@@ -112,6 +116,24 @@ class DeterministicEnv(gym.Env):
         return following, reward, terminated, self.steps >= self.limit, self.judge.info(following)
 
 
+def open_loop_ratios(regressor: Regressor, episodes, angles: tuple[int, ...]) -> dict:
+    """The world-model benchmark's open-loop error (``generalization.py``): from each episode's first
+    observation, the recorded actions alone; mean squared raw error over episodes and dimensions at each
+    horizon, and its ratio to holding the first observation."""
+    obs = np.stack([np.asarray(e.observations, np.float64) for e in episodes])  # [E, T + 1, D]
+    actions = np.stack([np.asarray(e.actions, np.float64).reshape(len(e.actions), -1) for e in episodes])
+    previous = current = obs[:, 0]
+    result = {}
+    for t in range(max(HORIZONS)):
+        change = regressor.change(np.concatenate([previous, current, actions[:, t]], axis=1))
+        previous, current = current, wrap_angles(current + change, angles)
+        if t + 1 in HORIZONS:
+            model = float(((current - obs[:, t + 1]) ** 2).mean())
+            copy = float(((obs[:, 0] - obs[:, t + 1]) ** 2).mean())
+            result[str(t + 1)] = {"model_mse": model, "copy_last_mse": copy, "ratio": model / copy}
+    return result
+
+
 def inside_task(name: str, task: TaskSpec, regressor: Regressor, angles: tuple[int, ...]) -> TaskSpec:
     """The task with the regressor for a simulator, registered for this run."""
     real = task.make_env()
@@ -155,18 +177,33 @@ def main() -> None:
     spread = ((held_target - held_target.mean(0)) ** 2).sum(0)
     r2 = np.where(spread > 0, 1 - ((predicted - held_target) ** 2).sum(0) / np.maximum(spread, 1e-30), np.nan)
 
-    policy = DiffusionPolicy.from_pretrained(checkpoint)
-    runs = {}
-    for label, spec in (("deterministic_model", inside_task(args.task, task, regressor, angles)), ("simulator", task)):
-        policy.set_strategy("rti")  # the options the policy recorded (its task's RTI)
-        result = evaluate_policy(policy, spec, episodes=args.episodes, seed=EVAL_SEED, policy_seed=0, progress=False)
-        runs[label] = {k: result.get(k) for k in ("success_rate", "mean_max_score", "mean_return")}
-        print(label, runs[label], flush=True)
-    gap = abs(runs["deterministic_model"]["success_rate"] - runs["simulator"]["success_rate"])
+    env = task.make_env()
+    open_loop = {
+        label: open_loop_ratios(regressor, flat, angles) for label, flat in held_out_episodes(task, env, 100).items()
+    }
+    for label, rows in open_loop.items():
+        print(
+            label, "open loop, ratio to copy-last:", {h: round(row["ratio"], 4) for h, row in rows.items()}, flush=True
+        )
+
+    runs, gap = None, None
+    goals = isinstance(env.observation_space, gym.spaces.Dict) and "desired_goal" in env.observation_space.spaces
+    if args.task == "pusht" or goals:  # a success rule the probe can judge predicted states by
+        policy = DiffusionPolicy.from_pretrained(checkpoint)
+        runs = {}
+        inside = inside_task(args.task, task, regressor, angles)
+        for label, spec in (("deterministic_model", inside), ("simulator", task)):
+            policy.set_strategy("rti")  # the options the policy recorded (its task's RTI)
+            result = evaluate_policy(
+                policy, spec, episodes=args.episodes, seed=EVAL_SEED, policy_seed=0, progress=False
+            )
+            runs[label] = {k: result.get(k) for k in ("success_rate", "mean_max_score", "mean_return")}
+            print(label, runs[label], flush=True)
+        gap = 100 * abs(runs["deterministic_model"]["success_rate"] - runs["simulator"]["success_rate"])
     result = {
         "command": "python benchmarks/deterministic_world_model_probe.py " + " ".join(sys.argv[1:]),
         "task": args.task,
-        "policy": f"{checkpoint}, strategy rti as recorded",
+        "policy": f"{checkpoint}, strategy rti as recorded" if runs else None,
         "reset_seeds": f"{EVAL_SEED}..{EVAL_SEED + args.episodes - 1}",
         "policy_noise_seeds": f"0..{args.episodes - 1}",
         "regressor": {
@@ -179,8 +216,10 @@ def main() -> None:
             "final_loss_standardized": regressor.final_loss,
             "held_out_r2_per_dim": [None if np.isnan(v) else float(v) for v in r2],
         },
+        "open_loop": {"held_out": {"seed": HELD_OUT_SEED, "episodes": 100, "units": "raw observation units"}}
+        | open_loop,
         "runs": runs,
-        "gap_points": 100 * gap,
+        "gap_points": gap,
     }
     out = RESULTS / "deterministic_world_model_probe"
     out.mkdir(parents=True, exist_ok=True)
