@@ -180,10 +180,7 @@ def export_policy(
             if camera:
                 # The exported pair against the torch encoder's whole-history forward (training's path).
                 states = obs[1] if c.multipart else None
-                scaled = obs[0].float() / 127.5 - 1.0
-                cond = policy._conditioning(
-                    policy.encoder(scaled, None if states is None else policy._state_features(states))
-                )
+                cond = policy._encode({"pixels": obs[0], "state": states} if c.multipart else obs[0], cached=False)
                 pixels = obs[0].flatten(0, 1)
                 got = frames_session.run(["features"], {"pixels": pixels.numpy()})
                 checks["frames"] = max(checks["frames"], max_abs_diff([frame_encoder(pixels)], got))

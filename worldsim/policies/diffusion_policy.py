@@ -30,6 +30,11 @@ from worldsim.policies.strategies import ChunkContext, Strategy, make_strategy
 CHECKPOINT_KIND = "diffusion_policy"
 
 
+def _scaled(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 camera frames as the pixel encoder takes them, in [-1, 1]."""
+    return frames.float() / 127.5 - 1.0
+
+
 class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
     """A diffusion policy over action chunks: config, normalizers, encoder and denoiser, and a strategy.
 
@@ -83,15 +88,17 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
         self.reset()
 
     # ------------------------------------------------------------------ normalized spaces
-    def _encode(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    def _encode(self, obs: torch.Tensor | dict[str, torch.Tensor], *, cached: bool = True) -> torch.Tensor:
         """The conditioning of raw observation histories, ``[B, feature_dim]`` (``[B, horizon, feature_dim]``
-        with ``per_step_conditioning``): computed once per prediction, every denoiser call of its plan reuses it."""
+        with ``per_step_conditioning``): computed once per prediction, every denoiser call of its plan reuses it.
+        A camera policy in eval mode takes the features of frames it has seen from ``frame_cache`` unless
+        ``cached`` is False."""
         if self.config.obs_type == "state":
             return self._conditioning(self.encoder(self._state_features(obs)))
         frames, states = (obs["pixels"], obs["state"]) if self.config.multipart else (obs, None)
-        if self.training:  # whole histories, so the random shift moves a history's frames together
-            scaled = frames.float() / 127.5 - 1.0
-            return self._conditioning(self.encoder(scaled, None if states is None else self._state_features(states)))
+        if self.training or not cached:  # whole histories: the random shift moves a history's frames together
+            normalized = None if states is None else self._state_features(states)
+            return self._conditioning(self.encoder(_scaled(frames), normalized))
         return self.condition_on_frame_features(self.frame_cache.features(frames, self.encode_frames), states)
 
     def train(self, mode: bool = True) -> DiffusionPolicy:
@@ -100,7 +107,7 @@ class DiffusionPolicy(ChunkPolicy, Pretrained, nn.Module):
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """A camera policy's per-frame features ``[N, F]`` of raw uint8 frames ``[N, H, W, 3]``."""
-        return self.encoder.frame_features(frames.float() / 127.5 - 1.0)
+        return self.encoder.frame_features(_scaled(frames))
 
     def condition_on_frame_features(self, features: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
         """A camera policy's conditioning from its history's frame features ``[B, T, F]`` and raw states
