@@ -10,6 +10,7 @@ from worldsim.core.episodes import Episode, policy_windows
 from worldsim.core.normalizer import Normalizer
 from worldsim.envs.tasks import load_task, task_names
 from worldsim.envs.wrappers import Proprioception, select_proprioception
+from worldsim.export.metadata import ExportFormatError
 from worldsim.export.onnx_policy import OnnxPolicy
 from worldsim.export.policy_export import export_policy
 from worldsim.policies.config import DiffusionPolicyConfig
@@ -252,6 +253,17 @@ def test_a_camera_export_without_its_frames_graph_is_refused(exported_pixels, tm
         source = path.with_name(f"policy{role}.onnx")
         (tmp_path / source.name).write_bytes(source.read_bytes())
     with pytest.raises(FileNotFoundError, match="policy.frames.onnx"):
+        OnnxPolicy(tmp_path / "policy.onnx")
+
+
+def test_a_frames_graph_of_another_export_is_refused(exported_pixels, tmp_path):
+    policy, path, _ = exported_pixels
+    export_policy(policy, tmp_path / "other.onnx")
+    for role in ("", ".encoder"):
+        source = path.with_name(f"policy{role}.onnx")
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    (tmp_path / "policy.frames.onnx").write_bytes((tmp_path / "other.frames.onnx").read_bytes())
+    with pytest.raises(ExportFormatError, match=r"policy.frames.onnx belongs to other.onnx, not policy.onnx"):
         OnnxPolicy(tmp_path / "policy.onnx")
 
 

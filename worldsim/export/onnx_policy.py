@@ -61,31 +61,30 @@ class OnnxPolicy(ChunkPolicy):
         self.codec = ActionCodec(self.config, normalizer)
         self.schedule = schedule_from_config(meta["schedule"])
         self.metadata = meta
-        if "encoder" not in meta:
-            raise ExportFormatError(f"{self.path} is a one-graph export from before worldsim split off the encoder; "
-                                    "re-export it")  # fmt: skip
-        self.encoder_path = self.path.with_name(meta["encoder"])
-        encoder_meta = read_metadata(self.encoder_path, ENCODER_KIND)
-        if encoder_meta.get("step") != self.path.name:
-            raise ExportFormatError(f"{self.encoder_path} belongs to {encoder_meta.get('step')}, not {self.path.name}")
+        self.encoder_path = self._companion(meta, "encoder", ENCODER_KIND, "a one-graph export from before worldsim "
+                                            "split off the encoder")  # fmt: skip
         self.session = make_session(self.path, providers, threads=threads)
         self.encoder_session = make_session(self.encoder_path, providers, threads=threads)
         self.frames_session = None
         if self.config.obs_type != "state":
-            if "frames" not in meta:
-                raise ExportFormatError(f"{self.path} is a camera policy exported before worldsim split off its "
-                                        "per-frame CNN (OUT.frames.onnx); re-export it")  # fmt: skip
-            self.frames_path = self.path.with_name(meta["frames"])
-            frames_meta = read_metadata(self.frames_path, FRAMES_KIND)
-            if frames_meta.get("step") != self.path.name:
-                owner = frames_meta.get("step")
-                raise ExportFormatError(f"{self.frames_path} belongs to {owner}, not {self.path.name}")
+            self.frames_path = self._companion(meta, "frames", FRAMES_KIND, "a camera policy exported before worldsim "
+                                               "split off its per-frame CNN (OUT.frames.onnx)")  # fmt: skip
             self.frames_session = make_session(self.frames_path, providers, threads=threads)
         self.frame_cache = FrameFeatureCache()
         self._check_io()
         self.generator = np.random.default_rng(seed)
         self.strategy_defaults = {name: dict(options) for name, options in meta.get("strategies", {}).items()}
         self.set_strategy(strategy, **strategy_kwargs)
+
+    def _companion(self, meta: dict, role: str, kind: str, older: str) -> Path:
+        """The companion graph file the step's metadata names for ``role``, checked to belong to this step."""
+        if role not in meta:
+            raise ExportFormatError(f"{self.path} is {older}; re-export it")
+        path = self.path.with_name(meta[role])
+        owner = read_metadata(path, kind).get("step")
+        if owner != self.path.name:
+            raise ExportFormatError(f"{path} belongs to {owner}, not {self.path.name}")
+        return path
 
     def _check_io(self) -> None:
         c = self.config
