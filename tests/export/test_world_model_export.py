@@ -85,16 +85,18 @@ def test_runner_matches_torch_session_over_50_frames(exported, trajectories, nam
     assert runner.memory_bytes > 0
 
 
-@pytest.mark.parametrize("absolute_dims", [(), (1,)])
+@pytest.mark.parametrize("absolute_dims,predictor", [((), False), ((1,), False), ((), True)])
 @pytest.mark.parametrize("mode", ["autoregressive", "rolling"])
-def test_a_delta_state_model_streams_the_same_in_both_runtimes(tmp_path, mode, absolute_dims):
+def test_a_delta_state_model_streams_the_same_in_both_runtimes(tmp_path, mode, absolute_dims, predictor):
     """A delta state model: each frame is the previous one plus a generated change (or, for the dimensions
-    it reads absolutely, the generated state), in torch and in onnxruntime."""
-    model = state_model(delta=True)
+    it reads absolutely, the generated state; with a one-step predictor, its prediction plus a generated
+    residual), in torch and in onnxruntime."""
+    model = state_model(delta=True, predictor=predictor)
     model.tokenizer = model.tokenizer.with_absolute_dims(absolute_dims)
     path = tmp_path / "delta.onnx"
     export_world_model(model, path, tolerance=1e-3)  # random weights on random tokens: outputs of several units
-    assert OnnxWorldModelSession(path, CONFIGS[mode]).spec.state_tokenizer.absolute_dims == absolute_dims
+    tokenizer = OnnxWorldModelSession(path, CONFIGS[mode]).spec.state_tokenizer
+    assert tokenizer.absolute_dims == absolute_dims and (tokenizer.predictor is not None) == predictor
     rng = np.random.default_rng(3)
     obs = rng.uniform(-0.5, 0.5, (3, 2)).astype(np.float32)
     actions = rng.uniform(-1, 1, (31, 2)).astype(np.float32)

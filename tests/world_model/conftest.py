@@ -10,6 +10,7 @@ import torch
 from worldsim.core.normalizer import Normalizer
 from worldsim.world_model.autoencoder import AutoencoderConfig, ConvAutoencoder
 from worldsim.world_model.model import WorldModel, WorldModelConfig
+from worldsim.world_model.one_step_predictor import OneStepPredictor
 from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
 
 
@@ -42,16 +43,24 @@ TINY = WorldModelConfig(width=32, depth=2, heads=2, sequence_frames=8, sink_fram
 
 
 def state_model(
-    discrete: bool = False, config: WorldModelConfig = TINY, seed: int = 0, delta: bool = False
-) -> WorldModel:
+    discrete: bool = False, config: WorldModelConfig = TINY, seed: int = 0, delta: bool = False,
+    predictor: bool = False,
+) -> WorldModel:  # fmt: skip
     """An untrained point-mass world model whose output layers are randomized (so outputs depend on inputs);
-    ``delta``: its tokens also carry the change since the previous frame (a step of at most 0.1)."""
+    ``delta``: its tokens also carry the change since the previous frame (a step of at most 0.1);
+    ``predictor``: a delta model with a random one-step predictor (and a residual of scale 0.3)."""
     torch.manual_seed(seed)
     env = PointMass(discrete)
-    changes = Normalizer.fit(np.array([[-0.1, -0.1], [0.1, 0.1]]), "minmax") if delta else None
+    changes = Normalizer.fit(np.array([[-0.1, -0.1], [0.1, 0.1]]), "minmax") if delta or predictor else None
     tokenizer = StateTokenizer(Normalizer.fit(np.array([[-1.0, -1.0], [1.0, 1.0]]), "minmax"), changes)
     normalizer = None if discrete else Normalizer.fit(np.array([[-1.0, -1.0], [1.0, 1.0]]), "minmax")
-    model = WorldModel(config, tokenizer, ActionEncoder(env.action_space, normalizer), env.observation_space)
+    actions = ActionEncoder(env.action_space, normalizer)
+    if predictor:
+        rng = np.random.default_rng(seed)
+        sizes = (4 + actions.cond_dim, 16, 2)
+        layers = [(rng.normal(0, 0.2, (sizes[i + 1], sizes[i])), rng.normal(0, 0.1, sizes[i + 1])) for i in range(2)]
+        tokenizer = tokenizer.with_predictor(OneStepPredictor(layers), rng.normal(0, 0.3, (100, 2)))
+    model = WorldModel(config, tokenizer, actions, env.observation_space)
     _randomize(model)
     return model.eval()
 

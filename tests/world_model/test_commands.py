@@ -18,7 +18,9 @@ def test_train_then_self_forcing_on_cartpole(tmp_path):
     cartpole = TaskSpec(env_id="CartPole-v1")
     train_world_model(
         TrainWorldModelConfig(
-            task=cartpole, model=WorldModelConfig(width=32, depth=1, sequence_frames=4, window_frames=3),
+            task=cartpole, model=WorldModelConfig(
+                width=32, depth=1, sequence_frames=4, window_frames=3, predictor_steps=20
+            ),
             training=TrainerConfig(steps=6, batch_size=8, warmup_steps=2, progress=False, device="cpu"),
             episodes=6, max_steps=30, out=base,
         )

@@ -93,7 +93,9 @@ def test_a_goal_conditioned_env_trains_a_flat_state_world_model(tmp_path):
     out = str(tmp_path / "wm")
     train_world_model(
         TrainWorldModelConfig(
-            task=task, model=WorldModelConfig(width=32, depth=1, sequence_frames=4, window_frames=3),
+            task=task, model=WorldModelConfig(
+                width=32, depth=1, sequence_frames=4, window_frames=3, predictor_steps=20
+            ),
             training=TrainerConfig(steps=4, batch_size=8, warmup_steps=1, progress=False, device="cpu"),
             episodes=4, max_steps=20, held_out_episodes=2, out=out,
         )

@@ -15,9 +15,9 @@ def record_tokens(model):
     seen = []
     decode = model.tokenizer.decode
 
-    def spy(tokens, previous=None):
+    def spy(tokens, previous=None, **predictor_inputs):
         seen.append(torch.as_tensor(tokens).clone())
-        return decode(tokens, previous)
+        return decode(tokens, previous, **predictor_inputs)
 
     model.tokenizer.decode = spy
     return seen

@@ -42,6 +42,12 @@ class WorldModelConfig:
     context_prob: float = 0.5
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     """U-Net: channels of each stage (each halves the resolution; chosen for 2 CPU cores at 64x64)."""
+    one_step_predictor: bool = True
+    """State models with delta tokens: a deterministic MLP (:mod:`~worldsim.world_model.one_step_predictor`)
+    predicts each frame's change from the two frames before and the action, and the diffusion model samples
+    only its residual (a diffusion model alone resolves a push to about a tenth of its size)."""
+    predictor_steps: int = 20000
+    """Training steps of the one-step predictor (batches of 256 transitions), before the diffusion model's."""
 
     def __post_init__(self) -> None:
         check_choice("model.network", self.network, NETWORKS)
@@ -60,6 +66,7 @@ class WorldModelConfig:
         check_number("model.sequence_frames", self.sequence_frames, low=2, integer=True)
         check_number("model.sink_frames", self.sink_frames, low=0, integer=True)
         check_number("model.window_frames", self.window_frames, low=1, integer=True)
+        check_number("model.predictor_steps", self.predictor_steps, low=1, integer=True)
         check_number("model.context_noise", self.context_noise, low=0, high=1)
         check_number("model.context_prob", self.context_prob, low=0, high=1)
         if self.width % self.heads:

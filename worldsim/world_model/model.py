@@ -120,7 +120,8 @@ class WorldModel(Pretrained, nn.Module):
         for episode in episodes:
             obs = episode.observations[obs_key] if obs_key is not None else episode.observations
             if isinstance(self.tokenizer, StateTokenizer):  # whole episodes: each frame's change needs the one before
-                tokens = self.tokenizer.encode(np.asarray(obs, np.float32)).astype(np.float32)
+                actions = self.action_encoder.conditions(episode.actions)  # a one-step predictor's input
+                tokens = self.tokenizer.encode(np.asarray(obs, np.float32), actions=actions).astype(np.float32)
             elif isinstance(self.tokenizer, FrameTokenizer):
                 # Pixels stay uint8 until a batch is drawn (compute_loss scales them): float windows of whole
                 # frames would take 4x the memory.

@@ -61,7 +61,12 @@ def own_rollout_windows(
                 parameterization=config.parameterization, cond=token_cond[:, :end], generator=generator,
             )  # fmt: skip
             if delta:  # as a stream commits it: the frame before plus the generated change
-                x[:, k : k + 1] = tokenizer.rebase(x[:, k : k + 1], x[:, k - 1 : k])
+                # (a one-step predictor's frame before the window's first one is unknown: it repeats, as a
+                # stream's first frame does)
+                x[:, k : k + 1] = tokenizer.rebase(
+                    x[:, k : k + 1], x[:, k - 1 : k], before_tokens=x[:, max(k - 2, 0) : max(k - 1, 1)],
+                    actions=token_cond[:, k],
+                )  # fmt: skip
         out[chunk, 1 : t - 1] = x[:, p : (t - 1) * p].reshape(n, t - 2, p, d).to(out.device)
     target = torch.zeros(m, t, dtype=torch.bool)
     target[:, -1] = True

@@ -16,6 +16,11 @@ bias of the change (0.1-0.25 per step under a policy in closed loop, while the t
 the token's absolute part instead; which dimensions is measured on held-out rollouts, not set by hand
 (``worldsim.world_model.decoding``).
 
+With a :class:`~worldsim.world_model.one_step_predictor.OneStepPredictor`, the token's second part is not
+the change but what the predictor leaves of it: ``(change - predicted) / residual scale``, the predictor
+seeing the previous frame, the change into it and the action. Encoding and decoding a frame then need the
+frame before the previous one (``before``) and the action's conditioning vector (``actions``).
+
 Arrays in, arrays of the same kind out (numpy or torch), so both runtimes call the same code.
 """
 
@@ -26,9 +31,13 @@ import numpy as np
 from worldsim.core.angles import angle_dims, wrap_angles
 from worldsim.core.array_ops import as_array_like, namespace
 from worldsim.core.normalizer import Normalizer
+from worldsim.world_model.one_step_predictor import OneStepPredictor
 
 _STILL_SCALE = 1e-6
 """The change scale of a state dimension that never changed in the data."""
+
+PREDICTOR_INPUT_LIMIT = 100.0
+"""The one-step predictor's change inputs are clipped to this many change scales."""
 
 
 class StateTokenizer:
@@ -39,7 +48,8 @@ class StateTokenizer:
     a sequence whose frames precede one another (the first frame gets no change). ``angle_dims`` (delta mode):
     dimensions that are angles modulo 2 pi, whose change is taken and added the short way round.
     ``absolute_dims`` (delta mode): dimensions a generated frame takes from its absolute part, not from
-    ``previous`` plus its change.
+    ``previous`` plus its change. ``predictor`` and ``residual_normalizer`` (delta mode, together): the
+    deterministic one-step predictor and the scale of what it leaves to the diffusion model.
     """
 
     def __init__(
@@ -48,6 +58,8 @@ class StateTokenizer:
         delta_normalizer: Normalizer | None = None,
         angle_dims: tuple[int, ...] = (),
         absolute_dims: tuple[int, ...] = (),
+        predictor: OneStepPredictor | None = None,
+        residual_normalizer: Normalizer | None = None,
     ):
         if len(normalizer.shape) != 1:
             raise ValueError(f"the state tokenizer needs a flat state normalizer, got shape {normalizer.shape}")
@@ -61,6 +73,16 @@ class StateTokenizer:
             raise ValueError("absolute_dims need a delta tokenizer (a plain one decodes every dimension absolutely)")
         if any(not 0 <= d < normalizer.shape[0] for d in absolute_dims):
             raise ValueError(f"absolute_dims {tuple(absolute_dims)} outside a {normalizer.shape[0]}-dimensional state")
+        if (predictor is None) != (residual_normalizer is None):
+            raise ValueError("a one-step predictor comes with the normalizer of its residual, and only with it")
+        if predictor is not None:
+            if delta_normalizer is None:
+                raise ValueError("a one-step predictor needs a delta tokenizer (it predicts the change)")
+            if predictor.out_dim != normalizer.shape[0] or residual_normalizer.shape != normalizer.shape:
+                raise ValueError(f"the one-step predictor gives {predictor.out_dim} values and its residual has "
+                                 f"shape {residual_normalizer.shape}; the state has {normalizer.shape[0]}")  # fmt: skip
+        self.predictor = predictor
+        self.residual_normalizer = residual_normalizer
         self.normalizer = normalizer
         self.delta_normalizer = delta_normalizer
         self.angle_dims = tuple(int(d) for d in angle_dims)
@@ -89,56 +111,119 @@ class StateTokenizer:
         # model's residual error there into raw units (FetchPush's finger: 0.06 per step, 1.2x copy-last).
         return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE), angles)
 
-    def encode(self, obs, previous=None):
-        """States ``[N, D]`` to tokens ``[N, 1, token_dim]``."""
+    def encode(self, obs, previous=None, *, before=None, actions=None):
+        """States ``[N, D]`` to tokens ``[N, 1, token_dim]``.
+
+        With a predictor: ``actions`` are the conditioning vectors of the actions that led to each frame
+        (``[N, C]``; for a sequence, the ``N - 1`` between its frames) and ``before`` the frame before each
+        ``previous`` (a sequence takes it from itself: its first two frames repeat their first state)."""
         state = self.normalizer.normalize(obs)
         if not self.delta:
             return state[:, None, :]
         xp = namespace(obs)
-        if previous is None:
+        sequence = previous is None
+        if sequence:
             previous = xp.concatenate([obs[:1], obs[:-1]], 0)
-        change = self.delta_normalizer.normalize(wrap_angles(obs - previous, self.angle_dims))
+            before = xp.concatenate([obs[:1], obs[:1], obs[:-2]], 0)[: len(obs)]
+        change = self.standardized_change(obs, previous)
+        if self.predictor is not None:
+            self._check_predictor_inputs(before, actions, len(obs) - 1 if sequence else len(obs))
+            start = 1 if sequence else 0  # a sequence's first frame has no action: nothing predicted, no residual
+            residual = change[start:] - self.predicted_change(previous[start:], before[start:], actions)
+            residual = xp.concatenate([change[:start] * 0, residual], 0)
+            change = self.residual_normalizer.normalize(residual)
         return xp.concatenate([state, change], -1)[:, None, :]
 
-    def decode(self, tokens, previous=None):
+    def standardized_change(self, obs, previous):
+        """The change from ``previous`` to ``obs`` (angles the short way round), standardized."""
+        return self.delta_normalizer.normalize(wrap_angles(obs - previous, self.angle_dims))
+
+    def predictor_inputs(self, previous, before, actions):
+        """What the one-step predictor sees: the standardized ``previous [N, D]``, its standardized change since
+        ``before`` (clipped: a dimension that never moved in the data has a tiny change scale) and the
+        action's conditioning ``actions [N, C]``."""
+        xp = namespace(previous)
+        change = xp.clip(self.standardized_change(previous, before), -PREDICTOR_INPUT_LIMIT, PREDICTOR_INPUT_LIMIT)
+        return xp.concatenate([self.normalizer.normalize(previous), change, as_array_like(actions, previous)], -1)
+
+    def predicted_change(self, previous, before, actions):
+        """The predictor's standardized change from ``previous [N, D]`` to the next frame (see
+        :meth:`predictor_inputs`)."""
+        return self.predictor(self.predictor_inputs(previous, before, actions))
+
+    def decode(self, tokens, previous=None, *, before=None, actions=None):
         """Tokens ``[N, 1, token_dim]`` to states ``[N, D]``: delta mode adds the decoded change to ``previous``
-        (but for ``absolute_dims``, read from the absolute part)."""
+        (but for ``absolute_dims``, read from the absolute part); with a predictor, the change is its
+        prediction from ``before``, ``previous`` and ``actions [N, C]`` plus the token's residual."""
         d = self.obs_shape[0]
         state = self.normalizer.unnormalize(tokens[:, 0, :d])
         if not self.delta:
             return state
         if previous is None:
             raise ValueError("a delta state tokenizer decodes a frame from the observation before it: pass previous")
-        integrated = self.advance(previous, self.delta_normalizer.unnormalize(tokens[:, 0, d:]))
+        change = tokens[:, 0, d:]
+        if self.predictor is not None:
+            self._check_predictor_inputs(before, actions, len(tokens))
+            change = self.predicted_change(previous, before, actions) + self.residual_normalizer.unnormalize(change)
+        integrated = self.advance(previous, self.delta_normalizer.unnormalize(change))
         if not self.absolute_dims:
             return integrated
         return integrated + as_array_like(self._absolute_mask, integrated) * (state - integrated)
 
-    def decode_sequence(self, tokens, previous):
-        """Consecutive frames ``[F, 1, token_dim]`` decoded one onto the next from ``previous [1, D]``; the
-        last one ``[1, D]`` (a rolling window's newest frame, from the last committed observation)."""
+    def decode_sequence(self, tokens, previous, *, before=None, actions=None):
+        """Consecutive frames ``[F, 1, token_dim]`` decoded one onto the next from ``previous [1, D]`` (with a
+        predictor: ``before [1, D]`` and the frames' action conditioning ``actions [F, C]``); the last one
+        ``[1, D]`` (a rolling window's newest frame, from the last committed observation)."""
         for k in range(tokens.shape[0]):
-            previous = self.decode(tokens[k : k + 1], previous)
+            following = self.decode(
+                tokens[k : k + 1], previous, before=before, actions=None if actions is None else actions[k : k + 1]
+            )
+            before, previous = previous, following
         return previous
 
     def advance(self, previous, change):
         """``previous [N, D]`` moved by ``change``: its angles wrapped back into ``[-pi, pi)``."""
         return wrap_angles(previous + change, self.angle_dims)
 
-    def rebase(self, tokens, previous_tokens):
+    def rebase(self, tokens, previous_tokens, *, before_tokens=None, actions=None):
         """Delta tokens ``[N, 1, token_dim]`` re-encoded from their decoding onto the previous frame's state:
-        what a stream commits for a generated frame (its two parts made consistent with the returned state)."""
-        previous = self.normalizer.unnormalize(previous_tokens[:, 0, : self.obs_shape[0]])
-        return self.encode(self.decode(tokens, previous), previous)
+        what a stream commits for a generated frame (its two parts made consistent with the returned state).
+        With a predictor: the tokens of the frame before the previous one and the actions' conditioning."""
+        d = self.obs_shape[0]
+        previous = self.normalizer.unnormalize(previous_tokens[:, 0, :d])
+        before = None if before_tokens is None else self.normalizer.unnormalize(before_tokens[:, 0, :d])
+        following = self.decode(tokens, previous, before=before, actions=actions)
+        return self.encode(following, previous, before=before, actions=actions)
 
     def with_absolute_dims(self, absolute_dims: tuple[int, ...]) -> StateTokenizer:
-        """The same statistics, decoding ``absolute_dims`` from the absolute part."""
-        return StateTokenizer(self.normalizer, self.delta_normalizer, self.angle_dims, absolute_dims)
+        """The same statistics (and predictor), decoding ``absolute_dims`` from the absolute part."""
+        return StateTokenizer(
+            self.normalizer, self.delta_normalizer, self.angle_dims, absolute_dims, self.predictor,
+            self.residual_normalizer,
+        )  # fmt: skip
+
+    def with_predictor(self, predictor: OneStepPredictor, residuals: np.ndarray) -> StateTokenizer:
+        """The same statistics, with a one-step predictor whose residuals on the training data (standardized
+        change minus prediction, ``[N, D]``) set the scale of what it leaves to the diffusion model."""
+        residual_normalizer = Normalizer.fit(residuals, "meanstd", constant_scale=_STILL_SCALE)
+        return StateTokenizer(
+            self.normalizer, self.delta_normalizer, self.angle_dims, self.absolute_dims, predictor, residual_normalizer
+        )
+
+    def _check_predictor_inputs(self, before, actions, rows: int) -> None:
+        if before is None or actions is None:
+            raise ValueError("a tokenizer with a one-step predictor needs the frame before (before) and the "
+                             "actions' conditioning (actions)")  # fmt: skip
+        if len(actions) != rows:
+            raise ValueError(f"expected {rows} action conditioning rows, got {len(actions)}")
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = self.normalizer.state_dict("tokenizer.state")
         if self.delta:
             tensors |= self.delta_normalizer.state_dict("tokenizer.delta")
+        if self.predictor is not None:
+            tensors |= self.predictor.tensors("tokenizer.predictor")
+            tensors |= self.residual_normalizer.state_dict("tokenizer.residual")
         return tensors
 
     def config(self) -> dict:
@@ -148,11 +233,17 @@ class StateTokenizer:
             "delta": self.delta,
             "angle_dims": list(self.angle_dims),
             "absolute_dims": list(self.absolute_dims),
+            "predictor_layers": 0 if self.predictor is None else len(self.predictor.layers),
         }
 
     @classmethod
     def from_tensors(cls, tensors: dict, config: dict) -> StateTokenizer:
         normalizer = Normalizer.from_state_dict(tensors, "tokenizer.state", config["mode"])
         delta = Normalizer.from_state_dict(tensors, "tokenizer.delta", config["mode"]) if config.get("delta") else None
-        # Older checkpoints name neither: none.
-        return cls(normalizer, delta, tuple(config.get("angle_dims", ())), tuple(config.get("absolute_dims", ())))
+        layers = config.get("predictor_layers", 0)  # older checkpoints name none of these: none
+        predictor = OneStepPredictor.from_tensors(tensors, "tokenizer.predictor", layers) if layers else None
+        residual = Normalizer.from_state_dict(tensors, "tokenizer.residual", "meanstd") if layers else None
+        return cls(
+            normalizer, delta, tuple(config.get("angle_dims", ())), tuple(config.get("absolute_dims", ())),
+            predictor, residual,
+        )  # fmt: skip

@@ -56,8 +56,11 @@ class SessionConfig:
 
     sampling: str = "autoregressive"
     """``autoregressive`` (each frame from noise in ``steps`` DDIM steps) or ``rolling``."""
-    steps: int = 2
-    """Autoregressive: DDIM steps per frame."""
+    steps: int | None = None
+    """Autoregressive: DDIM steps per frame; None: the model's own, 2, or 1 for a state model with a one-step
+    predictor. One step from pure noise returns the network's estimate of the clean frame, the conditional
+    mean of the predictor's residual: in a deterministic env a sample's spread is only error (FetchPush's
+    held-out one-step error 0.034x copy-last with 2 steps, 0.010x with 1; ``docs/world_model.md``)."""
     rolling_window: int = 3
     """Rolling: frames denoised jointly at staggered levels (each frame gets this many refinements)."""
     sink_frames: int | None = None
@@ -68,7 +71,7 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         check_choice("session.sampling", self.sampling, SAMPLINGS)
-        if self.steps < 1 or self.rolling_window < 1:
+        if (self.steps is not None and self.steps < 1) or self.rolling_window < 1:
             raise ValueError(f"steps and rolling_window must be >= 1, got {self.steps}, {self.rolling_window}")
         if not 0.0 <= self.context_level < 1.0:
             raise ValueError(f"context_level must be in [0, 1), got {self.context_level}")
@@ -90,11 +93,19 @@ class StreamSpec:
     state_tokenizer: StateTokenizer | None = None
     """A state model's tokenizer (torch-free, shared by the runtimes); None for a pixel model. In delta mode
     a generated frame is the previous one plus its decoded change, and it enters the cache re-encoded from
-    that observation, so the model attends to exactly the trajectory the session returns."""
+    that observation, so the model attends to exactly the trajectory the session returns. With a one-step
+    predictor, the change is the predictor's guess from the last two observations and the action plus the
+    residual the network samples."""
     network: str = "transformer"
     """``unet``: a pixel-space model whose context is a frame window; each generated frame is rounded to
     ``uint8`` before it joins the context, its clean estimates are clipped to the pixel range, and it
     samples autoregressively only (one frame per network call)."""
+
+
+def default_steps(spec: StreamSpec) -> int:
+    """Autoregressive DDIM steps per frame when the session's config names none (see ``SessionConfig.steps``)."""
+    tokenizer = spec.state_tokenizer
+    return 1 if tokenizer is not None and tokenizer.predictor is not None else 2
 
 
 class StreamingSessionBase(ABC):
@@ -125,9 +136,11 @@ class StreamingSessionBase(ABC):
         self.num_steps = 0
         # The noise of one frame is drawn shaped like this (kind, dtype and device of the runtime's arrays).
         self._frame_like = zeros((1, spec.tokens_per_frame, spec.token_dim), like)
-        self._plan = full_sequence(spec.tokens_per_frame, c.steps)
+        self.steps = c.steps if c.steps is not None else default_steps(spec)
+        self._plan = full_sequence(spec.tokens_per_frame, self.steps)
         self._rolling: RollingDenoiser | None = None
         self._committed_obs: np.ndarray | None = None  # state models: the last observation in the cache
+        self._committed_before: np.ndarray | None = None  # ... and the one before it (a one-step predictor's input)
         self._slot_conds: deque = deque()
 
     # -- what a runtime supplies ------------------------------------------------------------------------
@@ -149,22 +162,23 @@ class StreamingSessionBase(ABC):
         raise NotImplementedError(f"{type(self).__name__} runs state models only")
 
     # -- tokens, for every runtime ----------------------------------------------------------------------
-    def _encode(self, obs: np.ndarray, previous: np.ndarray | None = None):
+    def _encode(self, obs: np.ndarray, previous: np.ndarray | None = None, *, before=None, actions=None):
         """Observations ``[N, *obs_shape]`` to frame tokens ``[N, P, D]`` (``previous``: the observation before
-        each, for a delta state tokenizer; None: ``obs`` is a sequence)."""
+        each, for a delta state tokenizer; None: ``obs`` is a sequence; ``before`` and the actions'
+        conditioning ``actions``: a one-step predictor's other inputs)."""
         tokenizer = self.spec.state_tokenizer
         if tokenizer is None:
             return self._encode_frames(obs)
-        tokens = tokenizer.encode(np.asarray(obs, np.float32), previous).astype(np.float32)
-        return as_array_like(tokens, self._frame_like)
+        tokens = tokenizer.encode(np.asarray(obs, np.float32), previous, before=before, actions=actions)
+        return as_array_like(tokens.astype(np.float32), self._frame_like)
 
-    def _decode(self, tokens, previous: np.ndarray | None = None) -> np.ndarray:
+    def _decode(self, tokens, previous: np.ndarray | None = None, *, before=None, actions=None) -> np.ndarray:
         """Frame tokens ``[N, P, D]`` to observations ``[N, *obs_shape]`` (a delta state frame adds to
-        ``previous``)."""
+        ``previous``; see :meth:`_encode` for the rest)."""
         tokenizer = self.spec.state_tokenizer
         if tokenizer is None:
             return self._decode_frames(tokens)
-        return tokenizer.decode(_as_numpy(tokens), previous).astype(np.float32)
+        return tokenizer.decode(_as_numpy(tokens), previous, before=before, actions=actions).astype(np.float32)
 
     # -- public API -------------------------------------------------------------------------------------
     def reset(self, context_obs, context_actions=None, *, seed: int | None = None) -> None:
@@ -185,11 +199,13 @@ class StreamingSessionBase(ABC):
                 tokens_per_slot=spec.tokens_per_frame,
                 generator=self.generator,
             )
-        tokens = self._encode(obs)
-        self._committed_obs = obs[-1:].astype(np.float32) if spec.state_tokenizer is not None else None
         cond = spec.action_encoder.no_action_conditions(1)
         if len(obs) > 1:
             cond = np.concatenate([cond, spec.action_encoder.conditions(np.asarray(context_actions))])
+        tokens = self._encode(obs, actions=cond[1:])
+        if spec.state_tokenizer is not None:
+            self._committed_obs = obs[-1:].astype(np.float32)
+            self._committed_before = obs[-2:-1].astype(np.float32) if len(obs) > 1 else self._committed_obs
         cond = as_array_like(cond, tokens)
         # Real frames enter clean; frame by frame once they exceed the cache, so the attention pattern
         # (and the evictions) are exactly those of streaming.
@@ -271,10 +287,10 @@ class StreamingSessionBase(ABC):
         if tokenizer is None or not tokenizer.delta:
             self._commit(frame, cond, level=self.config.context_level)
             return self._decode(frame) if decode else None
-        previous = self._committed_obs
-        obs = self._decode(frame, previous)
-        self._commit(self._encode(obs, previous), cond, level=self.config.context_level)
-        self._committed_obs = obs
+        previous, before, actions = self._committed_obs, self._committed_before, _as_numpy(cond)
+        obs = self._decode(frame, previous, before=before, actions=actions)
+        self._commit(self._encode(obs, previous, before=before, actions=actions), cond, level=self.config.context_level)
+        self._committed_before, self._committed_obs = previous, obs
         return obs
 
     def _preview(self, estimate) -> np.ndarray:
@@ -285,7 +301,10 @@ class StreamingSessionBase(ABC):
             return self._decode(estimate[:, -p:])
         # Every frame still in the window decoded onto the one before, from the last committed observation.
         frames = _as_numpy(estimate).reshape(-1, 1, self.spec.token_dim)
-        return tokenizer.decode_sequence(frames, self._committed_obs).astype(np.float32)
+        actions = np.concatenate([_as_numpy(c) for c in self._slot_conds]) if tokenizer.predictor is not None else None
+        return tokenizer.decode_sequence(
+            frames, self._committed_obs, before=self._committed_before, actions=actions
+        ).astype(np.float32)
 
     def _commit(self, tokens, cond, *, level: float) -> None:
         """Append frames ``tokens [1, F * P, D]`` (conditioned by ``cond [F, C]``) to the cache at ``level``."""

@@ -39,6 +39,7 @@ from worldsim.world_model.decoding import decide_decoding
 from worldsim.world_model.frame_tokenizer import FrameTokenizer
 from worldsim.world_model.held_out import one_step_error
 from worldsim.world_model.model import WorldModel
+from worldsim.world_model.predictor_training import fit_one_step_predictor
 from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
 
 
@@ -133,6 +134,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
         through_termination=cfg.through_termination,
     )  # fmt: skip
     print(f"{len(train)} training episodes ({sum(len(e) for e in train)} steps), {len(held_out)} held out")
+    predictor_record = None
 
     if cfg.init_from is not None:
         model = WorldModel.from_pretrained(cfg.init_from).train().requires_grad_(True)
@@ -161,6 +163,18 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
             train, env, cfg.model, autoencoder, cfg.tokens_per_frame, state_normalization=cfg.state_normalization,
             state_delta=cfg.state_delta,
         )  # fmt: skip
+        if isinstance(model.tokenizer, StateTokenizer) and cfg.model.one_step_predictor:
+            if not cfg.state_delta:
+                raise ValueError("model.one_step_predictor needs state_delta=true (it predicts the change); "
+                                 "set model.one_step_predictor=false for absolute tokens")  # fmt: skip
+            model.tokenizer, predictor_record = fit_one_step_predictor(
+                model.tokenizer, model.action_encoder, train, held_out, steps=cfg.model.predictor_steps, seed=t.seed
+            )
+            print(
+                f"one-step predictor: held-out MSE {predictor_record['held_out_mse']:.5f} against "
+                f"{predictor_record['held_out_mse_of_no_change']:.5f} for no change (standardized change), "
+                f"{predictor_record['minutes']:.1f} min"
+            )
     data = model.training_data(train, stride=2)
     held_out_data = model.training_data(held_out, stride=7)
     print(f"{len(data['frames'])} training windows of {cfg.model.sequence_frames} frames")
@@ -197,6 +211,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
                 "windows": len(data["frames"]),
                 "held_out": final,
                 "decoding": decoding,
+                "one_step_predictor": predictor_record,
                 "history": [h for h in history if "one_step_mse" in h],
             },
         },
