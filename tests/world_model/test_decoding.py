@@ -96,3 +96,20 @@ def test_a_failed_measurement_leaves_the_model_as_it_was():
     with pytest.raises(ValueError, match="open_loop_errors needs at least one episode"):
         decoding.choose_absolute_dims(model, episodes=[])
     assert model.tokenizer is tokenizer
+
+
+def test_a_choice_that_is_worse_decoded_together_is_dropped(monkeypatch):
+    """Dimension 0 alone reads better absolutely, but rollouts that mix the two decodings (coupled
+    dimensions, as through a one-step predictor) come further from the recording than integrating both."""
+
+    def one_at_a_time(model, episodes, horizons, *, session=None, seed=0):
+        absolute = set(model.tokenizer.absolute_dims)
+        per_dim = {0: [0.04, 0.06], 2: [0.001, 0.08]}.get(len(absolute), [0.5, 0.06])
+        return {str(h): {"model_mse_per_dim": per_dim} for h in horizons}
+
+    monkeypatch.setattr(decoding, "open_loop_errors", one_at_a_time)
+    monkeypatch.setattr(decoding, "unit_circle_pairs", lambda episodes: [])
+    result = decoding.choose_absolute_dims(state_model(delta=True), episodes=[])
+    # only dimension 0 passes alone; read absolutely beside an integrated 1, the rollouts' error is 0.56 > 0.10
+    assert result["absolute_dims"] == []
+    assert result["chosen_together_mse_per_dim"] == pytest.approx([0.5, 0.06])
