@@ -95,11 +95,13 @@ def test_a_predictor_needs_delta_tokens_and_its_residual_scale():
         StateTokenizer(tokenizer.normalizer, None, predictor=predictor, residual_normalizer=tokenizer.normalizer)
 
 
-def test_training_learns_the_point_masss_dynamics():
+@pytest.mark.parametrize("input_noise", [0.0, 0.3])
+def test_training_learns_the_point_masss_dynamics(input_noise):
     episodes, tokenizer, actions = point_mass_parts()
     fitted, record = fit_one_step_predictor(
-        tokenizer, actions, episodes[:16], random_walk_episodes(4, seed=100), steps=1500, seed=0
-    )
+        tokenizer, actions, episodes[:16], random_walk_episodes(4, seed=100), steps=1500, seed=0,
+        input_noise=input_noise,
+    )  # fmt: skip
     # next = clip(pos + 0.2 a): a function of the inputs, so the held-out error falls far below no change's.
     assert record["held_out_mse"] < 0.05 * record["held_out_mse_of_no_change"]
     assert fitted.predictor is not None and fitted.residual_normalizer.scale.max() < 0.5

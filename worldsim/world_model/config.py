@@ -48,6 +48,10 @@ class WorldModelConfig:
     only its residual (a diffusion model alone resolves a push to about a tenth of its size)."""
     predictor_steps: int = 20000
     """Training steps of the one-step predictor (batches of 256 transitions), before the diffusion model's."""
+    predictor_input_noise: float = 0.3
+    """The one-step predictor is trained on input frames moved by Gaussian noise of this many change scales
+    per dimension (the target still the true next frame), so a rollout's own small errors are led back instead
+    of growing (the balanced pendulum's expert rollouts: 36,600x copy-last at 50 steps without, 0.51 with)."""
 
     def __post_init__(self) -> None:
         check_choice("model.network", self.network, NETWORKS)
@@ -67,6 +71,7 @@ class WorldModelConfig:
         check_number("model.sink_frames", self.sink_frames, low=0, integer=True)
         check_number("model.window_frames", self.window_frames, low=1, integer=True)
         check_number("model.predictor_steps", self.predictor_steps, low=1, integer=True)
+        check_number("model.predictor_input_noise", self.predictor_input_noise, low=0)
         check_number("model.context_noise", self.context_noise, low=0, high=1)
         check_number("model.context_prob", self.context_prob, low=0, high=1)
         if self.width % self.heads:

@@ -22,22 +22,32 @@ BATCH = 256
 LEARNING_RATE = 1e-3
 
 
-def transitions(
-    tokenizer: StateTokenizer, action_encoder: ActionEncoder, episodes: list[Episode]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The predictor's inputs and targets (the standardized change) for every step of ``episodes``; an
-    episode's first step repeats its first state as the frame before."""
-    inputs, targets = [], []
+def steps_of(action_encoder: ActionEncoder, episodes: list[Episode]) -> dict[str, np.ndarray]:
+    """Every step of ``episodes``: the frame ``before``, the ``previous`` one, the action's ``conditions`` and
+    the ``following`` frame (an episode's first step repeats its first state as the frame before)."""
+    parts: dict[str, list] = {"before": [], "previous": [], "conditions": [], "following": []}
     for episode in episodes:
         obs = np.asarray(episode.observations, np.float32)
         if len(obs) < 2:
             continue
-        previous, before = obs[:-1], np.concatenate([obs[:1], obs[:-2]])
-        inputs.append(tokenizer.predictor_inputs(previous, before, action_encoder.conditions(episode.actions)))
-        targets.append(tokenizer.standardized_change(obs[1:], previous))
-    if not inputs:
+        parts["before"].append(np.concatenate([obs[:1], obs[:-2]]))
+        parts["previous"].append(obs[:-1])
+        parts["conditions"].append(action_encoder.conditions(episode.actions))
+        parts["following"].append(obs[1:])
+    if not parts["previous"]:
         raise ValueError("the one-step predictor needs episodes of at least one step")
-    return np.concatenate(inputs).astype(np.float32), np.concatenate(targets).astype(np.float32)
+    return {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
+
+
+def transitions(tokenizer: StateTokenizer, steps: dict, noise: tuple | None = None) -> tuple:
+    """The predictor's inputs and targets (the standardized change into the following frame) for ``steps``
+    (arrays of :func:`steps_of`, numpy or torch); ``noise`` (two arrays shaped like the frames) is added to
+    the frame before and the previous one, and the target still leads to the true following frame."""
+    before, previous = steps["before"], steps["previous"]
+    if noise is not None:
+        before, previous = before + noise[0], previous + noise[1]
+    inputs = tokenizer.predictor_inputs(previous, before, steps["conditions"])
+    return inputs, tokenizer.standardized_change(steps["following"], previous)
 
 
 def fit_one_step_predictor(
@@ -48,15 +58,23 @@ def fit_one_step_predictor(
     *,
     steps: int,
     seed: int,
+    input_noise: float = 0.0,
 ) -> tuple[StateTokenizer, dict]:
     """Train the predictor on ``train``'s transitions; returns the tokenizer with it and a record (training
-    time, final loss, held-out mean squared error of the standardized change against predicting none)."""
+    time, final loss, held-out mean squared error of the standardized change against predicting none).
+
+    ``input_noise``: each batch's two input frames are moved by Gaussian noise of this many change scales per
+    dimension, the target still the true next frame, so the predictor learns to lead a slightly wrong state
+    back instead of carrying its error on (the noise training of learned simulators, Sanchez-Gonzalez et al.
+    2020: a rollout feeds the model its own errors)."""
     if not tokenizer.delta:
         raise ValueError("a one-step predictor needs delta tokens (state_delta=true)")
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x, y = (torch.from_numpy(a) for a in transitions(tokenizer, action_encoder, train))
+    data = {k: torch.from_numpy(v) for k, v in steps_of(action_encoder, train).items()}
+    x, y = transitions(tokenizer, data)
+    scale = torch.from_numpy(tokenizer.delta_normalizer.scale) * input_noise
     sizes = (x.shape[1], *HIDDEN, y.shape[1])
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
@@ -68,7 +86,13 @@ def fit_one_step_predictor(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
         rows = torch.randint(0, len(x), (BATCH,), generator=generator)
-        loss = ((net(x[rows]) - y[rows]) ** 2).mean()
+        if input_noise > 0:
+            batch = {k: v[rows] for k, v in data.items()}
+            noise = [torch.randn(batch["previous"].shape, generator=generator) * scale for _ in range(2)]
+            inputs, targets = transitions(tokenizer, batch, noise)
+        else:
+            inputs, targets = x[rows], y[rows]
+        loss = ((net(inputs) - targets) ** 2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -77,10 +101,11 @@ def fit_one_step_predictor(
     predictor = OneStepPredictor([(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in linear])
     residuals = y.numpy() - predictor(x.numpy())
     fitted = tokenizer.with_predictor(predictor, residuals)
-    held_x, held_y = transitions(tokenizer, action_encoder, held_out) if held_out else (x.numpy(), y.numpy())
+    held_x, held_y = transitions(tokenizer, steps_of(action_encoder, held_out)) if held_out else (x.numpy(), y.numpy())
     record = {
         "layers": list(sizes),
         "steps": steps,
+        "input_noise": input_noise,
         "batch": BATCH,
         "minutes": round((time.perf_counter() - started) / 60, 2),
         "final_loss": float(loss.item()),

@@ -168,8 +168,9 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
                 raise ValueError("model.one_step_predictor needs state_delta=true (it predicts the change); "
                                  "set model.one_step_predictor=false for absolute tokens")  # fmt: skip
             model.tokenizer, predictor_record = fit_one_step_predictor(
-                model.tokenizer, model.action_encoder, train, held_out, steps=cfg.model.predictor_steps, seed=t.seed
-            )
+                model.tokenizer, model.action_encoder, train, held_out, steps=cfg.model.predictor_steps, seed=t.seed,
+                input_noise=cfg.model.predictor_input_noise,
+            )  # fmt: skip
             print(
                 f"one-step predictor: held-out MSE {predictor_record['held_out_mse']:.5f} against "
                 f"{predictor_record['held_out_mse_of_no_change']:.5f} for no change (standardized change), "
