@@ -14,8 +14,8 @@ coverage; a goal task's goal distance). The same policy, strategy (RTI as record
 noise seeds run in the simulator. Every task also gets the world-model benchmark's open-loop error ratios
 (``generalization.py``'s held-out episodes: 100 per action source, horizons 1, 10 and 50), so the MLP can be
 set beside the diffusion model's rows; tasks without a success rule for predicted states get those only.
-Not a worldsim model: a measurement of what the next world-model design (a deterministic one-step
-predictor with the diffusion model sampling its residual) can hope for.
+Not a worldsim model: the measurement that led to the world model's one-step predictor (the diffusion model
+sampling its residual; ``worldsim/world_model/one_step_predictor.py``), kept to reproduce its figures.
 Writes ``results/deterministic_world_model_probe/<task>.json``.
 """
 
