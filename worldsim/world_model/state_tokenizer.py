@@ -111,12 +111,13 @@ class StateTokenizer:
         # model's residual error there into raw units (FetchPush's finger: 0.06 per step, 1.2x copy-last).
         return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE), angles)
 
-    def encode(self, obs, previous=None, *, before=None, actions=None):
+    def encode(self, obs, previous=None, *, before=None, actions=None, predicted=None):
         """States ``[N, D]`` to tokens ``[N, 1, token_dim]``.
 
         With a predictor: ``actions`` are the conditioning vectors of the actions that led to each frame
         (``[N, C]``; for a sequence, the ``N - 1`` between its frames) and ``before`` the frame before each
-        ``previous`` (a sequence takes it from itself: its first two frames repeat their first state)."""
+        ``previous`` (a sequence takes it from itself: its first two frames repeat their first state).
+        ``predicted``: the predictor's change for these rows, when the caller has it already."""
         state = self.normalizer.normalize(obs)
         if not self.delta:
             return state[:, None, :]
@@ -127,9 +128,11 @@ class StateTokenizer:
             before = xp.concatenate([obs[:1], obs[:1], obs[:-2]], 0)[: len(obs)]
         change = self.standardized_change(obs, previous)
         if self.predictor is not None:
-            self._check_predictor_inputs(before, actions, len(obs) - 1 if sequence else len(obs))
             start = 1 if sequence else 0  # a sequence's first frame has no action: nothing predicted, no residual
-            residual = change[start:] - self.predicted_change(previous[start:], before[start:], actions)
+            if predicted is None:
+                self._check_predictor_inputs(before, actions, len(obs) - start)
+                predicted = self.predicted_change(previous[start:], before[start:], actions)
+            residual = change[start:] - predicted
             residual = xp.concatenate([change[:start] * 0, residual], 0)
             change = self.residual_normalizer.normalize(residual)
         return xp.concatenate([state, change], -1)[:, None, :]
@@ -151,10 +154,11 @@ class StateTokenizer:
         :meth:`predictor_inputs`)."""
         return self.predictor(self.predictor_inputs(previous, before, actions))
 
-    def decode(self, tokens, previous=None, *, before=None, actions=None):
+    def decode(self, tokens, previous=None, *, before=None, actions=None, predicted=None):
         """Tokens ``[N, 1, token_dim]`` to states ``[N, D]``: delta mode adds the decoded change to ``previous``
         (but for ``absolute_dims``, read from the absolute part); with a predictor, the change is its
-        prediction from ``before``, ``previous`` and ``actions [N, C]`` plus the token's residual."""
+        prediction from ``before``, ``previous`` and ``actions [N, C]`` (or ``predicted``, given) plus the
+        token's residual."""
         d = self.obs_shape[0]
         state = self.normalizer.unnormalize(tokens[:, 0, :d])
         if not self.delta:
@@ -163,8 +167,10 @@ class StateTokenizer:
             raise ValueError("a delta state tokenizer decodes a frame from the observation before it: pass previous")
         change = tokens[:, 0, d:]
         if self.predictor is not None:
-            self._check_predictor_inputs(before, actions, len(tokens))
-            change = self.predicted_change(previous, before, actions) + self.residual_normalizer.unnormalize(change)
+            if predicted is None:
+                self._check_predictor_inputs(before, actions, len(tokens))
+                predicted = self.predicted_change(previous, before, actions)
+            change = predicted + self.residual_normalizer.unnormalize(change)
         integrated = self.advance(previous, self.delta_normalizer.unnormalize(change))
         if not self.absolute_dims:
             return integrated
@@ -185,15 +191,24 @@ class StateTokenizer:
         """``previous [N, D]`` moved by ``change``: its angles wrapped back into ``[-pi, pi)``."""
         return wrap_angles(previous + change, self.angle_dims)
 
+    def settle(self, tokens, previous, *, before=None, actions=None):
+        """A generated frame's delta tokens ``[N, 1, token_dim]`` decoded onto ``previous [N, D]`` and encoded
+        again from the result: what a stream commits (the token's two parts made consistent with the state it
+        returns). Returns ``(states, tokens)``; a one-step predictor runs once for both."""
+        predicted = None
+        if self.predictor is not None:
+            self._check_predictor_inputs(before, actions, len(tokens))
+            predicted = self.predicted_change(previous, before, actions)
+        following = self.decode(tokens, previous, predicted=predicted)
+        return following, self.encode(following, previous, predicted=predicted)
+
     def rebase(self, tokens, previous_tokens, *, before_tokens=None, actions=None):
-        """Delta tokens ``[N, 1, token_dim]`` re-encoded from their decoding onto the previous frame's state:
-        what a stream commits for a generated frame (its two parts made consistent with the returned state).
-        With a predictor: the tokens of the frame before the previous one and the actions' conditioning."""
+        """:meth:`settle` from the previous frame's tokens (and, with a predictor, those of the frame before
+        it and the actions' conditioning); returns the tokens."""
         d = self.obs_shape[0]
         previous = self.normalizer.unnormalize(previous_tokens[:, 0, :d])
         before = None if before_tokens is None else self.normalizer.unnormalize(before_tokens[:, 0, :d])
-        following = self.decode(tokens, previous, before=before, actions=actions)
-        return self.encode(following, previous, before=before, actions=actions)
+        return self.settle(tokens, previous, before=before, actions=actions)[1]
 
     def with_absolute_dims(self, absolute_dims: tuple[int, ...]) -> StateTokenizer:
         """The same statistics (and predictor), decoding ``absolute_dims`` from the absolute part."""

@@ -162,23 +162,21 @@ class StreamingSessionBase(ABC):
         raise NotImplementedError(f"{type(self).__name__} runs state models only")
 
     # -- tokens, for every runtime ----------------------------------------------------------------------
-    def _encode(self, obs: np.ndarray, previous: np.ndarray | None = None, *, before=None, actions=None):
-        """Observations ``[N, *obs_shape]`` to frame tokens ``[N, P, D]`` (``previous``: the observation before
-        each, for a delta state tokenizer; None: ``obs`` is a sequence; ``before`` and the actions'
-        conditioning ``actions``: a one-step predictor's other inputs)."""
+    def _encode(self, obs: np.ndarray, *, actions=None):
+        """Observations ``[N, *obs_shape]`` to frame tokens ``[N, P, D]``; a state model's are a sequence
+        (``actions``: the conditioning of the ``N - 1`` actions between them, a one-step predictor's input)."""
         tokenizer = self.spec.state_tokenizer
         if tokenizer is None:
             return self._encode_frames(obs)
-        tokens = tokenizer.encode(np.asarray(obs, np.float32), previous, before=before, actions=actions)
+        tokens = tokenizer.encode(np.asarray(obs, np.float32), actions=actions)
         return as_array_like(tokens.astype(np.float32), self._frame_like)
 
-    def _decode(self, tokens, previous: np.ndarray | None = None, *, before=None, actions=None) -> np.ndarray:
-        """Frame tokens ``[N, P, D]`` to observations ``[N, *obs_shape]`` (a delta state frame adds to
-        ``previous``; see :meth:`_encode` for the rest)."""
+    def _decode(self, tokens) -> np.ndarray:
+        """Frame tokens ``[N, P, D]`` of a model without delta tokens to observations ``[N, *obs_shape]``."""
         tokenizer = self.spec.state_tokenizer
         if tokenizer is None:
             return self._decode_frames(tokens)
-        return tokenizer.decode(_as_numpy(tokens), previous, before=before, actions=actions).astype(np.float32)
+        return tokenizer.decode(_as_numpy(tokens)).astype(np.float32)
 
     # -- public API -------------------------------------------------------------------------------------
     def reset(self, context_obs, context_actions=None, *, seed: int | None = None) -> None:
@@ -287,9 +285,11 @@ class StreamingSessionBase(ABC):
         if tokenizer is None or not tokenizer.delta:
             self._commit(frame, cond, level=self.config.context_level)
             return self._decode(frame) if decode else None
-        previous, before, actions = self._committed_obs, self._committed_before, _as_numpy(cond)
-        obs = self._decode(frame, previous, before=before, actions=actions)
-        self._commit(self._encode(obs, previous, before=before, actions=actions), cond, level=self.config.context_level)
+        previous = self._committed_obs
+        obs, tokens = tokenizer.settle(_as_numpy(frame), previous, before=self._committed_before,
+                                       actions=_as_numpy(cond))  # fmt: skip
+        obs = obs.astype(np.float32)
+        self._commit(as_array_like(tokens.astype(np.float32), self._frame_like), cond, level=self.config.context_level)
         self._committed_before, self._committed_obs = previous, obs
         return obs
 
