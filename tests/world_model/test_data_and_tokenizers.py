@@ -211,12 +211,63 @@ def test_pusht_reward_matches_the_simulator():
     env.close()
 
 
+@pytest.mark.parametrize("delta", [True, False])
+def test_decoded_states_are_kept_within_the_recorded_span_widened_by_a_tenth(delta):
+    """A frame decoded past the data (a change far beyond any recorded, or an absolute part out of range) is
+    clipped to the recorded span widened by 10% of it on each side, in numpy and torch; inside, nothing moves.
+    The range travels in the tensors; a checkpoint from before it decodes unbounded."""
+    episodes = [np.stack([np.linspace(0.0, 2.0, 30), np.linspace(-1.0, -0.5, 30)], 1), np.zeros((10, 2))]
+    tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=delta)
+    low, high = tokenizer.state_range
+    np.testing.assert_allclose(low, [-0.2, -1.1], atol=1e-6)  # spans 2.0 and 1.0 (the zeros included)
+    np.testing.assert_allclose(high, [2.2, 0.1], atol=1e-6)
+    previous = np.array([[1.9, -0.2]])
+    far = np.array([[40.0, -30.0]])  # a step no recorded frame came near
+    inside = np.array([[2.05, 0.05]])  # past the data, within the margin
+    for target, expected in ((far, [[2.2, -1.1]]), (inside, inside)):
+        tokens = tokenizer.encode(target, previous)
+        np.testing.assert_allclose(tokenizer.decode(tokens, previous), expected, atol=1e-5)
+        decoded = tokenizer.decode(torch.as_tensor(tokens), torch.as_tensor(previous, dtype=torch.float32))
+        np.testing.assert_allclose(decoded.numpy(), expected, atol=1e-5)
+    restored = StateTokenizer.from_tensors(tokenizer.tensors(), tokenizer.config())
+    np.testing.assert_array_equal(restored.state_range[0], low)
+    older = {k: v for k, v in tokenizer.tensors().items() if not k.startswith("tokenizer.range.")}
+    unbounded = StateTokenizer.from_tensors(older, tokenizer.config())
+    assert unbounded.state_range is None
+    np.testing.assert_allclose(unbounded.decode(tokenizer.encode(far, previous), previous), far, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"state_range must be \(low, high\) of shape \(2,\) with low <= high"):
+        StateTokenizer(tokenizer.normalizer, state_range=(high, low))
+
+
+def test_a_cosine_and_sine_pair_is_decoded_back_onto_the_unit_circle():
+    """A block's angle given as cos and sin (dims 1, 2) beside a position (dim 0): found in the data; a decoded
+    frame whose pair left the circle (a change that moves both by +0.3) is scaled back onto it, in numpy and
+    torch, and the position is untouched; the pairs travel in the config, older configs have none."""
+    angles = np.linspace(0.0, 3.0, 40)
+    episode = np.stack([np.linspace(-1, 1, 40), np.cos(angles), np.sin(angles)], 1)
+    tokenizer = StateTokenizer.fit([episode], mode="meanstd", delta=True)
+    assert tokenizer.circle_pairs == ((1, 2),)
+    previous = np.array([[0.1, np.cos(1.0), np.sin(1.0)]])
+    off = previous + np.array([[0.05, 0.3, 0.3]])
+    expected = np.concatenate([off[:, :1], off[:, 1:] / np.linalg.norm(off[:, 1:])], 1)
+    tokens = tokenizer.encode(off, previous)
+    np.testing.assert_allclose(tokenizer.decode(tokens, previous), expected, atol=1e-5)
+    decoded = tokenizer.decode(torch.as_tensor(tokens), torch.as_tensor(previous, dtype=torch.float32))
+    np.testing.assert_allclose(decoded.numpy(), expected, atol=1e-5)
+    assert StateTokenizer.from_tensors(tokenizer.tensors(), tokenizer.config()).circle_pairs == ((1, 2),)
+    older = {k: v for k, v in tokenizer.config().items() if k != "circle_pairs"}
+    assert StateTokenizer.from_tensors(tokenizer.tensors(), older).circle_pairs == ()
+    with pytest.raises(ValueError, match=r"circle_pairs \(\(1, 2\), \(2, 0\)\) must be disjoint pairs"):
+        StateTokenizer(tokenizer.normalizer, circle_pairs=((1, 2), (2, 0)))
+
+
 def test_absolute_dims_are_read_from_the_absolute_part_and_the_rest_integrated():
     """A token whose absolute part and change disagree: dimension 0 (absolute) comes from the absolute part,
     dimension 1 from the previous state plus the change, in numpy and torch alike; a window of frames decodes
     one onto the next; the choice survives a checkpoint."""
     rng = np.random.default_rng(4)
     episodes = [np.cumsum(rng.normal(0, 0.05, (40, 2)), 0) for _ in range(3)]
+    episodes.append(np.linspace(-1.0, 1.0, 40)[:, None].repeat(2, 1))  # the data span the values below
     tokenizer = StateTokenizer.fit(episodes, mode="meanstd", delta=True).with_absolute_dims((0,))
     previous = np.array([[0.2, -0.3]])
     tokens = tokenizer.encode(np.array([[0.25, -0.2]]), previous)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tests.world_model.conftest import PointMass, state_model
+from worldsim.core.angles import unit_circle_pairs
 from worldsim.core.episodes import Episode
 from worldsim.world_model import decoding, held_out
 from worldsim.world_model.data import RandomWalkActor, collect_episodes
@@ -63,9 +64,9 @@ def test_only_dimensions_on_the_unit_circle_pair_up():
     block = circle_episode()
     near = Episode(block.observations * 1.01, *[getattr(block, f) for f in ("actions", "rewards", "terminations",
                    "truncations", "success")])  # fmt: skip
-    assert decoding.unit_circle_pairs([block]) == [(0, 1)]
-    assert decoding.unit_circle_pairs([block, near]) == []  # squares summing to 1.02 are no angle
-    assert decoding.unit_circle_pairs([]) == []
+    assert unit_circle_pairs([block.observations]) == [(0, 1)]
+    assert unit_circle_pairs([block.observations, near.observations]) == []  # squares summing to 1.02: no angle
+    assert unit_circle_pairs([]) == []
 
 
 def test_a_plain_state_tokenizer_is_left_alone():

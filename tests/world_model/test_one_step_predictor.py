@@ -11,6 +11,7 @@ from worldsim.world_model.action_encoder import ActionEncoder
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.one_step_predictor import OneStepPredictor
 from worldsim.world_model.predictor_training import fit_one_step_predictor
+from worldsim.world_model.session import SessionConfig, StreamingSession
 from worldsim.world_model.state_tokenizer import StateTokenizer
 
 
@@ -127,3 +128,29 @@ def test_a_predictor_models_session_takes_one_step_unless_told():
     assert StreamingSession(state_model(predictor=True), SessionConfig(steps=3)).steps == 3
     with pytest.raises(ValueError, match="steps and rolling_window must be >= 1, got 0, 3"):
         SessionConfig(steps=0)
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_stream_pushed_off_the_data_stays_within_the_recorded_span(bounded):
+    """A predictor biased to move the point 5 change scales per frame (far off anything recorded), streamed
+    60 frames on one action: clipped to the tokenizer's range, every frame stays inside it and the stream
+    settles at its edge; without a range the same stream leaves it."""
+    episodes, fitted, actions = point_mass_parts()
+    low, high = fitted.state_range
+    weights = np.zeros((2, 4 + actions.cond_dim))
+    pushing = OneStepPredictor([(weights, np.full(2, 5.0))])
+    tokenizer = StateTokenizer(
+        fitted.normalizer, fitted.delta_normalizer, predictor=pushing, residual_normalizer=fitted.delta_normalizer,
+        state_range=fitted.state_range if bounded else None,
+    )  # fmt: skip
+    model = WorldModel(state_model().config, tokenizer, actions, PointMass().observation_space).eval()
+    session = StreamingSession(model, SessionConfig(), seed=0)
+    session.reset(episodes[0].observations[:1])
+    frames = np.stack([session.step(np.zeros(2, np.float32)) for _ in range(60)])
+    assert np.isfinite(frames).all()
+    outside = (frames < low - 1e-6) | (frames > high + 1e-6)
+    if bounded:
+        assert not outside.any()
+        np.testing.assert_allclose(frames[-1], high, atol=1e-5)  # pushed up in both dimensions, held at the edge
+    else:
+        assert outside.any() and (frames[-1] > fitted.state_range[1]).all()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from worldsim.core.angles import unit_circle_pairs
 from worldsim.core.episodes import Episode
 from worldsim.world_model.held_out import open_loop_errors
 from worldsim.world_model.model import WorldModel
@@ -25,10 +26,8 @@ ABSOLUTE_GAIN = 0.5
 action sets shows a gap of orders of magnitude (Push-T's pusher: 0.0003 against 0.044); smaller gaps over
 a few held-out episodes are noise."""
 
-CIRCLE_TOLERANCE = 1e-3
-"""Two dimensions whose squares sum to 1 within this in every held-out observation are an angle's cos and
-sin: they are decoded the same way, judged on their summed error (decoded one each way, a Push-T block's
-cos and sin left the circle in a replay: 0.72 instead of 1)."""
+# Two dimensions that are an angle's cos and sin (``unit_circle_pairs``) are decoded the same way, judged on their
+# summed error (decoded one each way, a Push-T block's cos and sin left the circle in a replay: 0.72 instead of 1).
 
 
 def choose_absolute_dims(
@@ -59,7 +58,7 @@ def choose_absolute_dims(
             errors[name] = np.mean(_per_horizon(rollouts, horizons), 0)
     finally:
         model.tokenizer = tokenizer  # a failed measurement leaves the model as it was
-    pairs = unit_circle_pairs(episodes)
+    pairs = unit_circle_pairs([e.observations for e in episodes])
     paired = {d for pair in pairs for d in pair}
     groups = [list(pair) for pair in pairs] + [[d] for d in every if d not in paired]
     chosen = tuple(sorted(
@@ -102,21 +101,3 @@ def decide_decoding(model: WorldModel, held_out: list[Episode]) -> dict:
 
 def _per_horizon(rollouts: dict, horizons: tuple[int, ...]) -> list:
     return [rollouts[str(h)]["model_mse_per_dim"] for h in horizons if str(h) in rollouts]
-
-
-def unit_circle_pairs(episodes: list[Episode]) -> list[tuple[int, int]]:
-    """Disjoint pairs of state dimensions whose squares sum to 1 (within ``CIRCLE_TOLERANCE``) in every
-    observation of ``episodes``: an angle given as its cos and sin."""
-    if not episodes:
-        return []
-    states = np.concatenate([np.asarray(e.observations, np.float64) for e in episodes])
-    squares = states**2
-    pairs, taken = [], set()
-    for i in range(states.shape[1]):
-        for j in range(i + 1, states.shape[1]):
-            if i in taken or j in taken:
-                continue
-            if np.abs(squares[:, i] + squares[:, j] - 1.0).max() < CIRCLE_TOLERANCE:
-                pairs.append((i, j))
-                taken |= {i, j}
-    return pairs

@@ -21,6 +21,14 @@ the change but what the predictor leaves of it: ``(change - predicted) / residua
 seeing the previous frame, the change into it and the action. Encoding and decoding a frame then need the
 frame before the previous one (``before``) and the action's conditioning vector (``actions``).
 
+A tokenizer fitted on data also keeps what bounds the recorded states: their span, widened by a tenth of it
+on each side (``state_range``), and the pairs of dimensions that are an angle's cosine and sine
+(``circle_pairs``). Every decoded frame puts such a pair back on the unit circle and is then clipped into
+the span. An integrated state has no other bound: a stream fed one action for thousands of frames carried a
+small bias off the data (Push-T's block took its cosine and sine off the circle), where the predictor's and
+the network's inputs are unlike anything they were trained on, and the error fed itself until the values
+overflowed (after 5,000-8,400 frames in three of six such streams). Inside the data, neither does anything.
+
 Arrays in, arrays of the same kind out (numpy or torch), so both runtimes call the same code.
 """
 
@@ -28,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldsim.core.angles import angle_dims, wrap_angles
+from worldsim.core.angles import angle_dims, onto_unit_circle, unit_circle_pairs, wrap_angles
 from worldsim.core.array_ops import as_array_like, namespace
 from worldsim.core.normalizer import Normalizer
 from worldsim.world_model.one_step_predictor import OneStepPredictor
@@ -38,6 +46,9 @@ _STILL_SCALE = 1e-6
 
 PREDICTOR_INPUT_LIMIT = 100.0
 """The one-step predictor's change inputs are clipped to this many change scales."""
+
+STATE_RANGE_MARGIN = 0.1
+"""A decoded state is clipped to the recorded states' span widened by this fraction of it on each side."""
 
 
 class StateTokenizer:
@@ -49,7 +60,10 @@ class StateTokenizer:
     dimensions that are angles modulo 2 pi, whose change is taken and added the short way round.
     ``absolute_dims`` (delta mode): dimensions a generated frame takes from its absolute part, not from
     ``previous`` plus its change. ``predictor`` and ``residual_normalizer`` (delta mode, together): the
-    deterministic one-step predictor and the scale of what it leaves to the diffusion model.
+    deterministic one-step predictor and the scale of what it leaves to the diffusion model. ``state_range``:
+    ``(low, high)`` arrays ``[D]`` every decoded state is clipped into (None: unbounded, as in checkpoints
+    from before it existed). ``circle_pairs``: ``(cos, sin)`` dimension pairs a decoded state keeps on the
+    unit circle.
     """
 
     def __init__(
@@ -60,6 +74,8 @@ class StateTokenizer:
         absolute_dims: tuple[int, ...] = (),
         predictor: OneStepPredictor | None = None,
         residual_normalizer: Normalizer | None = None,
+        state_range: tuple[np.ndarray, np.ndarray] | None = None,
+        circle_pairs: tuple[tuple[int, int], ...] = (),
     ):
         if len(normalizer.shape) != 1:
             raise ValueError(f"the state tokenizer needs a flat state normalizer, got shape {normalizer.shape}")
@@ -81,6 +97,18 @@ class StateTokenizer:
             if predictor.out_dim != normalizer.shape[0] or residual_normalizer.shape != normalizer.shape:
                 raise ValueError(f"the one-step predictor gives {predictor.out_dim} values and its residual has "
                                  f"shape {residual_normalizer.shape}; the state has {normalizer.shape[0]}")  # fmt: skip
+        if state_range is not None:
+            low, high = (np.asarray(bound, np.float32) for bound in state_range)
+            if low.shape != normalizer.shape or high.shape != normalizer.shape or not np.all(low <= high):
+                raise ValueError(f"state_range must be (low, high) of shape {normalizer.shape} with low <= high")
+            state_range = (low, high)
+        circle_pairs = tuple((int(i), int(j)) for i, j in circle_pairs)
+        paired = [d for pair in circle_pairs for d in pair]
+        if len(set(paired)) != len(paired) or any(not 0 <= d < normalizer.shape[0] for d in paired):
+            raise ValueError(f"circle_pairs {circle_pairs} must be disjoint pairs of the state's {normalizer.shape[0]} "
+                             "dimensions")  # fmt: skip
+        self.state_range = state_range
+        self.circle_pairs = circle_pairs
         self.predictor = predictor
         self.residual_normalizer = residual_normalizer
         self.normalizer = normalizer
@@ -102,14 +130,20 @@ class StateTokenizer:
         """Statistics of the states (and of their per-step changes) of recorded episodes ``[T, D]`` each."""
         states = np.concatenate(episodes_observations)
         normalizer = Normalizer.fit(states, mode)
+        low, high = states.min(0), states.max(0)
+        margin = STATE_RANGE_MARGIN * (high - low)
+        bounds = {
+            "state_range": (low - margin, high + margin),
+            "circle_pairs": unit_circle_pairs(episodes_observations),
+        }
         if not delta:
-            return cls(normalizer)
+            return cls(normalizer, **bounds)
         angles = angle_dims(episodes_observations)
         changes = np.concatenate([wrap_angles(np.diff(o, axis=0), angles) for o in episodes_observations if len(o) > 1])
         # A dimension that (almost) never changes (a fixed goal; a blocked gripper finger that moves 2e-6 once
         # per episode) gets a tiny change scale: the normalizer's pass-through scale of 1 would turn the
         # model's residual error there into raw units (FetchPush's finger: 0.06 per step, 1.2x copy-last).
-        return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE), angles)
+        return cls(normalizer, Normalizer.fit(changes, mode, constant_scale=_STILL_SCALE), angles, **bounds)
 
     def encode(self, obs, previous=None, *, before=None, actions=None, predicted=None):
         """States ``[N, D]`` to tokens ``[N, 1, token_dim]``.
@@ -158,11 +192,12 @@ class StateTokenizer:
         """Tokens ``[N, 1, token_dim]`` to states ``[N, D]``: delta mode adds the decoded change to ``previous``
         (but for ``absolute_dims``, read from the absolute part); with a predictor, the change is its
         prediction from ``before``, ``previous`` and ``actions [N, C]`` (or ``predicted``, given) plus the
-        token's residual."""
+        token's residual. The result keeps ``circle_pairs`` on the unit circle and is clipped into
+        ``state_range``."""
         d = self.obs_shape[0]
         state = self.normalizer.unnormalize(tokens[:, 0, :d])
         if not self.delta:
-            return state
+            return self._bounded(state)
         if previous is None:
             raise ValueError("a delta state tokenizer decodes a frame from the observation before it: pass previous")
         change = tokens[:, 0, d:]
@@ -172,9 +207,16 @@ class StateTokenizer:
                 predicted = self.predicted_change(previous, before, actions)
             change = predicted + self.residual_normalizer.unnormalize(change)
         integrated = self.advance(previous, self.delta_normalizer.unnormalize(change))
-        if not self.absolute_dims:
-            return integrated
-        return integrated + as_array_like(self._absolute_mask, integrated) * (state - integrated)
+        if self.absolute_dims:
+            integrated = integrated + as_array_like(self._absolute_mask, integrated) * (state - integrated)
+        return self._bounded(integrated)
+
+    def _bounded(self, states):
+        states = onto_unit_circle(states, self.circle_pairs)
+        if self.state_range is None:
+            return states
+        low, high = (as_array_like(bound, states) for bound in self.state_range)
+        return namespace(states).clip(states, low, high)
 
     def decode_sequence(self, tokens, previous, *, before=None, actions=None):
         """Consecutive frames ``[F, 1, token_dim]`` decoded one onto the next from ``previous [1, D]`` (with a
@@ -214,7 +256,7 @@ class StateTokenizer:
         """The same statistics (and predictor), decoding ``absolute_dims`` from the absolute part."""
         return StateTokenizer(
             self.normalizer, self.delta_normalizer, self.angle_dims, absolute_dims, self.predictor,
-            self.residual_normalizer,
+            self.residual_normalizer, self.state_range, self.circle_pairs,
         )  # fmt: skip
 
     def with_predictor(self, predictor: OneStepPredictor, residuals: np.ndarray) -> StateTokenizer:
@@ -222,8 +264,9 @@ class StateTokenizer:
         change minus prediction, ``[N, D]``) set the scale of what it leaves to the diffusion model."""
         residual_normalizer = Normalizer.fit(residuals, "meanstd", constant_scale=_STILL_SCALE)
         return StateTokenizer(
-            self.normalizer, self.delta_normalizer, self.angle_dims, self.absolute_dims, predictor, residual_normalizer
-        )
+            self.normalizer, self.delta_normalizer, self.angle_dims, self.absolute_dims, predictor, residual_normalizer,
+            self.state_range, self.circle_pairs,
+        )  # fmt: skip
 
     def _check_predictor_inputs(self, before, actions, rows: int) -> None:
         if before is None or actions is None:
@@ -239,6 +282,8 @@ class StateTokenizer:
         if self.predictor is not None:
             tensors |= self.predictor.tensors("tokenizer.predictor")
             tensors |= self.residual_normalizer.state_dict("tokenizer.residual")
+        if self.state_range is not None:
+            tensors |= {"tokenizer.range.low": self.state_range[0], "tokenizer.range.high": self.state_range[1]}
         return tensors
 
     def config(self) -> dict:
@@ -249,6 +294,7 @@ class StateTokenizer:
             "angle_dims": list(self.angle_dims),
             "absolute_dims": list(self.absolute_dims),
             "predictor_layers": 0 if self.predictor is None else len(self.predictor.layers),
+            "circle_pairs": [list(pair) for pair in self.circle_pairs],
         }
 
     @classmethod
@@ -258,7 +304,9 @@ class StateTokenizer:
         layers = config.get("predictor_layers", 0)  # older checkpoints name none of these: none
         predictor = OneStepPredictor.from_tensors(tensors, "tokenizer.predictor", layers) if layers else None
         residual = Normalizer.from_state_dict(tensors, "tokenizer.residual", "meanstd") if layers else None
+        bounded = "tokenizer.range.low" in tensors  # older checkpoints keep no range: unbounded, as trained
+        state_range = (tensors["tokenizer.range.low"], tensors["tokenizer.range.high"]) if bounded else None
         return cls(
             normalizer, delta, tuple(config.get("angle_dims", ())), tuple(config.get("absolute_dims", ())),
-            predictor, residual,
+            predictor, residual, state_range, tuple(config.get("circle_pairs", ())),
         )  # fmt: skip
