@@ -188,11 +188,34 @@ class SignallingTickEnv(TickEnv):
         return super().step(action)
 
 
+class ResumingTickEnv(SignallingTickEnv):
+    """A SignallingTickEnv whose episode ends ``tail`` steps after, once the test sets ``killed``, fresh actions
+    (a chunk's, ``action[0]`` equal to the step) follow held ones (the watchdog's, an older step's): the episode
+    outlasts a restart however long the new server takes to start on a loaded machine (at 250 fixed ticks,
+    5 s, it once ended first)."""
+
+    def __init__(self, at_step: int, tail: int, cap: int = 3_000) -> None:
+        super().__init__(cap, at_step)
+        self.tail = tail
+        self.killed = threading.Event()
+        self.held_seen = False
+        self.resumed_at: int | None = None
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        fresh = int(action[0]) == self.steps
+        if self.killed.is_set() and not fresh:
+            self.held_seen = True
+        elif self.held_seen and fresh and self.resumed_at is None:
+            self.resumed_at = self.steps
+        obs, reward, terminated, truncated, info = super().step(action)
+        ended = self.resumed_at is not None and self.steps >= self.resumed_at + self.tail
+        return obs, reward, terminated, truncated or ended, info
+
+
 def test_server_killed_and_restarted_mid_loop(policy_client):
     address = f"tcp://127.0.0.1:{free_port()}"
     factory = "tests.bridge.policies:TickPolicy"
-    ticks = 250
-    env = SignallingTickEnv(ticks, at_step=50)
+    env = ResumingTickEnv(at_step=50, tail=50)
     outcome: dict = {}
     with served_process(factory, address) as first:
         client = policy_client(address, timeout_s=0.2, reconnect_interval_s=0.05)
@@ -203,6 +226,7 @@ def test_server_killed_and_restarted_mid_loop(policy_client):
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         killed_at = env.steps
+        env.killed.set()
     time.sleep(0.5)
     with served_process(factory, address):
         runner.join(30)
@@ -218,7 +242,7 @@ def test_server_killed_and_restarted_mid_loop(policy_client):
     held = trace["action"][fallback.min() - 1]
     np.testing.assert_array_equal(trace["action"][fallback], np.broadcast_to(held, trace["action"][fallback].shape))
     assert stats.reconnects >= 1 and stats.fallback_ticks == len(fallback) <= stats.deadline_misses
-    assert result.ticks == ticks
+    assert result.ticks == env.steps and env.resumed_at is not None and env.steps == env.resumed_at + 50
 
 
 def test_zero_safe_action_when_the_server_goes_away(policy_server, policy_client):
