@@ -7,7 +7,7 @@ import torch
 from worldsim.core.trainer_config import TrainerConfig
 from worldsim.envs.tasks import TaskSpec
 from worldsim.world_model.config import SelfForcingConfig, TrainWorldModelConfig, WorldModelConfig
-from worldsim.world_model.held_out import one_step_error
+from worldsim.world_model.held_out import one_step_error, open_loop_errors
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.self_forcing import self_force
 from worldsim.world_model.train import gather_episodes, train_world_model
@@ -44,6 +44,14 @@ def test_train_then_self_forcing_on_cartpole(tmp_path):
         start, start.training_data(held_out, stride=7), generator=torch.Generator().manual_seed(0)
     )
     assert recomputed == pytest.approx(meta["training"]["held_out_before"], rel=1e-5)
+    # The base's raw open-loop record: its held-out episodes (10 after the 6 training ones, 30 steps through
+    # terminations) rolled again give the same figures; 50 steps is past every episode, so it is left out.
+    _, base_held_out, env = gather_episodes(cartpole, 6, 30, 10, seed=0, progress=False)
+    env.close()
+    recorded = start.metadata["training"]["held_out_open_loop"]
+    assert set(recorded) == {"1", "10"}
+    again = open_loop_errors(start, base_held_out, (1, 10))
+    assert {h: recorded[h]["ratio"] for h in recorded} == pytest.approx({h: again[h]["ratio"] for h in again})
     changed = [not torch.equal(a, b) for a, b in zip(start.parameters(), model.parameters(), strict=True)]
     assert any(changed)
 

@@ -37,7 +37,7 @@ from worldsim.world_model.data import (
 )
 from worldsim.world_model.decoding import decide_decoding
 from worldsim.world_model.frame_tokenizer import FrameTokenizer
-from worldsim.world_model.held_out import one_step_error
+from worldsim.world_model.held_out import one_step_error, open_loop_errors
 from worldsim.world_model.model import WorldModel
 from worldsim.world_model.predictor_training import fit_one_step_predictor
 from worldsim.world_model.tokenizers import ActionEncoder, PixelTokenizer, StateTokenizer
@@ -198,6 +198,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
     minutes = (time.perf_counter() - started) / 60
     print(f"held-out one-step MSE {final['one_step_mse']:.5f} vs copy-last {final['copy_last_mse']:.5f} (normalized)")
     decoding = decide_decoding(trainer.ema_model, held_out)
+    open_loop = held_out_open_loop(trainer.ema_model, held_out)
     trainer.ema_model.save_pretrained(
         cfg.out,
         extra={
@@ -211,6 +212,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
                 "episodes": len(train),
                 "windows": len(data["frames"]),
                 "held_out": final,
+                "held_out_open_loop": open_loop,
                 "decoding": decoding,
                 "one_step_predictor": predictor_record,
                 "history": [h for h in history if "one_step_mse" in h],
@@ -219,3 +221,18 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
     )
     print(f"saved {cfg.out} after {minutes:.1f} min")
     return trainer.ema_model
+
+
+OPEN_LOOP_HORIZONS = (1, 10, 50)
+
+
+def held_out_open_loop(model: WorldModel, held_out: list[Episode]) -> dict:
+    """The held-out episodes run open loop on their recorded actions with the session's defaults, in raw units
+    beside copy-last (``open_loop_errors``; a horizon longer than every episode is left out), printed. The
+    token-space one-step figure above does not compare across models (with a one-step predictor the token holds
+    the residual); this one does, and it is what the generalization suite judges."""
+    errors = open_loop_errors(model, held_out, OPEN_LOOP_HORIZONS)
+    record = {h: {k: errors[h][k] for k in ("model_mse", "copy_last_mse", "ratio", "episodes")} for h in errors}
+    ratios = ", ".join(f"h{h} {r['ratio']:.3g}" for h, r in record.items())
+    print(f"held-out open-loop error / copy-last (raw units, {len(held_out)} episodes): {ratios}")
+    return record
