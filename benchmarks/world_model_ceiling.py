@@ -1,6 +1,7 @@
 """What could any world model reach on world_model.json's held-out episodes? The simulator from a nudged start.
 
     python benchmarks/world_model_ceiling.py      # adds "simulator_ceiling" to each model in world_model.json
+    python benchmarks/world_model_ceiling.py --models wm-pusht-state   # to these models' entries only
 
 Push-T is chaotic: whether the pusher catches the block's corner or slides past it decides where the block
 goes, so a small error compounds. This script replays each model's held-out episodes (the seeds, actors and
@@ -101,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draws", type=int, default=8, help="nudged rollouts per episode and delta")
     parser.add_argument("--seed", type=int, default=0, help="for the nudges' directions")
+    parser.add_argument("--models", nargs="+", help="only these models' entries (default: every model in the JSON)")
     args = parser.parse_args()
     if args.draws < 1:
         parser.error("--draws must be positive")
@@ -110,7 +112,12 @@ def main() -> None:
     results = json.loads(path.read_text())
     torch.set_num_threads(1)
     done: dict[str, dict] = {}  # models on the same environment share their episodes and replays
+    unknown = set(args.models or ()) - set(results["models"])
+    if unknown:
+        parser.error(f"not in {path.name}: {', '.join(sorted(unknown))}")
     for name, entry in results["models"].items():
+        if args.models and name not in args.models:
+            continue
         model = WorldModel.from_pretrained(entry["checkpoint"])
         meta = model.metadata
         if meta["env_id"] != PUSHT:
@@ -126,8 +133,8 @@ def main() -> None:
             ceiling["tokenizer_round_trip"] = tokenizer_floor(model, episodes, horizon)
             print(f"  tokenizer round trip {ceiling['tokenizer_round_trip']}")
         entry["simulator_ceiling"] = ceiling
-    plot_errors(results["models"])
     write_result("world_model", results)
+    plot_errors(results["models"], RESULTS)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+from worldsim.core.episodes import Episode
 from worldsim.envs.tasks import TaskSpec, task_for_env
 from worldsim.world_model.data import collect_episodes
 from worldsim.world_model.env import WorldModelEnv
-from worldsim.world_model.held_out import one_step_error
+from worldsim.world_model.held_out import one_step_error, open_loop_errors
 from worldsim.world_model.model import WorldModel, resolve_checkpoint
 from worldsim.world_model.rewards import PushTCoverageReward
 from worldsim.world_model.train import default_actors, gather_episodes
@@ -32,16 +33,17 @@ class Recipe:
     max_steps: int
     seed: int
     held_out_episodes: int = 10  # the seeds right after the training ones
+    through_termination: bool = False  # rollouts kept stepping past a termination (train.py's default since)
 
 
 # The self-forced model's own rollouts used seeds 10,000-10,149 (its --seed 1) and its base model 0-299, so
-# 10,150-10,159 are new to it as well. The shipped models' rollouts ended at a termination (Push-T's success),
-# as the training code of the time did.
+# 10,150-10,159 are new to it as well. The pixel model's rollouts ended at a termination (Push-T's success), as
+# the training code of the time did; the state models', trained by today's default commands, step through it.
 PUSHT = task_for_env("worldsim/PushT-v0")
 PUSHT_PIXELS = dataclasses.replace(PUSHT, env_kwargs={"obs_type": "pixels", "image_size": 64})
 RECIPES = {
-    "wm-pusht-state": Recipe(PUSHT, episodes=300, max_steps=300, seed=0),
-    "wm-pusht-state-sf": Recipe(PUSHT, episodes=150, max_steps=300, seed=10_000),
+    "wm-pusht-state": Recipe(PUSHT, episodes=300, max_steps=300, seed=0, through_termination=True),
+    "wm-pusht-state-sf": Recipe(PUSHT, episodes=150, max_steps=300, seed=10_000, through_termination=True),
     "wm-pusht-pixels": Recipe(PUSHT_PIXELS, episodes=200, max_steps=200, seed=0),
 }
 
@@ -60,8 +62,8 @@ SHUFFLED_BAR = {"wm-pusht-state": 5.0, "wm-pusht-state-sf": 5.0, "wm-pusht-pixel
 
 
 @functools.cache
-def fresh_held_out(name: str) -> tuple[WorldModel, dict[str, torch.Tensor]]:
-    """The held-out windows of ``name``'s recipe, rolled now in MuJoCo (1-6 s).
+def fresh_held_out(name: str) -> tuple[WorldModel, list[Episode]]:
+    """The held-out episodes of ``name``'s recipe, rolled now in MuJoCo (1-6 s).
 
     ``gather_episodes`` drives its held-out rollouts with actors whose random streams have already run through
     the training rollouts; replaying those costs 20-140 s (the slow test below does). Fresh actors with the
@@ -72,21 +74,43 @@ def fresh_held_out(name: str) -> tuple[WorldModel, dict[str, torch.Tensor]]:
     env = recipe.task.make_env()
     episodes = collect_episodes(
         env, default_actors(env, recipe.task, recipe.seed), recipe.held_out_episodes,
-        seed=recipe.seed + recipe.episodes, max_steps=recipe.max_steps, progress=False,
+        seed=recipe.seed + recipe.episodes, max_steps=recipe.max_steps, ignore_termination=recipe.through_termination,
+        progress=False,
     )  # fmt: skip
     env.close()
-    return model, model.training_data(episodes, stride=7)  # train.py's held-out stride
+    return model, episodes
+
+
+def has_predictor(name: str) -> bool:
+    return bool(WorldModel.from_pretrained(name).tokenizer.config().get("predictor_layers"))
+
+
+# A model with a one-step predictor (docs/world_model.md) samples a standardized residual: its token-space
+# error has no fixed relation to the raw one (the shipped state model's is 0.52x copy-last's in tokens and
+# 0.0096x in raw units on the same episodes). Such a model is judged as the suite judges world models: open loop
+# in raw units from each held-out episode's first observation, on its recorded actions. Measured (ratios to
+# copy-last) on the base model's test episodes and on a second set (actors and env seeds 1,000 on), and for
+# the self-forced model on its own test episodes and that second set: wm-pusht-state h1 0.0096 / 0.021, h10
+# 0.080 / 0.095; wm-pusht-state-sf h1 0.047 / 0.021, h10 0.038 / 0.092.
+RAW_BAR = {"wm-pusht-state": {"1": 0.1, "10": 0.4}, "wm-pusht-state-sf": {"1": 0.2, "10": 0.4}}
+# With each episode's actions swapped for the next episode's, the pusher goes where those actions send it:
+# measured 2.6 / 4.2x copy-last at h1 on the base model's two sets, 4.9 / 4.2x for the self-forced one's.
+RAW_SHUFFLED_BAR = {"wm-pusht-state": 1.5, "wm-pusht-state-sf": 1.5}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_recomputed_held_out_one_step_error_clears_the_measured_bar(name):
+def test_recomputed_held_out_error_clears_the_measured_bar(name):
     torch.set_num_threads(1)
-    model, data = fresh_held_out(name)
-    errors = one_step_error(model, data, generator=torch.Generator().manual_seed(0))
+    model, episodes = fresh_held_out(name)
+    if has_predictor(name):
+        errors = open_loop_errors(model, episodes, (1, 10))
+        assert {h: errors[h]["ratio"] < bar for h, bar in RAW_BAR[name].items()} == {"1": True, "10": True}, errors
+        return
+    errors = one_step_error(model, model.training_data(episodes, stride=7), generator=torch.Generator().manual_seed(0))
     ratio = errors["one_step_mse"] / errors["copy_last_mse"]
     assert ratio < BAR[name], errors
     # Consistency with what training recorded, on a different draw of held-out actions: recomputed / recorded
-    # was measured at 1.04, 0.66 and 1.28 (one-step) and 1.02, 1.11 and 1.03 (copy-last) for the three models.
+    # was measured at 0.66 and 1.28 (one-step) and 1.11 and 1.03 (copy-last) for the two models.
     recorded = model.metadata["training"]["held_out"]
     assert 0.5 < errors["one_step_mse"] / recorded["one_step_mse"] < 2.0, (errors, recorded)
     assert 0.7 < errors["copy_last_mse"] / recorded["copy_last_mse"] < 1.4, (errors, recorded)
@@ -95,7 +119,17 @@ def test_recomputed_held_out_one_step_error_clears_the_measured_bar(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_held_out_advantage_comes_from_the_actions(name):
     torch.set_num_threads(1)
-    model, data = fresh_held_out(name)
+    model, episodes = fresh_held_out(name)
+    if has_predictor(name):
+        shuffled = [
+            dataclasses.replace(episode, actions=episodes[(i + 1) % len(episodes)].actions[: len(episode.actions)])
+            for i, episode in enumerate(episodes)
+        ]
+        assert all(len(e.actions) == len(o.actions) for e, o in zip(shuffled, episodes, strict=True))
+        errors = open_loop_errors(model, shuffled, (1,))["1"]
+        assert errors["ratio"] > RAW_SHUFFLED_BAR[name], errors
+        return
+    data = model.training_data(episodes, stride=7)
     swap = torch.randperm(len(data["cond"]), generator=torch.Generator().manual_seed(1))
     shuffled = {"frames": data["frames"], "cond": data["cond"][swap]}
     errors = one_step_error(model, shuffled, generator=torch.Generator().manual_seed(0))
@@ -123,7 +157,7 @@ def test_training_time_held_out_figures_are_reproduced(name):
     recipe = RECIPES[name]
     _, held_out, env = gather_episodes(
         recipe.task, recipe.episodes, recipe.max_steps, recipe.held_out_episodes, seed=recipe.seed, progress=False,
-        through_termination=False,
+        through_termination=recipe.through_termination,
     )  # fmt: skip
     env.close()
     data = model.training_data(held_out, stride=7)
@@ -132,13 +166,19 @@ def test_training_time_held_out_figures_are_reproduced(name):
         one_step_error(model, data, generator=generator)
     errors = one_step_error(model, data, generator=generator)
     assert errors == pytest.approx(model.metadata["training"]["held_out"], rel=0.05)
-    assert errors["one_step_mse"] / errors["copy_last_mse"] < BAR[name], errors
+    if not has_predictor(name):  # a predictor model's token-space ratio is no measure (above)
+        assert errors["one_step_mse"] / errors["copy_last_mse"] < BAR[name], errors
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_records_its_command_and_is_small(name):
     model = WorldModel.from_pretrained(name)
-    assert model.metadata["command"].startswith("python -m worldsim.world_model.")
+    if "train_config" in model.metadata:  # trained by `worldsim train ...`: the whole resolved config
+        # a self-forcing fine-tune records its own config and, in its training record, its base model's
+        config = model.metadata["training"].get("base_train_config", model.metadata["train_config"])
+        assert config["task"]["env_id"] == "worldsim/PushT-v0" and config["model"]["one_step_predictor"] is True
+    else:  # the older `python -m worldsim.world_model.<train|self_forcing>` command line
+        assert model.metadata["command"].startswith("python -m worldsim.world_model.")
     assert model.metadata["env_id"] == "worldsim/PushT-v0"
     size = sum(p.stat().st_size for p in resolve_checkpoint(name).iterdir())
     assert size < 10 * 2**20  # the docs list 3.7-4.0 MB; a checkpoint that grew past 10 MiB would not ship
@@ -176,8 +216,9 @@ def test_registered_neural_pusht_rewards_the_simulators_coverage_of_the_generate
         assert reward == pytest.approx(min(coverage / success_coverage, 1.0), abs=1e-3)
         assert terminated == (coverage >= success_coverage)
         rewards.append(reward)
-    # Seed 1 starts with the block partly on the goal (measured rewards 0.21-0.51), so the check is not 0 == 0.
-    assert min(rewards) > 0.1, rewards
+    # Seed 1 starts with the block partly on the goal (measured rewards 0.30-0.32 for three steps, then 0 once
+    # the random targets sweep the pusher through the block, as MuJoCo's does), so the check is not 0 == 0.
+    assert max(rewards) > 0.1, rewards
     env.close()
     simulator.close()
 
