@@ -125,8 +125,15 @@ def summary(results: list) -> dict:
     if len(round_trip):
         figures["round_trip_ms"] = {q: float(np.percentile(round_trip, p)) for q, p in (("p50", 50), ("p99", 99))}
         figures["round_trip_ms"]["max"] = float(round_trip.max())
-    if len(compute):
+    if len(compute):  # the control steps: every chunk asked for on the tick path
         figures["policy_compute_ms"] = {q: float(np.percentile(compute, p)) for q, p in (("p50", 50), ("p99", 99))}
+    first = np.array([s.first_chunk_compute_s for s in stats if s.first_chunk_compute_s is not None]) * 1e3
+    if len(first):  # each episode's cold start, awaited before the clock starts
+        figures["first_chunk_compute_ms"] = {
+            "p50": float(np.percentile(first, 50)),
+            "max": float(first.max()),
+            "count": len(first),
+        }
     return figures
 
 

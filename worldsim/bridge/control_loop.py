@@ -71,9 +71,15 @@ class LoopStats:
     lost_requests: int = 0
     reconnects: int = 0
     round_trip_s: list[float] = field(default_factory=list)
-    """Per chunk: from sending the observations to receiving the chunk."""
+    """Per chunk after the first (the chunks asked for on the tick path): from sending the observations to
+    receiving the chunk."""
     compute_s: list[float] = field(default_factory=list)
-    """Per chunk: the part of the round trip the policy spent computing (reported by the server)."""
+    """Per chunk after the first: the part of the round trip the policy spent computing (reported by the
+    server)."""
+    first_chunk_round_trip_s: float | None = None
+    """The episode's first chunk, awaited before the clock starts (a strategy's cold start: off the tick path)."""
+    first_chunk_compute_s: float | None = None
+    """The policy's compute time for the first chunk."""
     arrival_ticks: list[int] = field(default_factory=list)
     """Per chunk after the first: the ticks from its observation to its arrival, the inference delay ``d``
     measured live (compare ``delay_ticks``; the ``DelaySimulator`` replays such delays offline)."""
@@ -262,10 +268,13 @@ class ControlLoop:
             _, obs_tick, sent = self._in_flight
             self._in_flight = None
             stats.chunks += 1
-            stats.round_trip_s.append(time.perf_counter() - sent)
-            stats.compute_s.append(reply.compute_s)
+            round_trip = time.perf_counter() - sent
             if obs_tick:
+                stats.round_trip_s.append(round_trip)
+                stats.compute_s.append(reply.compute_s)
                 stats.arrival_ticks.append(tick - obs_tick)
+            else:
+                stats.first_chunk_round_trip_s, stats.first_chunk_compute_s = round_trip, reply.compute_s
             self.schedule.offer(reply.actions, obs_tick, tick)
             return True
         if self._in_flight is not None and self.client.connection.in_flight == 0:
