@@ -35,7 +35,7 @@ from worldsim.world_model.data import (
     flat_state_env,
     flatten_episodes,
 )
-from worldsim.world_model.decoding import decide_decoding
+from worldsim.world_model.decoding import HORIZONS, decide_decoding
 from worldsim.world_model.frame_tokenizer import FrameTokenizer
 from worldsim.world_model.held_out import one_step_error, open_loop_errors
 from worldsim.world_model.model import WorldModel
@@ -223,15 +223,12 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
     return trainer.ema_model
 
 
-OPEN_LOOP_HORIZONS = (1, 10, 50)
-
-
 def held_out_open_loop(model: WorldModel, held_out: list[Episode]) -> dict:
     """The held-out episodes run open loop on their recorded actions with the session's defaults, in raw units
     beside copy-last (``open_loop_errors``; a horizon longer than every episode is left out), printed. The
     token-space one-step figure above does not compare across models (with a one-step predictor the token holds
     the residual); this one does, and it is what the generalization suite judges."""
-    errors = open_loop_errors(model, held_out, OPEN_LOOP_HORIZONS)
+    errors = open_loop_errors(model, held_out, HORIZONS)  # the horizons the decoding choice and the suite judge
     record = {h: {k: errors[h][k] for k in ("model_mse", "copy_last_mse", "ratio", "episodes")} for h in errors}
     ratios = ", ".join(f"h{h} {r['ratio']:.3g}" for h, r in record.items())
     print(f"held-out open-loop error / copy-last (raw units, {len(held_out)} episodes): {ratios}")
