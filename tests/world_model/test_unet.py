@@ -25,16 +25,17 @@ UNET = WorldModelConfig(network="unet", sink_frames=0, window_frames=3, sequence
 SIZE = 16
 
 
-def unet_model(seed: int = 0) -> WorldModel:
-    """An untrained 16x16 U-Net world model whose zero-initialized layers are randomized (outputs depend on inputs)."""
+def unet_model(seed: int = 0, config: WorldModelConfig = UNET, randomize: bool = True) -> WorldModel:
+    """An untrained 16x16 U-Net world model whose zero-initialized layers are randomized (outputs depend on
+    inputs) unless ``randomize`` is off."""
     torch.manual_seed(seed)
     actions = ActionEncoder(
         gym.spaces.Box(-1.0, 1.0, (2,), np.float32), Normalizer.fit(np.array([[-1.0], [1.0]]) * np.ones(2))
     )
     space = gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
-    model = WorldModel(UNET, FrameTokenizer(SIZE), actions, space)
+    model = WorldModel(config, FrameTokenizer(SIZE), actions, space)
     with torch.no_grad():
-        for module in model.denoiser.modules():
+        for module in model.denoiser.modules() if randomize else ():
             if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
                 torch.nn.init.normal_(module.weight, std=0.1)
     return model.eval()
@@ -126,6 +127,19 @@ def test_the_oldest_frames_action_is_not_seen():
         torch.testing.assert_close(model.denoiser.predict(*changed), model.denoiser.predict(*inputs))
 
 
+COPY_SKIP = dataclasses.replace(UNET, unet_copy_skip=True, parameterization="sample")
+
+
+def test_a_copy_skip_network_starts_by_copying_the_newest_context_frame():
+    """With the clean frame as its target, the untrained network says "nothing moves": the newest frame."""
+    inputs = _inputs(unet_model(config=COPY_SKIP, randomize=False))
+    context = inputs[3]
+    assert (context[:, -1] - context[:, 0]).abs().max() > 0.5  # the newest frame is told from the oldest
+    for config, expected in ((COPY_SKIP, context[:, -1:]), (UNET, torch.zeros_like(context[:, -1:]))):
+        with torch.no_grad():
+            torch.testing.assert_close(unet_model(config=config, randomize=False).denoiser.predict(*inputs), expected)
+
+
 def test_training_keeps_uint8_windows_and_the_loss_trains_the_network():
     model = unet_model().train()
     data = model.training_data(episodes())
@@ -169,6 +183,10 @@ def test_bad_configurations_are_refused_clearly():
         dataclasses.replace(UNET, sequence_frames=6)
     with pytest.raises(ValueError, match="needs model.sink_frames=0"):
         dataclasses.replace(UNET, sink_frames=1)
+    with pytest.raises(
+        ValueError, match="unet_copy_skip .* needs model.network=unet and model.parameterization=sample"
+    ):
+        dataclasses.replace(UNET, unet_copy_skip=True)
     with pytest.raises(ValueError, match="samples autoregressively"):
         StreamingSession(unet_model(), SessionConfig(sampling="rolling"))
     with pytest.raises(ValueError, match="cannot take a state tokenizer"):
@@ -188,8 +206,9 @@ def test_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(loaded.denoiser.predict(*inputs), model.denoiser.predict(*inputs))
 
 
-def test_onnx_export_and_runner_match_torch(tmp_path):
-    model = unet_model()
+@pytest.mark.parametrize("config", [UNET, COPY_SKIP], ids=["plain", "copy_skip"])
+def test_onnx_export_and_runner_match_torch(tmp_path, config):
+    model = unet_model(config=config)
     episode = episodes(1, 30)[0]
     path = tmp_path / "unet.onnx"
     report = export_world_model(model, path, real_obs=episode.observations, real_actions=episode.actions)

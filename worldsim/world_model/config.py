@@ -42,6 +42,9 @@ class WorldModelConfig:
     context_prob: float = 0.5
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     """U-Net: channels of each stage (each halves the resolution; chosen for 2 CPU cores at 64x64)."""
+    unet_copy_skip: bool = False
+    """U-Net: predict the next frame as the newest context frame plus a learned change (needs
+    ``parameterization=sample``), so an untrained network copies and an object's pixels stay put unless moved."""
     one_step_predictor: bool = True
     """State models with delta tokens: a deterministic MLP (:mod:`~worldsim.world_model.one_step_predictor`)
     predicts each frame's change from the two frames before and the action, and the diffusion model samples
@@ -62,6 +65,11 @@ class WorldModelConfig:
                     f"model.sequence_frames = window_frames + 1 = {self.window_frames + 1}, got "
                     f"{self.sink_frames} and {self.sequence_frames}"
                 )
+        if self.unet_copy_skip and (self.network != "unet" or self.parameterization != "sample"):
+            raise ValueError(
+                "model.unet_copy_skip adds the last frame to a clean-frame prediction: it needs model.network=unet "
+                f"and model.parameterization=sample, got {self.network} and {self.parameterization}"
+            )
         check_choice("model.parameterization", self.parameterization, PARAMETERIZATIONS)
         check_choice("model.schedule", self.schedule, SCHEDULES)
         for name in ("width", "depth", "heads"):

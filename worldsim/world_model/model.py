@@ -76,6 +76,7 @@ class WorldModel(Pretrained, nn.Module):
                 cond_dim=action_encoder.cond_dim,
                 context_frames=config.window_frames,
                 channels=list(config.unet_channels),
+                copy_skip=config.unet_copy_skip,
             )
             self.denoiser = FrameUNet(self.unet_config)
         else:

@@ -37,6 +37,9 @@ class UNetConfig:
     channels: list[int] = field(default_factory=lambda: [48, 96, 128])
     embed_dim: int = 128
     level_features: int = 32
+    copy_skip: bool = False
+    """Add the newest context frame to the output: with the clean frame as the target (``sample``
+    parameterization), the untrained network predicts "nothing moves" and learns only the change."""
 
     def __post_init__(self) -> None:
         depth = len(self.channels)
@@ -156,8 +159,8 @@ class FrameUNet(nn.Module):
         for block in self.up_blocks:
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        out = self.head(F.silu(self.head_norm(h)))
-        return F.pixel_shuffle(out, 2).reshape(b, 1, -1)
+        out = F.pixel_shuffle(self.head(F.silu(self.head_norm(h))), 2).reshape(b, 1, -1)
+        return out + context[:, -1:] if c.copy_skip else out
 
     def sequence_prediction(self, x, level, cond) -> torch.Tensor:
         """Training: windows ``x [B, K + 1, D]`` (the last frame is the one to predict) to ``[B, K + 1, D]``
