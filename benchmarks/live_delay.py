@@ -65,8 +65,9 @@ def run_live(task, onnx: Path, strategy: str, options: dict, args) -> tuple[list
     os.environ[ONNX_VARIABLE] = json.dumps({"path": str(onnx), "strategy": strategy, "options": options})
     factory = "benchmarks.bridge:make_onnx_policy"
     config = ControlLoopConfig(
-        rate_hz=args.rate, delay_ticks=args.delay_ticks, merge=METHODS[args.method][2], record=True
-    )
+        rate_hz=args.rate, delay_ticks=args.delay_ticks, merge=METHODS[args.method][2], record=True,
+        realtime_priority=args.realtime_priority,
+    )  # fmt: skip
     results = []
     pinned = None
     with (
@@ -150,6 +151,9 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="leave the loop and server unpinned (default: a core each)"
     )
+    parser.add_argument(
+        "--realtime-priority", type=int, help="run the loop under SCHED_FIFO at this priority, 1-99 (CAP_SYS_NICE)"
+    )
     parser.add_argument("--checkpoint", help="a policy other than the task's shipped one")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -180,7 +184,7 @@ def main() -> None:
         "policy": f"{checkpoint} exported to ONNX, onnxruntime on 1 thread",
         "method": args.method, "strategy": strategy, "options": options, "merge": merge,
         "rate_hz": args.rate, "delay_ticks": args.delay_ticks, "seeds": f"{SEED}..{SEED + episodes - 1}",
-        **served_with,
+        **served_with, "loop_realtime_priority": args.realtime_priority,
         "live": live | {"wall_seconds": live_seconds},
         "simulated": simulated | {"compute_ticks": "drawn from the live arrival_ticks"},
         "targets": {

@@ -327,3 +327,45 @@ def test_the_garbage_collector_pauses_while_the_clock_runs(policy_server, policy
     loop.run_episode()
     assert env.gc_on == [not pause_gc] * 10
     assert gc.isenabled()  # on again after the episode
+
+
+class _SchedulerWatchingEnv(TickEnv):
+    """Records, at every step, the scheduling policy and priority of the thread that steps it."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__(max_steps)
+        self.scheduling: list[tuple[int, int]] = []
+
+    def step(self, action):
+        self.scheduling.append((os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
+        return super().step(action)
+
+
+def _may_use_sched_fifo() -> bool:
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except PermissionError:
+        return False
+    os.sched_setscheduler(0, *before)
+    return True
+
+
+@pytest.mark.skipif(not _may_use_sched_fifo(), reason="this process may not use SCHED_FIFO (needs CAP_SYS_NICE)")
+def test_the_loop_runs_under_sched_fifo_while_the_clock_runs_and_restores_its_thread(policy_server, policy_client):
+    server = policy_server(TickPolicy)
+    env = _SchedulerWatchingEnv(10)
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    assert before[0] != os.SCHED_FIFO
+    loop = ControlLoop(env, policy_client(server.address), ControlLoopConfig(rate_hz=100, realtime_priority=7))
+    result = loop.run_episode()
+    assert result.ticks == 10 and env.scheduling == [(os.SCHED_FIFO, 7)] * 10
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+
+
+@pytest.mark.parametrize("priority", [0, 100, True, 2.5])
+def test_a_realtime_priority_outside_sched_fifo_is_refused(priority):
+    with pytest.raises(ValueError, match="realtime_priority must be None or an integer in 1..99"):
+        ControlLoopConfig(realtime_priority=priority)

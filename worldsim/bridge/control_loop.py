@@ -22,6 +22,7 @@ import numpy as np
 from worldsim.bridge.action_schedule import ChunkTiming
 from worldsim.bridge.connection import NotConnectedError
 from worldsim.bridge.policy_client import PolicyClient
+from worldsim.bridge.realtime import check_priority, realtime_scheduling
 
 
 @dataclass
@@ -43,9 +44,14 @@ class ControlLoopConfig(ChunkTiming):
     """Pause Python's cyclic garbage collector while an episode runs (it is on again between episodes): a
     full collection can stop the loop for milliseconds, a whole tick at 200 Hz. Reference counting still
     frees everything an episode makes that is not a cycle."""
+    realtime_priority: int | None = None
+    """Run the loop's thread under Linux's ``SCHED_FIFO`` at this priority (1-99) while an episode runs, so
+    that ordinary processes never take its core for a tick (:mod:`worldsim.bridge.realtime`; needs
+    ``CAP_SYS_NICE``). None: the ordinary scheduler."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_priority(self.realtime_priority)
         if self.rate_hz <= 0:
             raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
         if not 0.0 < self.sync_wait < 1.0:
@@ -153,13 +159,14 @@ class ControlLoop:
         self._last_request_tick = 0
 
     def run_episode(self, seed: int | None = None) -> EpisodeResult:
-        if not self.config.pause_gc or not gc.isenabled():
-            return self._run_episode(seed)
-        gc.disable()
-        try:
-            return self._run_episode(seed)
-        finally:
-            gc.enable()
+        with realtime_scheduling(self.config.realtime_priority):
+            if not self.config.pause_gc or not gc.isenabled():
+                return self._run_episode(seed)
+            gc.disable()
+            try:
+                return self._run_episode(seed)
+            finally:
+                gc.enable()
 
     def _run_episode(self, seed: int | None) -> EpisodeResult:
         cfg = self.config

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replan-every", type=int, help="ticks between requests (default: the server's)")
     parser.add_argument("--safe-action", choices=SAFE_ACTIONS, default="hold")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds without reply before reconnecting")
+    parser.add_argument(
+        "--realtime-priority", type=int, help="run the loop under SCHED_FIFO at this priority, 1-99 (CAP_SYS_NICE)"
+    )
     parser.add_argument("--server-key", help="the server's public NAME.key file (turns on CURVE)")
     parser.add_argument("--client-key", help="this client's NAME.key_secret file")
     return parser
@@ -56,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 delay_ticks=args.delay_ticks,
                 replan_every=args.replan_every,
                 safe_action=args.safe_action,
+                realtime_priority=args.realtime_priority,
             ),
         )
         results = []
