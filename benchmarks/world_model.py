@@ -163,16 +163,17 @@ def object_measures(env_id: str, generated: np.ndarray, truth: np.ndarray) -> di
     return out
 
 
-def objects(model: WorldModel, episodes, horizon: int, seed: int = 0) -> dict:
-    """Object fidelity of the session's default sampler and of copy-last-frame; on Push-T also of the
-    simulator nudged 0.1 mm (Breakout's emulator is deterministic: it has no chaos floor to measure)."""
+def objects(model: WorldModel, episodes, horizon: int, seed: int = 0, steps: int | None = None) -> dict:
+    """Object fidelity of the session's default sampler (or of ``steps`` DDIM steps per frame) and of
+    copy-last-frame; on Push-T also of the simulator nudged 0.1 mm (Breakout's emulator is deterministic:
+    it has no chaos floor to measure)."""
     from world_model_ceiling import nudged_replay
 
     meta = model.metadata
     env_id = meta["env_id"]
     truth = np.stack([e.observations[1 : horizon + 1] for e in episodes])
     frames: list = []
-    config = SessionConfig()
+    config = SessionConfig(steps=steps)
     open_loop(model, episodes, config, horizon, frames)
     copy_last = np.repeat(np.stack([e.observations[:1] for e in episodes]), horizon, axis=1)
     result = {
@@ -390,6 +391,7 @@ def main() -> None:
     parser.add_argument("--memory-frames", type=int, default=10_000)
     parser.add_argument("--update", action="store_true", help="keep the other models already in the JSON")
     parser.add_argument("--objects-only", action="store_true", help="the pixel models' object fidelity alone")
+    parser.add_argument("--steps", type=int, help="--objects-only: DDIM steps per frame (default: the session's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of world_model.json and its plots")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -402,7 +404,7 @@ def main() -> None:
             if model.observation_space.dtype != np.uint8 or model.metadata.get("env_id") not in OBJECT_WORLDS:
                 continue
             episodes = held_out_episodes(model, args.episodes, args.horizon)
-            models.setdefault(name, {})["objects"] = objects(model, episodes, args.horizon)
+            models.setdefault(name, {})["objects"] = objects(model, episodes, args.horizon, steps=args.steps)
             models[name]["objects"]["load_average_1min"] = os.getloadavg()[0]
             print(f"{name}: {json.dumps(models[name]['objects'])[:600]}")
         result = json.loads(path.read_text()) if path.exists() else {"machine": machine_info()}

@@ -128,6 +128,7 @@ def test_the_oldest_frames_action_is_not_seen():
 
 
 COPY_SKIP = dataclasses.replace(UNET, unet_copy_skip=True, parameterization="sample")
+COORDS = dataclasses.replace(COPY_SKIP, unet_coord_channels=True)
 
 
 def test_a_copy_skip_network_starts_by_copying_the_newest_context_frame():
@@ -187,6 +188,8 @@ def test_bad_configurations_are_refused_clearly():
         ValueError, match="unet_copy_skip .* needs model.network=unet and model.parameterization=sample"
     ):
         dataclasses.replace(UNET, unet_copy_skip=True)
+    with pytest.raises(ValueError, match="unet_coord_channels is a U-Net option; model.network is transformer"):
+        WorldModelConfig(unet_coord_channels=True)
     with pytest.raises(ValueError, match="samples autoregressively"):
         StreamingSession(unet_model(), SessionConfig(sampling="rolling"))
     with pytest.raises(ValueError, match="cannot take a state tokenizer"):
@@ -196,8 +199,9 @@ def test_bad_configurations_are_refused_clearly():
         WorldModel(UNET, state.tokenizer, state.action_encoder, state.observation_space)
 
 
-def test_checkpoint_round_trip(tmp_path):
-    model = unet_model()
+@pytest.mark.parametrize("config", [UNET, COORDS], ids=["plain", "coords"])
+def test_checkpoint_round_trip(tmp_path, config):
+    model = unet_model(config=config)
     model.save_pretrained(tmp_path / "unet")
     loaded = WorldModel.from_pretrained(tmp_path / "unet")
     assert loaded.config == model.config and loaded.tokenizer.config() == {"kind": "frames", "image_size": SIZE}
@@ -206,7 +210,7 @@ def test_checkpoint_round_trip(tmp_path):
         torch.testing.assert_close(loaded.denoiser.predict(*inputs), model.denoiser.predict(*inputs))
 
 
-@pytest.mark.parametrize("config", [UNET, COPY_SKIP], ids=["plain", "copy_skip"])
+@pytest.mark.parametrize("config", [UNET, COPY_SKIP, COORDS], ids=["plain", "copy_skip", "copy_skip_coords"])
 def test_onnx_export_and_runner_match_torch(tmp_path, config):
     model = unet_model(config=config)
     episode = episodes(1, 30)[0]

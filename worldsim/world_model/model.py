@@ -77,6 +77,7 @@ class WorldModel(Pretrained, nn.Module):
                 context_frames=config.window_frames,
                 channels=list(config.unet_channels),
                 copy_skip=config.unet_copy_skip,
+                coord_channels=config.unet_coord_channels,
             )
             self.denoiser = FrameUNet(self.unet_config)
         else:

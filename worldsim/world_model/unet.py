@@ -40,6 +40,10 @@ class UNetConfig:
     copy_skip: bool = False
     """Add the newest context frame to the output: with the clean frame as the target (``sample``
     parameterization), the untrained network predicts "nothing moves" and learns only the change."""
+    coord_channels: bool = False
+    """Give the first convolution two more channels, each pixel's x and y in [-1, 1] (CoordConv, Liu et al.
+    2018): the actions reach the network as one global embedding, and a convolution alone cannot turn a
+    number into a place in the frame (where a target position puts the pusher)."""
 
     def __post_init__(self) -> None:
         depth = len(self.channels)
@@ -98,7 +102,10 @@ class FrameUNet(nn.Module):
         self.embed = nn.Sequential(
             nn.Linear(cond_in, config.embed_dim), nn.SiLU(), nn.Linear(config.embed_dim, config.embed_dim)
         )
-        self.stem = nn.Conv2d(12 * (k + 1), c[0], 3, padding=1)
+        self.stem = nn.Conv2d(12 * (k + 1) + 2 * config.coord_channels, c[0], 3, padding=1)
+        side = torch.linspace(-1.0, 1.0, config.image_size // 2)
+        coords = torch.stack(torch.meshgrid(side, side, indexing="xy"))[None]  # [1, 2 (x, y), S / 2, S / 2]
+        self.register_buffer("coords", coords if config.coord_channels else None, persistent=False)
         self.down_blocks = nn.ModuleList()
         self.downsamples = nn.ModuleList()
         for i, width in enumerate(c):
@@ -145,6 +152,8 @@ class FrameUNet(nn.Module):
             check_levels("level", level)
         frames = torch.cat([context, x], dim=1).reshape(b * (c.context_frames + 1), 3, s, s)
         h = F.pixel_unshuffle(frames, 2).reshape(b, -1, s // 2, s // 2)
+        if self.coords is not None:
+            h = torch.cat([h, self.coords.to(h).expand(b, -1, -1, -1)], dim=1)
         levels = torch.cat([context_levels, level], dim=1)
         conds = torch.cat([context_conds[:, 1:], cond], dim=1)
         emb = self.embed(torch.cat([level_features(levels, c.level_features).flatten(1), conds.flatten(1)], dim=1))
