@@ -166,3 +166,15 @@ def test_a_time_budget_stops_the_run_annealed():
         TrainerConfig(time_limit_minutes=5, distributed=True)
     with pytest.raises(ValueError, match="training.time_limit_minutes"):
         TrainerConfig(time_limit_minutes=-1)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_without_a_progress_bar_each_log_record_is_printed(capsys, progress):
+    cfg = TrainerConfig(steps=10, batch_size=16, learning_rate=1e-2, warmup_steps=2, log_every=5, progress=progress)
+    history = Trainer(NoisyRegression(), data(), cfg).fit()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    if progress:
+        assert lines == []  # the bar shows the loss instead
+    else:
+        assert [line.split(":")[0] for line in lines] == ["step 5/10", "step 10/10"]
+        assert lines[1].startswith(f"step 10/10: loss {history[1]['loss']:.4g}, ")

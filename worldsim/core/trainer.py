@@ -207,6 +207,9 @@ class Trainer:
                 }
                 self.history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if main and not config.progress:  # no bar (a log file): a line per record instead
+                    print(f"step {self.step}/{config.steps}: loss {record['loss']:.4g}, "
+                          f"{record['steps_per_s']:.2f} steps/s", flush=True)  # fmt: skip
                 running, count, started = torch.zeros_like(running), 0, time.perf_counter()
             if main and self.evaluate is not None and config.eval_every and self.step % config.eval_every == 0:
                 metrics = self.evaluate(self.ema_model, self.step)

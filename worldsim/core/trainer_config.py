@@ -28,6 +28,7 @@ class TrainerConfig:
     checkpoint_every: int = 0
     seed: int = 0
     progress: bool = True
+    """Show a progress bar; without it, print one line per ``log_every`` steps instead (logs of long runs)."""
     num_workers: int = 0
     """DataLoader processes that read batches ahead (worth it for on-disk datasets); 0 reads in this process."""
     distributed: bool = False
