@@ -111,6 +111,30 @@ def test_training_learns_the_point_masss_dynamics(input_noise):
     assert fitted.predictor is not None and fitted.residual_normalizer.scale.max() < 0.5
 
 
+def test_a_clean_fraction_keeps_recorded_states_exact_and_is_checked():
+    """Noise of 3 change scales on every input blurs the point mass's fit on its own recorded states; with half
+    of each batch left clean the held-out error (on true inputs) comes back down, at the same seed and steps."""
+    episodes, tokenizer, actions = point_mass_parts()
+    held_out = random_walk_episodes(4, seed=100)
+    errors = {}
+    for fraction in (0.0, 0.5):
+        _, record = fit_one_step_predictor(
+            tokenizer, actions, episodes[:16], held_out, steps=1500, seed=0, input_noise=3.0, clean_fraction=fraction
+        )  # fmt: skip
+        assert record["clean_fraction"] == fraction
+        errors[fraction] = record["held_out_mse"]
+    assert errors[0.5] < 0.5 * errors[0.0]
+    with pytest.raises(ValueError, match=r"clean_fraction must lie in \[0, 1\], got 1.5"):
+        fit_one_step_predictor(tokenizer, actions, episodes[:4], [], steps=1, seed=0, clean_fraction=1.5)
+
+
+def test_the_config_refuses_a_clean_fraction_outside_zero_to_one():
+    from worldsim.world_model.config import WorldModelConfig
+
+    with pytest.raises(ValueError, match=r"model.predictor_clean_fraction must lie in \[0, 1\], got -0.1"):
+        WorldModelConfig(predictor_clean_fraction=-0.1)
+
+
 def test_a_checkpoint_keeps_the_predictor(tmp_path):
     model = state_model(predictor=True)
     model.save_pretrained(tmp_path / "wm")

@@ -59,6 +59,7 @@ def fit_one_step_predictor(
     steps: int,
     seed: int,
     input_noise: float = 0.0,
+    clean_fraction: float = 0.0,
 ) -> tuple[StateTokenizer, dict]:
     """Train the predictor on ``train``'s transitions; returns the tokenizer with it and a record (training
     time, final loss, held-out mean squared error of the standardized change against predicting none).
@@ -66,7 +67,11 @@ def fit_one_step_predictor(
     ``input_noise``: each batch's two input frames are moved by Gaussian noise of this many change scales per
     dimension, the target still the true next frame, so the predictor learns to lead a slightly wrong state
     back instead of carrying its error on (the noise training of learned simulators, Sanchez-Gonzalez et al.
-    2020: a rollout feeds the model its own errors)."""
+    2020: a rollout feeds the model its own errors). ``clean_fraction``: that fraction of each batch's
+    transitions keeps its true input frames, so the predictor stays exact on the recorded states themselves
+    (one-step precision) while the noisy rest teaches it to lead a wrong state back."""
+    if not 0.0 <= clean_fraction <= 1.0:
+        raise ValueError(f"clean_fraction must lie in [0, 1], got {clean_fraction}")
     if not tokenizer.delta:
         raise ValueError("a one-step predictor needs delta tokens (state_delta=true)")
     started = time.perf_counter()
@@ -88,7 +93,8 @@ def fit_one_step_predictor(
         rows = torch.randint(0, len(x), (BATCH,), generator=generator)
         if input_noise > 0:
             batch = {k: v[rows] for k, v in data.items()}
-            noise = [torch.randn(batch["previous"].shape, generator=generator) * scale for _ in range(2)]
+            noisy = (torch.rand(BATCH, 1, generator=generator) >= clean_fraction).float()
+            noise = [torch.randn(batch["previous"].shape, generator=generator) * scale * noisy for _ in range(2)]
             inputs, targets = transitions(tokenizer, batch, noise)
         else:
             inputs, targets = x[rows], y[rows]
@@ -106,6 +112,7 @@ def fit_one_step_predictor(
         "layers": list(sizes),
         "steps": steps,
         "input_noise": input_noise,
+        "clean_fraction": clean_fraction,
         "batch": BATCH,
         "minutes": round((time.perf_counter() - started) / 60, 2),
         "final_loss": float(loss.item()),

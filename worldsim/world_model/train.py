@@ -169,7 +169,7 @@ def train_world_model(cfg: TrainWorldModelConfig) -> WorldModel:
                                  "set model.one_step_predictor=false for absolute tokens")  # fmt: skip
             model.tokenizer, predictor_record = fit_one_step_predictor(
                 model.tokenizer, model.action_encoder, train, held_out, steps=cfg.model.predictor_steps, seed=t.seed,
-                input_noise=cfg.model.predictor_input_noise,
+                input_noise=cfg.model.predictor_input_noise, clean_fraction=cfg.model.predictor_clean_fraction,
             )  # fmt: skip
             print(
                 f"one-step predictor: held-out MSE {predictor_record['held_out_mse']:.5f} against "
