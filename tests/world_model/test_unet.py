@@ -129,6 +129,23 @@ def test_the_oldest_frames_action_is_not_seen():
 
 COPY_SKIP = dataclasses.replace(UNET, unet_copy_skip=True, parameterization="sample")
 COORDS = dataclasses.replace(COPY_SKIP, unet_coord_channels=True)
+ACTIONS = dataclasses.replace(COORDS, unet_action_channels=True)
+
+
+@pytest.mark.parametrize("config", [COORDS, ACTIONS], ids=["embedding_only", "action_channels"])
+def test_action_channels_bring_the_action_to_every_pixel(config):
+    """With the embedding's action columns zeroed, the action reaches the prediction only through the action
+    channels: it changes the frame with them and not without."""
+    model = unet_model(config=config)
+    c = model.unet_config
+    assert model.denoiser.stem.in_channels == 12 * (c.context_frames + 1) + 2 + c.cond_dim * c.action_channels
+    with torch.no_grad():
+        model.denoiser.embed[0].weight[:, (c.context_frames + 1) * c.level_features :] = 0.0
+        inputs = _inputs(model)
+        changed = [t.clone() for t in inputs]
+        changed[2].mul_(-1.0)
+        difference = (model.denoiser.predict(*changed) - model.denoiser.predict(*inputs)).abs().max()
+    assert (difference > 1e-3) == c.action_channels
 
 
 def test_a_copy_skip_network_starts_by_copying_the_newest_context_frame():
@@ -190,6 +207,8 @@ def test_bad_configurations_are_refused_clearly():
         dataclasses.replace(UNET, unet_copy_skip=True)
     with pytest.raises(ValueError, match="unet_coord_channels is a U-Net option; model.network is transformer"):
         WorldModelConfig(unet_coord_channels=True)
+    with pytest.raises(ValueError, match="unet_action_channels is a U-Net option; model.network is transformer"):
+        WorldModelConfig(unet_action_channels=True)
     with pytest.raises(ValueError, match="samples autoregressively"):
         StreamingSession(unet_model(), SessionConfig(sampling="rolling"))
     with pytest.raises(ValueError, match="cannot take a state tokenizer"):
@@ -199,7 +218,7 @@ def test_bad_configurations_are_refused_clearly():
         WorldModel(UNET, state.tokenizer, state.action_encoder, state.observation_space)
 
 
-@pytest.mark.parametrize("config", [UNET, COORDS], ids=["plain", "coords"])
+@pytest.mark.parametrize("config", [UNET, COORDS, ACTIONS], ids=["plain", "coords", "actions"])
 def test_checkpoint_round_trip(tmp_path, config):
     model = unet_model(config=config)
     model.save_pretrained(tmp_path / "unet")
@@ -210,7 +229,9 @@ def test_checkpoint_round_trip(tmp_path, config):
         torch.testing.assert_close(loaded.denoiser.predict(*inputs), model.denoiser.predict(*inputs))
 
 
-@pytest.mark.parametrize("config", [UNET, COPY_SKIP, COORDS], ids=["plain", "copy_skip", "copy_skip_coords"])
+@pytest.mark.parametrize(
+    "config", [UNET, COPY_SKIP, COORDS, ACTIONS], ids=["plain", "copy_skip", "copy_skip_coords", "with_actions"]
+)
 def test_onnx_export_and_runner_match_torch(tmp_path, config):
     model = unet_model(config=config)
     episode = episodes(1, 30)[0]

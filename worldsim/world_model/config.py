@@ -47,6 +47,9 @@ class WorldModelConfig:
     ``parameterization=sample``), so an untrained network copies and an object's pixels stay put unless moved."""
     unet_coord_channels: bool = False
     """U-Net: each pixel's x and y as two more input channels (CoordConv), so an action can say where."""
+    unet_action_channels: bool = False
+    """U-Net: the action leading to the frame as input channels, constant over the frame (with
+    ``unet_coord_channels`` a convolution can place a target position in the frame)."""
     one_step_predictor: bool = True
     """State models with delta tokens: a deterministic MLP (:mod:`~worldsim.world_model.one_step_predictor`)
     predicts each frame's change from the two frames before and the action, and the diffusion model samples
@@ -73,8 +76,9 @@ class WorldModelConfig:
                     f"model.sequence_frames = window_frames + 1 = {self.window_frames + 1}, got "
                     f"{self.sink_frames} and {self.sequence_frames}"
                 )
-        if self.unet_coord_channels and self.network != "unet":
-            raise ValueError(f"model.unet_coord_channels is a U-Net option; model.network is {self.network}")
+        for option in ("unet_coord_channels", "unet_action_channels"):
+            if getattr(self, option) and self.network != "unet":
+                raise ValueError(f"model.{option} is a U-Net option; model.network is {self.network}")
         if self.unet_copy_skip and (self.network != "unet" or self.parameterization != "sample"):
             raise ValueError(
                 "model.unet_copy_skip adds the last frame to a clean-frame prediction: it needs model.network=unet "

@@ -78,6 +78,7 @@ class WorldModel(Pretrained, nn.Module):
                 channels=list(config.unet_channels),
                 copy_skip=config.unet_copy_skip,
                 coord_channels=config.unet_coord_channels,
+                action_channels=config.unet_action_channels,
             )
             self.denoiser = FrameUNet(self.unet_config)
         else:

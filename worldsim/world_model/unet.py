@@ -44,6 +44,10 @@ class UNetConfig:
     """Give the first convolution two more channels, each pixel's x and y in [-1, 1] (CoordConv, Liu et al.
     2018): the actions reach the network as one global embedding, and a convolution alone cannot turn a
     number into a place in the frame (where a target position puts the pusher)."""
+    action_channels: bool = False
+    """Give the first convolution the action that leads to the frame as ``cond_dim`` more channels, each
+    constant over the frame, beside the embedding: with ``coord_channels`` a convolution can compare a target
+    position with each pixel's own and draw the pusher where the action puts it."""
 
     def __post_init__(self) -> None:
         depth = len(self.channels)
@@ -102,7 +106,8 @@ class FrameUNet(nn.Module):
         self.embed = nn.Sequential(
             nn.Linear(cond_in, config.embed_dim), nn.SiLU(), nn.Linear(config.embed_dim, config.embed_dim)
         )
-        self.stem = nn.Conv2d(12 * (k + 1) + 2 * config.coord_channels, c[0], 3, padding=1)
+        stem_in = 12 * (k + 1) + 2 * config.coord_channels + config.cond_dim * config.action_channels
+        self.stem = nn.Conv2d(stem_in, c[0], 3, padding=1)
         side = torch.linspace(-1.0, 1.0, config.image_size // 2)
         coords = torch.stack(torch.meshgrid(side, side, indexing="xy"))[None]  # [1, 2 (x, y), S / 2, S / 2]
         self.register_buffer("coords", coords if config.coord_channels else None, persistent=False)
@@ -154,6 +159,8 @@ class FrameUNet(nn.Module):
         h = F.pixel_unshuffle(frames, 2).reshape(b, -1, s // 2, s // 2)
         if self.coords is not None:
             h = torch.cat([h, self.coords.to(h).expand(b, -1, -1, -1)], dim=1)
+        if c.action_channels:
+            h = torch.cat([h, cond[:, 0, :, None, None].to(h).expand(-1, -1, s // 2, s // 2)], dim=1)
         levels = torch.cat([context_levels, level], dim=1)
         conds = torch.cat([context_conds[:, 1:], cond], dim=1)
         emb = self.embed(torch.cat([level_features(levels, c.level_features).flatten(1), conds.flatten(1)], dim=1))
