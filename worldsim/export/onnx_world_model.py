@@ -21,7 +21,7 @@ import numpy as np
 from worldsim.core.kv_cache import KVCache
 from worldsim.core.schedules import schedule_from_config
 from worldsim.export.graph_files import check_graph, companion_path
-from worldsim.export.metadata import ExportFormatError, read_metadata
+from worldsim.export.metadata import ExportFormatError, read_metadata, unpack_tensors
 from worldsim.export.providers import ProviderChoice, make_session
 from worldsim.world_model.action_encoder import ActionEncoder, box_from_dict
 from worldsim.world_model.frame_tokenizer import FrameTokenizer
@@ -117,13 +117,13 @@ class OnnxWorldModelSession(StreamingSessionBase):
         state_tokenizer = None
         self._codec: _OnnxFrameCodec | None = None
         if tokenizer["kind"] == "state":
-            state_tokenizer = StateTokenizer.from_tensors(meta["tokenizer_tensors"], tokenizer)
+            state_tokenizer = StateTokenizer.from_tensors(unpack_tensors(meta["tokenizer_tensors"]), tokenizer)
         else:
             self._codec = _OnnxFrameCodec(path, meta, providers, threads)
         model = meta["config"]
         spec = StreamSpec(
             observation_space=box_from_dict(meta["observation_space"]),
-            action_encoder=ActionEncoder.from_tensors(meta["action_tensors"], meta["action"]),
+            action_encoder=ActionEncoder.from_tensors(unpack_tensors(meta["action_tensors"]), meta["action"]),
             schedule=schedule_from_config(meta["schedule"]),
             parameterization=model["parameterization"],
             tokens_per_frame=p,
@@ -154,7 +154,7 @@ class OnnxWorldModelSession(StreamingSessionBase):
         model = meta["config"]
         spec = StreamSpec(
             observation_space=box_from_dict(meta["observation_space"]),
-            action_encoder=ActionEncoder.from_tensors(meta["action_tensors"], meta["action"]),
+            action_encoder=ActionEncoder.from_tensors(unpack_tensors(meta["action_tensors"]), meta["action"]),
             schedule=schedule_from_config(meta["schedule"]),
             parameterization=model["parameterization"],
             tokens_per_frame=1,

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from worldsim.export.common import DEFAULT_OPSET, ExportError, ExportReport, export_graph, file_sizes, max_abs_diff
-from worldsim.export.metadata import write_metadata
+from worldsim.export.metadata import pack_tensors, write_metadata
 from worldsim.export.onnx_world_model import (
     DECODER_KIND,
     ENCODER_KIND,
@@ -197,7 +197,7 @@ def _metadata(model: WorldModel, path: Path, slot_frames: int, export_id: str, t
         "cond_dim": model.action_encoder.cond_dim,
         "tokenizer": model.tokenizer.config(),
         "action": model.action_encoder.config(),
-        "action_tensors": {k: v.tolist() for k, v in model.action_encoder.tensors().items()},
+        "action_tensors": pack_tensors(model.action_encoder.tensors()),
         "observation_space": box_to_dict(model.observation_space),
         "schedule": model.schedule.config(),
         "session_defaults": defaults,
@@ -208,21 +208,11 @@ def _metadata(model: WorldModel, path: Path, slot_frames: int, export_id: str, t
     }
     if tc is None:  # a U-Net: its frame window is an input of the step, there is no cache layout to record
         return common | {"unet": model.unet_config.to_dict()}
-    return {
-        "kind": KIND,
-        "export_id": export_id,
-        "config": asdict(c),
+    return common | {
         "transformer": tc.to_dict(),
-        "token_dim": model.tokenizer.token_dim,
-        "cond_dim": model.action_encoder.cond_dim,
-        "tokenizer": model.tokenizer.config(),
         # A state model's tokens are normalized states: the runner normalizes in numpy with these statistics.
-        "tokenizer_tensors": {k: v.tolist() for k, v in model.tokenizer.tensors().items()} if state else {},
+        "tokenizer_tensors": pack_tensors(model.tokenizer.tensors()) if state else {},
         "codec": None if state else {role: p.name for role, p in codec_paths(path).items()},
-        "action": model.action_encoder.config(),
-        "action_tensors": {k: v.tolist() for k, v in model.action_encoder.tensors().items()},
-        "observation_space": box_to_dict(model.observation_space),
-        "schedule": model.schedule.config(),
         "cache": {
             "slot_frames": slot_frames,
             "layers": tc.depth,
@@ -230,11 +220,6 @@ def _metadata(model: WorldModel, path: Path, slot_frames: int, export_id: str, t
             "head_dim": model.denoiser.head_dim,
             "tokens_per_frame": tc.tokens_per_frame,
         },
-        "session_defaults": defaults,
-        "env_id": model.metadata.get("env_id"),
-        "env_kwargs": model.metadata.get("env_kwargs"),
-        "source": source,
-        "tolerance": tolerance,
     }
 
 
