@@ -275,3 +275,34 @@ def test_bad_window_arguments_raise(horizons):
         policy_windows([_episode(3)], *horizons)
     with pytest.raises(ValueError):
         policy_windows([], 2, 4)
+
+
+def test_a_derived_dataset_of_another_size_is_used_with_a_warning_not_silently(tmp_path):
+    """The derived id names the env and the noise only: a later run asking for more episodes (or other seeds)
+    is told that it trains on the earlier recording, and how to record the one it asks for."""
+    import dataclasses
+
+    from worldsim.core.distributed import DistributedContext
+    from worldsim.envs.datasets import recorded_reset_seeds
+    from worldsim.envs.tasks import TaskSpec
+    from worldsim.policies.train import TrainPolicyConfig, load_task_demonstrations
+
+    task = TaskSpec(env_id="MountainCarContinuous-v0", expert="tests.test_datasets:PushWithVelocity", demo_episodes=2,
+                    demo_seed=3, max_episode_steps=30)  # fmt: skip
+    config = TrainPolicyConfig(task=task, out=str(tmp_path / "policy"), data_path=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # recorded as asked: nothing to say
+        ids, episodes = load_task_demonstrations(config, DistributedContext())
+        load_task_demonstrations(config, DistributedContext())
+    assert ids == ["mountaincarcontinuous/expert-v0"] and len(episodes) == 2
+    assert recorded_reset_seeds(ids[0], path=tmp_path) == [3, 4]
+    more = dataclasses.replace(config, task=dataclasses.replace(task, demo_episodes=5))
+    with pytest.warns(UserWarning, match=r"2 episodes, reset seeds 3..4\), not the 5 episodes from seed 3 the task"):
+        _, episodes = load_task_demonstrations(more, DistributedContext())
+    assert len(episodes) == 2  # nothing re-recorded or deleted
+    named = dataclasses.replace(more, task=dataclasses.replace(more.task, dataset_id="mountaincarcontinuous/expert-v0"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a dataset the user named is theirs to size
+        load_task_demonstrations(named, DistributedContext())
+    with pytest.raises(ValueError, match="no local Minari dataset 'missing/expert-v0'"):
+        recorded_reset_seeds("missing/expert-v0", path=tmp_path)

@@ -422,6 +422,16 @@ def _record_in_parallel(
         envs.close()
 
 
+def recorded_reset_seeds(dataset_id: str, *, path: str | os.PathLike | None = None) -> list[int | None]:
+    """The reset seed each episode of a local Minari dataset was recorded with (None where none was stored)."""
+    with datasets_root(path):
+        if not get_dataset_path(dataset_id).exists():
+            raise ValueError(f"no local Minari dataset {dataset_id!r} under {get_dataset_path()}")
+        dataset = minari.load_dataset(dataset_id)
+        metadata = dataset.storage.get_episode_metadata(range(dataset.total_episodes))
+        return [None if m.get("seed") is None else int(m["seed"]) for m in metadata]
+
+
 def load_demonstrations(
     dataset_id: str,
     env_id: str | None = None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from worldsim.core.distributed import DistributedContext, init_distributed
 from worldsim.core.episodes import policy_windows
 from worldsim.core.normalizer import Normalizer
 from worldsim.core.trainer import Trainer
-from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations
+from worldsim.envs.datasets import collect_dataset, fit_normalizers, load_demonstrations, recorded_reset_seeds
 from worldsim.envs.wrappers import select_proprioception
 from worldsim.policies.action_codec import fit_relative_normalizer
 from worldsim.policies.config import EVAL_SEED, DiffusionPolicyConfig, TrainPolicyConfig
@@ -71,7 +72,7 @@ def load_task_demonstrations(cfg: TrainPolicyConfig, context: DistributedContext
     dataset_ids = [task.demo_dataset_id(), *cfg.extra_datasets]
     if context.is_main:
         try:
-            load_demonstrations(dataset_ids[0], path=cfg.data_path)
+            seeds = recorded_reset_seeds(dataset_ids[0], path=cfg.data_path)
         except ValueError:
             if not cfg.collect:
                 raise
@@ -80,6 +81,17 @@ def load_task_demonstrations(cfg: TrainPolicyConfig, context: DistributedContext
                 expert=lambda seed=None: task.make_expert(seed), env_kwargs=task.env_kwargs,
                 action_noise=task.demo_action_noise,
             )  # fmt: skip
+        else:
+            wanted = list(range(task.demo_seed, task.demo_seed + task.demo_episodes))
+            if task.dataset_id is None and seeds != wanted:
+                # The derived id names the env and noise only: an earlier recording of another size or seed
+                # would otherwise stand in for the one the task asks for without a word.
+                warnings.warn(
+                    f"training on the recorded {dataset_ids[0]!r} ({len(seeds)} episodes, reset seeds "
+                    f"{_seed_span(seeds)}), not the {task.demo_episodes} episodes from seed {task.demo_seed} the "
+                    "task asks for: delete that dataset to record them, or name a new one with task.dataset_id",
+                    stacklevel=2,
+                )
     context.barrier()
     episodes = [
         episode
@@ -87,6 +99,12 @@ def load_task_demonstrations(cfg: TrainPolicyConfig, context: DistributedContext
         for episode in load_demonstrations(dataset_id, task.env_id, env_kwargs=task.env_kwargs, path=cfg.data_path)
     ]
     return dataset_ids, episodes
+
+
+def _seed_span(seeds: list[int | None]) -> str:
+    if not seeds or None in seeds:
+        return "not all stored"
+    return f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[0] + len(seeds))) else "listed"
 
 
 def train_policy(cfg: TrainPolicyConfig) -> DiffusionPolicy:
