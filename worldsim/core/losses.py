@@ -100,6 +100,7 @@ def diffusion_forcing_loss(
     immiscible: Immiscible | None = None,
     knn_k: int = 4,
     mask: torch.Tensor | None = None,
+    element_weights: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     **model_kwargs,
 ) -> torch.Tensor:
@@ -107,7 +108,8 @@ def diffusion_forcing_loss(
 
     ``x0``: clean tokens ``[B, T, D]``. ``levels``: per-frame levels ``[B, T / tokens_per_frame]`` to use
     instead of sampling (e.g. clean or lightly noised context frames). ``mask``: ``[B, T]`` booleans,
-    False for padding tokens that must not count.
+    False for padding tokens that must not count. ``element_weights``: ``[B, T, D]``, each value's weight
+    in its token's mean (e.g. the pixels that change, which a frame's mean would drown).
     """
     if x0.ndim != 3:
         raise ValueError(f"x0 must have shape [batch, tokens, dim], got {tuple(x0.shape)}")
@@ -131,9 +133,14 @@ def diffusion_forcing_loss(
     x_t = schedule.add_noise(x0, noise, token_levels)
     target = schedule.target(x0, noise, token_levels, parameterization)
     pred = model(x_t, token_levels, cond, **model_kwargs)
-    per_token = (pred - target).pow(2).mean(-1) * _weights(
-        schedule, token_levels, parameterization, weighting, min_snr_gamma
-    )
+    squared = (pred - target).pow(2)
+    if element_weights is not None:
+        if tuple(element_weights.shape) != tuple(x0.shape):
+            raise ValueError(
+                f"element_weights must have the shape of x0, {list(x0.shape)}, got {list(element_weights.shape)}"
+            )
+        squared = squared * element_weights
+    per_token = squared.mean(-1) * _weights(schedule, token_levels, parameterization, weighting, min_snr_gamma)
     if mask is None:
         return per_token.mean()
     if tuple(mask.shape) != (b, t):

@@ -47,6 +47,9 @@ class WorldModelConfig:
     ``parameterization=sample``), so an untrained network copies and an object's pixels stay put unless moved."""
     unet_coord_channels: bool = False
     """U-Net: each pixel's x and y as two more input channels (CoordConv), so an action can say where."""
+    unet_change_weight: float = 0.0
+    """U-Net: the training loss weighs each pixel that changes from the newest context frame to the target
+    by ``1 + unet_change_weight`` (what moves is a few percent of a frame's pixels). 0: a plain mean."""
     unet_action_channels: bool = False
     """U-Net: the action leading to the frame as input channels, constant over the frame (with
     ``unet_coord_channels`` a convolution can place a target position in the frame)."""
@@ -76,7 +79,8 @@ class WorldModelConfig:
                     f"model.sequence_frames = window_frames + 1 = {self.window_frames + 1}, got "
                     f"{self.sink_frames} and {self.sequence_frames}"
                 )
-        for option in ("unet_coord_channels", "unet_action_channels"):
+        check_number("model.unet_change_weight", self.unet_change_weight, low=0)
+        for option in ("unet_coord_channels", "unet_action_channels", "unet_change_weight"):
             if getattr(self, option) and self.network != "unet":
                 raise ValueError(f"model.{option} is a U-Net option; model.network is {self.network}")
         if self.unet_copy_skip and (self.network != "unet" or self.parameterization != "sample"):

@@ -34,6 +34,8 @@ from worldsim.world_model.unet import FrameUNet, UNetConfig
 Tokenizer = StateTokenizer | PixelTokenizer | FrameTokenizer
 TOKENIZERS = {"state": StateTokenizer, "pixels": PixelTokenizer, "frames": FrameTokenizer}
 CHECKPOINT_KIND = "world_model"
+CHANGED_PIXEL = 0.1
+"""A U-Net frame value (in [-1, 1]) counts as changed beyond this (13 of 255 levels: not a rendering's dither)."""
 
 
 class WorldModel(Pretrained, nn.Module):
@@ -219,9 +221,16 @@ class WorldModel(Pretrained, nn.Module):
             cond = torch.where(pad[..., None], no_action, cond)
         mask = torch.zeros(b, t, dtype=torch.bool, device=x0.device)
         mask[:, -1] = True
+        weights = None
+        if c.unet_change_weight:
+            # Pixels that differ between the newest context frame and the target (what moved, where it was and
+            # where it is now) weigh 1 + change_weight: a small moving object is otherwise a sliver of the mean.
+            changed = (x0[:, -1] - x0[:, -2]).abs() > CHANGED_PIXEL
+            weights = torch.ones_like(x0)
+            weights[:, -1] = 1.0 + c.unet_change_weight * changed.to(x0.dtype)
         return diffusion_forcing_loss(
             self.denoiser.sequence_prediction, x0, self.schedule, parameterization=c.parameterization, cond=cond,
-            levels=levels, mask=mask,
+            levels=levels, mask=mask, element_weights=weights,
         )  # fmt: skip
 
     # -- checkpoints ------------------------------------------------------------------------------------
