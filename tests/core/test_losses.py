@@ -54,6 +54,23 @@ def test_mask_excludes_padding_tokens():
         diffusion_forcing_loss(model, x0, CosineSchedule(), mask=mask[:, :3])
 
 
+def test_element_weights_scale_each_value_in_its_token_mean():
+    """With the clean sample as the target and a model that predicts zeros, the loss is the weighted mean of
+    x0 squared, computed here by hand."""
+    x0 = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    weights = torch.ones_like(x0)
+    weights[:, :, 0] = 11.0
+
+    def model(x_t, level, cond):
+        return torch.zeros_like(x_t)
+
+    loss = diffusion_forcing_loss(model, x0, CosineSchedule(), parameterization="sample", element_weights=weights)
+    torch.testing.assert_close(loss, (weights * x0**2).mean())
+    assert loss > 1.5 * (x0**2).mean()
+    with pytest.raises(ValueError, match=r"element_weights must have the shape of x0, \[2, 3, 4\], got \[2, 3, 1\]"):
+        diffusion_forcing_loss(model, x0, CosineSchedule(), element_weights=weights[..., :1])
+
+
 def test_explicit_levels_and_frames():
     seen = {}
 

@@ -180,6 +180,23 @@ def test_training_keeps_uint8_windows_and_the_loss_trains_the_network():
         assert float(model.compute_loss(batch)) < 0.85 * first
 
 
+def test_the_change_weight_counts_only_pixels_that_change():
+    """Windows whose target repeats the newest context frame lose nothing to the change weight; windows
+    whose target differs weigh its pixels 1 + weight (same noise: same seed)."""
+    batch = {k: v[:4] for k, v in unet_model().training_data(episodes()).items()}
+    still = dict(batch, frames=batch["frames"].clone())
+    still["frames"][:, -1] = still["frames"][:, -2]
+    losses = {}
+    for weight in (0.0, 10.0):
+        model = unet_model(config=dataclasses.replace(COPY_SKIP, unet_change_weight=weight)).train()
+        for name, windows in (("still", still), ("moving", batch)):
+            torch.manual_seed(1)
+            with torch.no_grad():
+                losses[name, weight] = float(model.compute_loss(windows))
+    assert losses["still", 10.0] == pytest.approx(losses["still", 0.0], rel=1e-6)
+    assert losses["moving", 10.0] > 5.0 * losses["moving", 0.0]
+
+
 def test_the_session_streams_quantized_frames_in_bounded_memory():
     model = unet_model()
     episode = episodes(1, 40)[0]
@@ -209,6 +226,10 @@ def test_bad_configurations_are_refused_clearly():
         WorldModelConfig(unet_coord_channels=True)
     with pytest.raises(ValueError, match="unet_action_channels is a U-Net option; model.network is transformer"):
         WorldModelConfig(unet_action_channels=True)
+    with pytest.raises(ValueError, match="unet_change_weight is a U-Net option; model.network is transformer"):
+        WorldModelConfig(unet_change_weight=10.0)
+    with pytest.raises(ValueError, match=r"model.unet_change_weight must lie in \[0, inf\], got -1.0"):
+        dataclasses.replace(UNET, unet_change_weight=-1.0)
     with pytest.raises(ValueError, match="samples autoregressively"):
         StreamingSession(unet_model(), SessionConfig(sampling="rolling"))
     with pytest.raises(ValueError, match="cannot take a state tokenizer"):
