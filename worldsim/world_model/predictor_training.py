@@ -93,7 +93,8 @@ def fit_one_step_predictor(
         rows = torch.randint(0, len(x), (BATCH,), generator=generator)
         if input_noise > 0:
             batch = {k: v[rows] for k, v in data.items()}
-            noisy = (torch.rand(BATCH, 1, generator=generator) >= clean_fraction).float()
+            # The mask is drawn only when asked for, so a run without it keeps the random stream it always had.
+            noisy = (torch.rand(BATCH, 1, generator=generator) >= clean_fraction).float() if clean_fraction else 1.0
             noise = [torch.randn(batch["previous"].shape, generator=generator) * scale * noisy for _ in range(2)]
             inputs, targets = transitions(tokenizer, batch, noise)
         else:
